@@ -1,0 +1,411 @@
+"""The register maps: load the TOML declarations in ``hardware/registers`` and render them.
+
+This module owns the contract between a node and its gateway. Everything else reads the maps
+through :func:`load_maps`; the firmware gets a generated module (``firmware/app/hwdef.py``) and
+technicians get ``docs/registers.md``, both produced by :func:`render_firmware` /
+:func:`render_docs` and checked for freshness by the tests.
+"""
+
+from __future__ import annotations
+
+import pprint
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+HARDWARE_DIR = Path(__file__).resolve().parent
+REGISTERS_DIR = HARDWARE_DIR / "registers"
+SENSORS_FILE = HARDWARE_DIR / "sensors.toml"
+CLASS_NAMES = ("fire", "flood", "water", "air")
+
+RegType = Literal["u16", "i16", "u32"]
+_TYPE_CODES: dict[str, int] = {"u16": 0, "i16": 1, "u32": 2}
+_TYPE_WIDTH: dict[str, int] = {"u16": 1, "i16": 1, "u32": 2}
+
+
+class RegisterMapError(ValueError):
+    """A register-map file is malformed; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Register:
+    """One input or holding register (a u32 spans two addresses)."""
+
+    address: int
+    name: str
+    type: RegType
+    desc: str
+    scale: float = 1.0
+    unit: str = ""
+    default: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def width(self) -> int:
+        return _TYPE_WIDTH[self.type]
+
+    @property
+    def multiplier(self) -> int:
+        """Encoded = round(value * multiplier); scales are decimal fractions (1, 0.1, 0.01)."""
+        return round(1 / self.scale)
+
+    def encode(self, value: float) -> list[int]:
+        """Engineering value -> register words (big-endian for u32)."""
+        raw = round(value * self.multiplier)
+        if self.type == "u32":
+            raw &= 0xFFFFFFFF
+            return [raw >> 16, raw & 0xFFFF]
+        if self.type == "i16":
+            if not -32768 <= raw <= 32767:
+                raise ValueError(f"{self.name}: {value} does not fit an i16 at scale {self.scale}")
+            return [raw & 0xFFFF]
+        if not 0 <= raw <= 0xFFFF:
+            raise ValueError(f"{self.name}: {value} does not fit a u16 at scale {self.scale}")
+        return [raw]
+
+    def decode(self, words: list[int]) -> float:
+        """Register words -> engineering value."""
+        if self.type == "u32":
+            raw = (words[0] << 16) | words[1]
+        elif self.type == "i16":
+            raw = words[0] - 0x10000 if words[0] & 0x8000 else words[0]
+        else:
+            raw = words[0]
+        return raw / self.multiplier if self.multiplier != 1 else float(raw)
+
+
+@dataclass(frozen=True)
+class Bit:
+    bit: int
+    name: str
+    desc: str
+    severity: str = ""
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """The full map of one device class: common blocks plus the class blocks."""
+
+    class_id: int
+    name: str
+    title: str
+    input: tuple[Register, ...]
+    holding: tuple[Register, ...]
+    alarm_bits: tuple[Bit, ...]
+    fault_bits: tuple[Bit, ...]
+
+    def input_register(self, name: str) -> Register:
+        return _by_name(self.input, name)
+
+    def holding_register(self, name: str) -> Register:
+        return _by_name(self.holding, name)
+
+    @property
+    def input_count(self) -> int:
+        last = max(self.input, key=lambda r: r.address)
+        return last.address + last.width
+
+    @property
+    def holding_count(self) -> int:
+        last = max(self.holding, key=lambda r: r.address)
+        return last.address + last.width
+
+    def decode_inputs(self, words: list[int]) -> dict[str, float]:
+        """Decode a block of input registers read from address 0."""
+        return {r.name: r.decode(words[r.address : r.address + r.width]) for r in self.input
+                if r.address + r.width <= len(words)}
+
+
+@dataclass(frozen=True)
+class Maps:
+    map_version: int
+    common_input: tuple[Register, ...]
+    common_holding: tuple[Register, ...]
+    status_bits: tuple[Bit, ...]
+    coils: tuple[Bit, ...]
+    commands: dict[str, int]
+    classes: dict[str, ClassMap] = field(default_factory=dict)
+
+    def by_id(self, class_id: int) -> ClassMap:
+        for cmap in self.classes.values():
+            if cmap.class_id == class_id:
+                return cmap
+        raise KeyError(f"no device class {class_id}")
+
+
+def _by_name(regs: tuple[Register, ...], name: str) -> Register:
+    for reg in regs:
+        if reg.name == name:
+            return reg
+    raise KeyError(name)
+
+
+def _register(entry: dict[str, Any], where: str) -> Register:
+    try:
+        reg_type = entry.get("type", "u16")
+        if reg_type not in _TYPE_CODES:
+            raise RegisterMapError(f"{where}: type {reg_type!r} is not one of u16, i16, u32")
+        return Register(
+            address=int(entry["address"]),
+            name=str(entry["name"]),
+            type=reg_type,
+            desc=str(entry["desc"]),
+            scale=float(entry.get("scale", 1.0)),
+            unit=str(entry.get("unit", "")),
+            default=entry.get("default"),
+            minimum=entry.get("min"),
+            maximum=entry.get("max"),
+        )
+    except KeyError as exc:
+        raise RegisterMapError(f"{where}: missing field {exc.args[0]!r}") from None
+
+
+def _bits(entries: list[dict[str, Any]], where: str) -> tuple[Bit, ...]:
+    try:
+        return tuple(Bit(int(e["bit"]), str(e["name"]), str(e["desc"]), str(e.get("severity", "")))
+                     for e in entries)
+    except KeyError as exc:
+        raise RegisterMapError(f"{where}: a bit is missing field {exc.args[0]!r}") from None
+
+
+def _registers(doc: dict[str, Any], key: str, path: Path) -> tuple[Register, ...]:
+    return tuple(_register(e, f"{path.name} {key}[{i}] ({e.get('name', '?')})")
+                 for i, e in enumerate(doc.get(key, [])))
+
+
+def _check_layout(regs: tuple[Register, ...], where: str) -> None:
+    used: dict[int, str] = {}
+    names: set[str] = set()
+    for reg in regs:
+        if reg.name in names:
+            raise RegisterMapError(f"{where}: register name {reg.name!r} declared twice")
+        names.add(reg.name)
+        for addr in range(reg.address, reg.address + reg.width):
+            if addr in used:
+                raise RegisterMapError(
+                    f"{where}: {reg.name!r} overlaps {used[addr]!r} at address {addr}")
+            used[addr] = reg.name
+        if reg.default is not None:
+            lo = reg.minimum if reg.minimum is not None else float("-inf")
+            hi = reg.maximum if reg.maximum is not None else float("inf")
+            if not lo <= reg.default <= hi:
+                raise RegisterMapError(f"{where}: {reg.name!r} default {reg.default} outside "
+                                       f"[{reg.minimum}, {reg.maximum}]")
+            reg.encode(reg.default)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegisterMapError(f"{path}: {exc}") from None
+
+
+@cache
+def load_maps(directory: Path = REGISTERS_DIR) -> Maps:
+    """Load and validate every register map; raises RegisterMapError naming file and entry."""
+    common_path = directory / "common.toml"
+    common = _read_toml(common_path)
+    common_input = _registers(common, "input", common_path)
+    common_holding = _registers(common, "holding", common_path)
+    maps = Maps(
+        map_version=int(common["map_version"]),
+        common_input=common_input,
+        common_holding=common_holding,
+        status_bits=_bits(common.get("status_bits", []), common_path.name),
+        coils=tuple(Bit(int(c["address"]), str(c["name"]), str(c["desc"]))
+                    for c in common.get("coils", [])),
+        commands={str(c["name"]): int(c["value"]) for c in common.get("commands", [])},
+    )
+    for name in CLASS_NAMES:
+        path = directory / f"{name}.toml"
+        doc = _read_toml(path)
+        cmap = ClassMap(
+            class_id=int(doc["class_id"]),
+            name=str(doc["name"]),
+            title=str(doc["title"]),
+            input=common_input + _registers(doc, "input", path),
+            holding=common_holding + _registers(doc, "holding", path),
+            alarm_bits=_bits(doc.get("alarm_bits", []), path.name),
+            fault_bits=_bits(doc.get("fault_bits", []), path.name),
+        )
+        _check_layout(cmap.input, f"{path.name} input")
+        _check_layout(cmap.holding, f"{path.name} holding")
+        maps.classes[name] = cmap
+    return maps
+
+
+def load_sensors(path: Path = SENSORS_FILE) -> dict[str, Any]:
+    return _read_toml(path)
+
+
+# --------------------------------------------------------------------------- rendering
+
+_FW_HEADER = '''\
+# GENERATED by `edgefleet hw gen` from hardware/registers/*.toml and hardware/sensors.toml.
+# Do not edit: change the TOML and regenerate; tests/hardware/test_generated.py fails when stale.
+# Register tuples: (address, type, multiplier[, default_raw, min_raw, max_raw]);
+# type 0 = u16, 1 = i16, 2 = u32; encoded = round(value * multiplier).
+'''
+
+
+def _fw_register(reg: Register, holding: bool) -> tuple[int, ...]:
+    base = (reg.address, _TYPE_CODES[reg.type], reg.multiplier)
+    if not holding:
+        return base
+    assert reg.default is not None and reg.minimum is not None and reg.maximum is not None
+    return (*base, round(reg.default * reg.multiplier), round(reg.minimum * reg.multiplier),
+            round(reg.maximum * reg.multiplier))
+
+
+def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = None) -> str:
+    """Source of firmware/app/hwdef.py: plain dicts and tuples, nothing MicroPython lacks."""
+    maps = maps or load_maps()
+    sensors = sensors if sensors is not None else load_sensors()
+    classes: dict[str, Any] = {}
+    for name, cmap in maps.classes.items():
+        classes[name] = {
+            "id": cmap.class_id,
+            "input": {r.name: _fw_register(r, False) for r in cmap.input},
+            "holding": {r.name: _fw_register(r, True) for r in cmap.holding},
+            "alarm_bits": {b.name: b.bit for b in cmap.alarm_bits},
+            "fault_bits": {b.name: b.bit for b in cmap.fault_bits},
+            "warning_mask": sum(1 << b.bit for b in cmap.alarm_bits if b.severity == "warning"),
+            "input_count": cmap.input_count,
+            "holding_count": cmap.holding_count,
+        }
+    parts = [
+        _FW_HEADER,
+        f"MAP_VERSION = {maps.map_version}\n",
+        f"STATUS_BITS = {pprint.pformat({b.name: b.bit for b in maps.status_bits})}\n",
+        f"COMMANDS = {pprint.pformat(maps.commands)}\n",
+        f"COILS = {pprint.pformat({c.name: c.bit for c in maps.coils})}\n",
+        f"CLASS_IDS = {pprint.pformat({n: c.class_id for n, c in maps.classes.items()})}\n",
+        f"CLASSES = {pprint.pformat(classes, width=100)}\n",
+        f"SENSORS = {pprint.pformat(sensors, width=100)}\n",
+    ]
+    return "\n".join(parts)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_registers(regs: tuple[Register, ...], holding: bool) -> list[str]:
+    if holding:
+        lines = ["| address | 4xxxx | name | type | unit | scale | default | range | meaning |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        lines = ["| address | 3xxxx | name | type | unit | scale | meaning |",
+                 "|---|---|---|---|---|---|---|"]
+    for r in regs:
+        span = str(r.address) if r.width == 1 else f"{r.address}-{r.address + r.width - 1}"
+        ref = (40001 if holding else 30001) + r.address
+        scale = "" if r.scale == 1 else f"{r.scale:g}"
+        row = f"| {span} | {ref} | `{r.name}` | {r.type} | {r.unit} | {scale} |"
+        if holding:
+            row += f" {r.default:g} | {r.minimum:g}–{r.maximum:g} |"
+        lines.append(row + f" {_md_escape(r.desc)} |")
+    return lines
+
+
+def _md_bits(bits: tuple[Bit, ...], with_severity: bool) -> list[str]:
+    head = "| bit | name | severity | meaning |" if with_severity else "| bit | name | meaning |"
+    lines = [head, "|---|---|---|---|" if with_severity else "|---|---|---|"]
+    for b in bits:
+        sev = f" {b.severity} |" if with_severity else ""
+        lines.append(f"| {b.bit} | `{b.name}` |{sev} {_md_escape(b.desc)} |")
+    return lines
+
+
+def render_docs(maps: Maps | None = None) -> str:
+    """docs/registers.md: tables a technician can read beside a Modbus tool."""
+    maps = maps or load_maps()
+    out = [
+        "<!-- GENERATED by `edgefleet hw gen` from hardware/registers/*.toml. Do not edit. -->",
+        "# edgefleet register maps",
+        "",
+        f"Register-map version **{maps.map_version}**. Serial defaults: 19200 baud, 8 data bits, "
+        "even parity, 1 stop bit (8E1); node addresses 1–247; address 0 is broadcast (no reply).",
+        "",
+        "Addresses are protocol addresses (0-based, what goes on the wire). The `3xxxx`/`4xxxx` "
+        "column is the 1-based reference many tools and SCADA packages show. Scaled values are "
+        "integers on the wire: engineering value = register × scale. `i16` is two's complement; "
+        "`u32` spans two registers, high word first.",
+        "",
+        "Function codes: 01 read coils, 03 read holding, 04 read input, 05 write coil, "
+        "06 write holding, 15 write coils, 16 write holdings. Exceptions: 01 illegal function, "
+        "02 illegal data address, 03 illegal data value (also a threshold outside its range), "
+        "04 device failure.",
+        "",
+        "Example with libmodbus `mbpoll` (identity block of node 1):",
+        "",
+        "```",
+        "mbpoll -m rtu -b 19200 -P even -a 1 -t 3 -0 -r 0 -c 16 -1 /dev/ttyUSB0",
+        "```",
+        "",
+        "## Common blocks (every class)",
+        "",
+        "### Input registers (FC04)",
+        "",
+        *_md_registers(maps.common_input, False),
+        "",
+        "### Status bits (input register 5)",
+        "",
+        *_md_bits(maps.status_bits, False),
+        "",
+        "### Holding registers (FC03/06/16)",
+        "",
+        *_md_registers(maps.common_holding, True),
+        "",
+        "Commands (write to holding register 0): "
+        + ", ".join(f"`{v}` {n}" for n, v in maps.commands.items()) + ".",
+        "",
+        "Thresholds written through Modbus are kept in flash with an atomic write "
+        "(write a temporary file, then rename) and survive reboots.",
+        "",
+        "### Coils (FC01/05/15)",
+        "",
+        "| address | name | meaning |",
+        "|---|---|---|",
+        *[f"| {c.bit} | `{c.name}` | {_md_escape(c.desc)} |" for c in maps.coils],
+        "",
+    ]
+    n_common_in = len(maps.common_input)
+    n_common_hold = len(maps.common_holding)
+    for cmap in maps.classes.values():
+        out += [
+            f"## Class {cmap.class_id}: {cmap.name} — {cmap.title}",
+            "",
+            "### Input registers (FC04)",
+            "",
+            *_md_registers(cmap.input[n_common_in:], False),
+            "",
+            "### Holding registers (FC03/06/16)",
+            "",
+            *_md_registers(cmap.holding[n_common_hold:], True),
+            "",
+            "### Alarm bits (input register 8)",
+            "",
+            *_md_bits(cmap.alarm_bits, True),
+            "",
+            "### Fault bits (input register 9)",
+            "",
+            *_md_bits(cmap.fault_bits, False),
+            "",
+        ]
+    return "\n".join(out)
+
+
+REPO_DIR = HARDWARE_DIR.parent
+FIRMWARE_HWDEF = REPO_DIR / "firmware" / "app" / "hwdef.py"
+DOCS_REGISTERS = REPO_DIR / "docs" / "registers.md"
+
+
+def generated_files() -> dict[Path, str]:
+    """Every generated file and the text it must hold."""
+    return {FIRMWARE_HWDEF: render_firmware(), DOCS_REGISTERS: render_docs()}
