@@ -18,6 +18,7 @@ from typing import Any, Literal
 HARDWARE_DIR = Path(__file__).resolve().parent
 REGISTERS_DIR = HARDWARE_DIR / "registers"
 SENSORS_FILE = HARDWARE_DIR / "sensors.toml"
+BOARDS_DIR = HARDWARE_DIR / "boards"
 CLASS_NAMES = ("fire", "flood", "water", "air")
 
 RegType = Literal["u16", "i16", "u32"]
@@ -243,6 +244,15 @@ def load_sensors(path: Path = SENSORS_FILE) -> dict[str, Any]:
     return _read_toml(path)
 
 
+def load_boards(directory: Path = BOARDS_DIR) -> dict[str, dict[str, Any]]:
+    """Board pin maps, keyed by board name."""
+    boards = {}
+    for path in sorted(directory.glob("*.toml")):
+        doc = _read_toml(path)
+        boards[str(doc.pop("name"))] = doc
+    return boards
+
+
 # --------------------------------------------------------------------------- rendering
 
 _FW_HEADER = '''\
@@ -287,6 +297,7 @@ def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = N
         f"CLASS_IDS = {pprint.pformat({n: c.class_id for n, c in maps.classes.items()})}\n",
         f"CLASSES = {pprint.pformat(classes, width=100)}\n",
         f"SENSORS = {pprint.pformat(sensors, width=100)}\n",
+        f"BOARDS = {pprint.pformat(load_boards(), width=100)}\n",
     ]
     return "\n".join(parts)
 

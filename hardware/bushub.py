@@ -1,0 +1,214 @@
+"""A simulated multi-drop RS-485 bus: one master pseudo-terminal, many node pseudo-terminals.
+
+Whatever one party transmits, every other party hears, as on a real two-wire bus. With pacing on,
+a transmission reaches the others only after its wire time at the configured baud rate (11-bit
+characters: start, 8 data, parity, stop), so a master on the pty sees real bus timing; two nodes
+talking at once collide and the master hears garbage, as it would on the wire.
+
+Fault injection (runtime-adjustable, for tests and field-technician training): bit noise and
+dropped bytes on delivery, a dead node (its port silenced both ways). Two nodes with one address
+need no special support: start both, and their replies collide.
+
+The hub runs in one thread and owns every pty master fd (one owner per resource). Pacing sleeps
+use time.sleep (nanosleep, ~0.1 ms precision) rather than the millisecond-granular poll timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+BITS_PER_CHAR = 11  # start + 8 data + parity + stop (8E1), or 8N2
+
+
+def char_time(baud: int) -> float:
+    return BITS_PER_CHAR / baud
+
+
+def t35(baud: int) -> float:
+    """Modbus inter-frame silence: 3.5 characters, fixed 1.75 ms above 19200 baud."""
+    return 0.00175 if baud > 19200 else 3.5 * char_time(baud)
+
+
+def transaction_wire_time(request_len: int, response_len: int, baud: int) -> float:
+    """Theoretical best time for one request/response on the wire, with both t3.5 gaps."""
+    return (request_len + response_len) * char_time(baud) + 2 * t35(baud)
+
+
+@dataclass
+class Faults:
+    """What the hub does to bytes in flight. Rates are per byte, 0..1."""
+
+    bit_noise: float = 0.0
+    drop: float = 0.0
+    dead_ports: set[int] = field(default_factory=set)
+    seed: int = 0
+
+
+@dataclass
+class HubStats:
+    frames: int = 0
+    bytes: int = 0
+    collisions: int = 0
+    corrupted_bytes: int = 0
+    dropped_bytes: int = 0
+
+
+def _open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+class BusHub:
+    """Port 0 is the master side; nodes get ports 1.. in the order add_port() is called."""
+
+    def __init__(self, baud: int = 19200, paced: bool = True, faults: Faults | None = None):
+        self.baud = baud
+        self.paced = paced
+        self.faults = faults or Faults()
+        self.stats = HubStats()
+        self._rng = random.Random(self.faults.seed)
+        self._masters: list[int] = []
+        self._slaves: list[int] = []  # kept open so a party closing its end never HUPs the hub
+        self.paths: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.add_port()
+
+    @property
+    def master_path(self) -> str:
+        return self.paths[0]
+
+    def add_port(self) -> str:
+        master, slave, path = _open_pty()
+        self._masters.append(master)
+        self._slaves.append(slave)
+        self.paths.append(path)
+        return path
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bus-hub", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        for fd in self._masters + self._slaves:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._masters.clear()
+        self._slaves.clear()
+
+    def __enter__(self) -> BusHub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the loop ---------------------------------------------------------------------
+    def _read(self, fd: int) -> bytes:
+        try:
+            return os.read(fd, 4096)
+        except OSError as exc:  # EIO: nobody has the other end open right now
+            if exc.errno not in (errno.EIO, errno.EAGAIN):
+                raise
+            return b""
+
+    def _run(self) -> None:
+        poller = select.poll()
+        index = {}
+        for port, fd in enumerate(self._masters):
+            poller.register(fd, select.POLLIN)
+            index[fd] = port
+        while not self._stop.is_set():
+            events = poller.poll(100)
+            for fd, ev in events:
+                if ev & select.POLLIN:
+                    data = self._read(fd)
+                    if data:
+                        self._transmit(index[fd], data, poller, index)
+                elif ev & (select.POLLHUP | select.POLLERR):
+                    # The far end is closed; don't spin on it.
+                    time.sleep(0.01)
+
+    def _transmit(self, sender: int, data: bytes, poller: select.poll, index: dict[int, int]) -> None:
+        if sender in self.faults.dead_ports:
+            return  # a dead node's transmitter is gone
+        start = time.perf_counter()
+        if self.paced:
+            data = self._wait_wire(sender, data, start, poller, index)
+        self.stats.frames += 1
+        self.stats.bytes += len(data)
+        for port, fd in enumerate(self._masters):
+            if port == sender or port in self.faults.dead_ports:
+                continue
+            out = self._inject(data)
+            if out:
+                try:
+                    os.write(fd, out)
+                except OSError:
+                    pass  # a node restarting: its bytes are lost, as on a real bus
+
+    def _wait_wire(self, sender: int, data: bytes, start: float, poller: select.poll,
+                   index: dict[int, int]) -> bytes:
+        """Hold a transmission for its wire time; anything another party sends meanwhile
+        collides with it (and extends the busy time)."""
+        end = start + len(data) * char_time(self.baud)
+        while True:
+            remaining = end - time.perf_counter()
+            if remaining <= 0:
+                return data
+            if remaining > 0.002:
+                events = poller.poll(int(remaining * 1000) - 1)
+                for fd, ev in events:
+                    if not ev & select.POLLIN:
+                        continue
+                    other = self._read(fd)
+                    if not other:
+                        continue
+                    if index[fd] == sender:
+                        data += other  # the same talker, still sending
+                    elif index[fd] not in self.faults.dead_ports:
+                        data = self._collide(data, other)
+                    end = max(end, time.perf_counter() + len(other) * char_time(self.baud))
+            else:
+                time.sleep(remaining)
+
+    def _collide(self, a: bytes, b: bytes) -> bytes:
+        self.stats.collisions += 1
+        longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+        mixed = bytearray(longer)
+        for i, byte in enumerate(shorter):
+            mixed[i] ^= byte  # two drivers fighting: the receiver decodes neither
+        return bytes(mixed)
+
+    def _inject(self, data: bytes) -> bytes:
+        faults = self.faults
+        if not faults.bit_noise and not faults.drop:
+            return data
+        out = bytearray()
+        for byte in data:
+            if faults.drop and self._rng.random() < faults.drop:
+                self.stats.dropped_bytes += 1
+                continue
+            if faults.bit_noise and self._rng.random() < faults.bit_noise:
+                byte ^= 1 << self._rng.randrange(8)
+                self.stats.corrupted_bytes += 1
+            out.append(byte)
+        return bytes(out)
