@@ -210,3 +210,21 @@ SENSORS = {'adc': {'bits': 12, 'open_counts': 20, 'short_counts': 4075, 'vref': 
            'pressure_span': 10.0,
            'turbidity_channel': 'turbidity',
            'turbidity_v_per_ntu': 0.03}}
+
+BOARDS = {'esp32-devkitc-rs485': {'adc': {'chlorine': 39,
+                                 'heat': 39,
+                                 'level': 34,
+                                 'ph': 35,
+                                 'pressure': 34,
+                                 'smoke': 36,
+                                 'turbidity': 32},
+                         'i2c_scl': 22,
+                         'i2c_sda': 21,
+                         'outputs': [25, 33],
+                         'pms_rx': 26,
+                         'pms_tx': 27,
+                         'pms_uart': 1,
+                         'rs485_de': 4,
+                         'rs485_rx': 16,
+                         'rs485_tx': 17,
+                         'rs485_uart': 2}}

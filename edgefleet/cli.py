@@ -1,0 +1,210 @@
+"""The ``edgefleet`` command: one entry point, a subcommand per part of the system."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+log = logging.getLogger("edgefleet")
+
+_EPILOG = """\
+examples:
+  edgefleet sim bus --node 1:fire --node 2:flood
+      run the real firmware for two nodes on one simulated RS-485 bus; the first line printed is
+      the master-side pty, e.g. for: mbpoll -m rtu -b 19200 -P even -a 1 -t 3 -0 -r 0 -c 16 -1 PTY
+  edgefleet sim bus --node 1:fire --scenario fire_growing
+      the same, with a fire growing in the room of node 1
+  edgefleet demo
+      all four sensor classes on one bus with a live console view while a scenario plays
+  edgefleet hw gen
+      regenerate firmware/app/hwdef.py and docs/registers.md after editing hardware/registers
+"""
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _wait_for_interrupt() -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+# ----------------------------------------------------------------------------- sim
+def _add_bus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", action="append", default=[], metavar="ADDR:CLASS",
+                   help="a node on the bus: Modbus address 1-247 and class fire|flood|water|air "
+                        "(repeat; the same address twice simulates a duplicate-address fault)")
+    p.add_argument("--baud", type=int, default=19200,
+                   help="bus speed for wire-time pacing and the nodes' t3.5 (default 19200)")
+    p.add_argument("--no-pace", action="store_true",
+                   help="deliver bytes as fast as the ptys allow instead of at wire speed")
+    p.add_argument("--scenario", metavar="NAME|FILE",
+                   help="scenario to play (a name from hardware/scenarios or a TOML file)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="simulated seconds per real second (default 1)")
+    p.add_argument("--noise", type=float, default=0.0, metavar="RATE",
+                   help="fault injection: probability per byte of a flipped bit")
+    p.add_argument("--drop", type=float, default=0.0, metavar="RATE",
+                   help="fault injection: probability per byte of a lost byte")
+    p.add_argument("--dead", type=int, action="append", default=[], metavar="ADDR",
+                   help="fault injection: this node's transceiver is dead (repeat)")
+    p.add_argument("--heap", default=None, metavar="SIZE",
+                   help="MicroPython heap per node, e.g. 64K (default: the port's own)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sensor noise and faults")
+
+
+def _build_bus(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hardware.bushub import Faults
+    from hardware.simbus import SimBus, parse_node_spec
+
+    try:
+        nodes = [parse_node_spec(spec) for spec in args.node]
+    except ValueError as exc:
+        raise SystemExit(f"edgefleet sim bus: {exc}") from None
+    if not nodes:
+        raise SystemExit("edgefleet sim bus: give at least one --node ADDR:CLASS, e.g. --node 1:fire")
+    addresses = [a for a, _ in nodes]
+    for address in sorted({a for a in addresses if addresses.count(a) > 1}):
+        log.warning("address %d is used by more than one node: their replies will collide",
+                    address)
+    bus = SimBus(nodes, baud=args.baud, paced=not args.no_pace,
+                 faults=Faults(bit_noise=args.noise, drop=args.drop, seed=args.seed),
+                 heap=args.heap)
+    for dead in args.dead:
+        ports = [i + 1 for i, n in enumerate(bus.nodes) if n.address == dead]
+        if not ports:
+            raise SystemExit(f"edgefleet sim bus: --dead {dead}: no node has that address")
+        bus.hub.faults.dead_ports.update(ports)
+    return bus
+
+
+def cmd_sim_bus(args: argparse.Namespace) -> int:
+    from hardware.simrun import attach_physics
+
+    bus = _build_bus(args)
+    try:
+        attach_physics(bus, args.scenario, args.time_scale, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"edgefleet sim bus: {exc}") from None
+    bus.start()
+    try:
+        print(bus.master_path, flush=True)
+        log.warning("bus up at %d baud with %d node(s); master pty %s; Ctrl-C to stop",
+                    args.baud, len(bus.nodes), bus.master_path)
+        _wait_for_interrupt()
+    finally:
+        bus.stop()
+    return 0
+
+
+def cmd_sim_scenarios(args: argparse.Namespace) -> int:
+    from hardware.sim.scenario import Scenario
+    from hardware.simrun import SCENARIOS_DIR
+
+    for path in sorted(SCENARIOS_DIR.glob("*.toml")):
+        sc = Scenario.load(path)
+        print(f"{path.stem:28} {sc.title}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- hw
+def cmd_hw_gen(args: argparse.Namespace) -> int:
+    from hardware.regmap import generated_files
+
+    for path, text in generated_files().items():
+        changed = not path.exists() or path.read_text() != text
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"{'wrote' if changed else 'unchanged'} {path}")
+    return 0
+
+
+def cmd_hw_check(args: argparse.Namespace) -> int:
+    from hardware.regmap import RegisterMapError, generated_files
+
+    try:
+        files = generated_files()
+    except RegisterMapError as exc:
+        print(f"register map error: {exc}", file=sys.stderr)
+        return 1
+    stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+    for path in stale:
+        print(f"stale: {path} (run `edgefleet hw gen`)", file=sys.stderr)
+    if not stale:
+        print("register maps valid; generated files fresh")
+    return 1 if stale else 0
+
+
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgefleet.demo import run_demo
+
+    return run_demo(scenario=args.scenario, duration=args.duration, baud=args.baud)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgefleet",
+        description="edgefleet keeps a city's safety sensors alive and honest: sensor firmware, "
+                    "an RS-485 simulator, gateways and a fleet manager.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sim = sub.add_parser("sim", help="the simulator: virtual sensors, real firmware, RS-485 bus",
+                         description="Run real firmware nodes on a simulated RS-485 bus.",
+                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    bus = sim_sub.add_parser(
+        "bus", help="run nodes on one bus; prints the master pty path first",
+        description="Start the real MicroPython firmware for each --node on one simulated "
+                    "multi-drop RS-485 bus and print the master-side pty path as the first line "
+                    "of standard output. A Modbus master (the gateway, mbpoll, minimalmodbus) "
+                    "opens that path at 19200 8E1. Runs until interrupted.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_bus_options(bus)
+    bus.set_defaults(func=cmd_sim_bus)
+    scen = sim_sub.add_parser("scenarios", help="list the scenarios in hardware/scenarios")
+    scen.set_defaults(func=cmd_sim_scenarios)
+
+    hw = sub.add_parser("hw", help="register maps: generate firmware constants and docs")
+    hw_sub = hw.add_subparsers(dest="hw_command", metavar="HW_COMMAND", required=True)
+    hw_sub.add_parser("gen", help="write firmware/app/hwdef.py and docs/registers.md"
+                      ).set_defaults(func=cmd_hw_gen)
+    hw_sub.add_parser("check", help="validate the maps; fail if generated files are stale"
+                      ).set_defaults(func=cmd_hw_check)
+
+    demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
+                          description="Run a fire, a flood, a water and an air node on one "
+                                      "simulated bus, poll them like a gateway does, and show "
+                                      "readings, alarms and faults live while a scenario plays.")
+    demo.add_argument("--scenario", default="city_block", help="scenario (default city_block)")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: when the scenario ends)")
+    demo.add_argument("--baud", type=int, default=19200)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
