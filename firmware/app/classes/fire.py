@@ -1,0 +1,172 @@
+# Fire detector (PCCC): photoelectric smoke chamber + NTC heat sensor, EN 54-5 class A1R.
+#
+# Smoke: obscuration (%/m) through a 5-sample median (a single scattered-light spike, an insect,
+# a dust grain, never alarms alone); pre-alarm and alarm thresholds with hysteresis. The alarm
+# LATCHES until reset(); the pre-alarm does not.
+# Heat: NTC temperature through a 3-sample median, then two elements, both LATCHING:
+#   - fixed: temperature above heat_fixed (A1: 54..65 °C);
+#   - rate of rise (class R): least-squares slope of the last 60 s of temperature, above
+#     heat_rise (°C/min) for rise_confirm consecutive samples. It works from any starting
+#     temperature, which is what class R adds: a fire in a cold room is caught long before the
+#     air reaches the fixed threshold. With the defaults (8 °C/min, 60 s window) a 10 °C/min
+#     ramp from a steady ambient is detected after about 45 s of ramp; a 30 °C/min one after
+#     about 25 s.
+#
+# Faults: open/short on each input, stuck raw counts, out of physics (temperature below -40 °C
+# or above 150 °C, obscuration far below clean air: LED or chamber failure). An open smoke input
+# reads ~0 counts, i.e. -6.7 %/m, never "clean air": it is a smoke_open fault.
+#
+# fire_state: 2 while any alarm is latched, else 1 while the pre-alarm is active, else 0.
+
+from app import hwdef
+from app.classes._base import SensorClass, options
+from app.drivers import analog
+from app.filters import Debounce, Median, RateOfRise, StuckDetector, above
+
+_SMOKE_CH = hwdef.SENSORS["smoke"]["adc_channel"]
+_HEAT_CH = hwdef.SENSORS["heat"]["adc_channel"]
+
+DEFAULTS = {
+    "smoke_median": 5,           # samples in the smoke median filter
+    "heat_median": 3,            # samples in the temperature median filter
+    "rise_window_ms": 60000,     # rate-of-rise regression window
+    "rise_min_span_ms": 20000,   # no rate until this much history (after boot or a fault)
+    "rise_confirm": 3,           # consecutive samples above heat_rise before the alarm
+    "heat_min_c": -40.0,         # below: out of physics
+    "heat_max_c": 150.0,         # above: out of physics
+    "smoke_min_pct_m": -2.0,     # below (chamber darker than clean air): out of physics
+    "stuck_hold_ms": 120000,     # raw counts identical this long => stuck
+    "stuck_min_samples": 20,
+}
+
+
+class Fire(SensorClass):
+    name = "fire"
+
+    def __init__(self, hal, bank, config=None):
+        SensorClass.__init__(self, hal, bank)
+        self.opts = o = options(DEFAULTS, config)
+        self._smoke_med = Median(o["smoke_median"])
+        self._heat_med = Median(o["heat_median"])
+        self._ror = RateOfRise(o["rise_window_ms"], 32, o["rise_min_span_ms"])
+        self._rise_hits = Debounce(o["rise_confirm"])
+        self._smoke_stuck = StuckDetector(o["stuck_hold_ms"], o["stuck_min_samples"])
+        self._heat_stuck = StuckDetector(o["stuck_hold_ms"], o["stuck_min_samples"])
+        # debounced fault states
+        self._f_smoke_open = Debounce()
+        self._f_smoke_short = Debounce()
+        self._f_heat_open = Debounce()
+        self._f_heat_short = Debounce()
+        self._f_smoke_phys = Debounce()
+        self._f_heat_phys = Debounce()
+        # live (non-latched) comparator states
+        self._prealarm = False
+        self._smoke_high = False
+        self._heat_high = False
+        # latches: set by an alarm, cleared only by reset()
+        self._smoke_latch = False
+        self._fixed_latch = False
+        self._rise_latch = False
+        self.smoke = None        # filtered engineering values (None until a valid sample)
+        self.temperature = None
+        self.rise_rate = None
+
+    def reset(self):
+        # Operator reset: clear latches and re-arm every comparator; if smoke or heat is still
+        # there the next sample raises the alarm again, as a fire panel does.
+        self._smoke_latch = self._fixed_latch = self._rise_latch = False
+        self._prealarm = self._smoke_high = self._heat_high = False
+        self._rise_hits.reset()
+        self.latched = False
+        self._publish()
+
+    def _sample(self, now_ms):
+        bank = self.bank
+        n = int(bank.threshold("fault_debounce"))
+        o = self.opts
+
+        # -- smoke ----------------------------------------------------------------------------
+        counts = self.adc(_SMOKE_CH)
+        state = analog.OPEN if counts is None else analog.rail(counts)
+        pct = None
+        phys_bad = False
+        if counts is not None:
+            pct = analog.smoke_pct_m(counts)
+            bank.set("smoke_raw", counts)
+            bank.set("smoke", pct)
+            self._smoke_stuck.update(now_ms, counts)
+            phys_bad = state == analog.OK and pct < o["smoke_min_pct_m"]
+        valid = state == analog.OK and not phys_bad
+        if not valid and counts is not None:   # (a HAL failure was counted by adc())
+            self.errors += 1
+        s_open = self._f_smoke_open.update(state == analog.OPEN, n)
+        s_short = self._f_smoke_short.update(state == analog.SHORT, n)
+        s_phys = self._f_smoke_phys.update(phys_bad, n)
+        if s_open or s_short or s_phys:
+            # fault wins: no pre-alarm from a broken chamber; restart the filter afterwards
+            self._prealarm = self._smoke_high = False
+            self._smoke_med.reset()
+            self.smoke = None
+        elif valid:
+            hyst = bank.threshold("smoke_hysteresis")
+            self.smoke = s = self._smoke_med.update(pct)
+            self._prealarm = above(self._prealarm, s, bank.threshold("smoke_prealarm"), hyst)
+            self._smoke_high = above(self._smoke_high, s, bank.threshold("smoke_alarm"), hyst)
+            if self._smoke_high:
+                self._smoke_latch = True
+
+        # -- heat -----------------------------------------------------------------------------
+        counts = self.adc(_HEAT_CH)
+        state = analog.OPEN if counts is None else analog.rail(counts)
+        phys_bad = False
+        t = None
+        if counts is not None:
+            t = analog.ntc_celsius(counts)
+            bank.set("heat_raw", counts)
+            bank.set("temperature", t)
+            self._heat_stuck.update(now_ms, counts)
+            phys_bad = state == analog.OK and not o["heat_min_c"] <= t <= o["heat_max_c"]
+        valid = state == analog.OK and not phys_bad
+        if not valid and counts is not None:   # (a HAL failure was counted by adc())
+            self.errors += 1
+        h_open = self._f_heat_open.update(state == analog.OPEN, n)
+        h_short = self._f_heat_short.update(state == analog.SHORT, n)
+        h_phys = self._f_heat_phys.update(phys_bad, n)
+        if h_open or h_short or h_phys:
+            self._heat_high = False
+            self._rise_hits.reset()
+            self._heat_med.reset()
+            self._ror.reset()
+            self.temperature = self.rise_rate = None
+        elif valid:
+            self.temperature = tf = self._heat_med.update(t)
+            self._heat_high = above(self._heat_high, tf, bank.threshold("heat_fixed"),
+                                    bank.threshold("heat_hysteresis"))
+            if self._heat_high:
+                self._fixed_latch = True
+            # the regression sees the median-filtered temperature: a single spike cannot tilt it
+            self.rise_rate = r = self._ror.update(now_ms, tf)
+            hit = r is not None and r > bank.threshold("heat_rise")
+            if self._rise_hits.update(hit, o["rise_confirm"]):
+                self._rise_latch = True
+        bank.set("heat_rise_rate", self.rise_rate or 0.0)
+
+        self.fault_bits = (self.fbit("smoke_open", s_open) | self.fbit("smoke_short", s_short)
+                           | self.fbit("heat_open", h_open) | self.fbit("heat_short", h_short)
+                           | self.fbit("stuck", self._smoke_stuck.stuck or self._heat_stuck.stuck)
+                           | self.fbit("out_of_physics", s_phys or h_phys))
+        self._publish()
+
+    def _publish(self):
+        self.latched = self._smoke_latch or self._fixed_latch or self._rise_latch
+        self.alarm_bits = (self.abit("smoke", self._smoke_latch)
+                           | self.abit("heat_fixed", self._fixed_latch)
+                           | self.abit("heat_rise", self._rise_latch)
+                           | self.abit("prealarm", self._prealarm))
+        if self.latched:
+            state = 2
+        elif self._prealarm:
+            state = 1
+        else:
+            state = 0
+        self.bank.set("fire_state", state)

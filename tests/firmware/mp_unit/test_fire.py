@@ -1,0 +1,207 @@
+# Fire detector driven through a fake HAL: what the fire-safety staff would see.
+# ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
+import mptest
+from fakes import Clock, FakeHal, ntc_counts, run_for, smoke_counts
+
+from app import hwdef
+from app.classes.fire import Fire
+from app.regbank import RegBank
+
+BITS = hwdef.CLASSES["fire"]["alarm_bits"]
+FAULTS = hwdef.CLASSES["fire"]["fault_bits"]
+approx = mptest.approx
+
+
+def A(name):
+    return 1 << BITS[name]
+
+
+def F(name):
+    return 1 << FAULTS[name]
+
+
+def make(smoke=0.1, temp=22.0):
+    hal = FakeHal()
+    hal.counts["smoke"] = smoke_counts(smoke)
+    hal.counts["heat"] = ntc_counts(temp)
+    bank = RegBank("fire")
+    fire = Fire(hal, bank)
+    clock = Clock()
+    run_for(fire, clock, 30)
+    return hal, bank, fire, clock
+
+
+def test_quiet_room_reads_normal():
+    _hal, bank, fire, _clock = make()
+    assert fire.alarm_bits == 0 and fire.fault_bits == 0, (fire.alarm_bits, fire.fault_bits)
+    assert bank.get("fire_state") == 0 and not fire.latched
+    assert approx(bank.get("temperature"), 22.0, 0.3), bank.get("temperature")
+    assert approx(bank.get("smoke"), 0.1, 0.05), bank.get("smoke")
+    assert abs(bank.get("heat_rise_rate")) < 0.5
+    assert bank.get("smoke_raw") in (406, 407) and fire.errors == 0
+
+
+def test_smoke_prealarm_does_not_latch():
+    hal, bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(2.6)
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits == A("prealarm") and bank.get("fire_state") == 1
+    assert not fire.latched
+    hal.counts["smoke"] = smoke_counts(1.8)      # inside the 0.5 %/m hysteresis: holds
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits == A("prealarm")
+    hal.counts["smoke"] = smoke_counts(0.2)
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits == 0 and bank.get("fire_state") == 0
+
+
+def test_smoke_alarm_latches_until_reset():
+    hal, bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(5.0)
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits & A("smoke") and fire.latched
+    assert bank.get("fire_state") == 2
+    hal.counts["smoke"] = smoke_counts(0.1)      # smoke cleared: alarm stays latched
+    run_for(fire, clock, 10)
+    assert fire.alarm_bits == A("smoke") and fire.latched and bank.get("fire_state") == 2
+    fire.reset()
+    run_for(fire, clock, 1)
+    assert fire.alarm_bits == 0 and not fire.latched and bank.get("fire_state") == 0
+
+
+def test_reset_while_smoke_persists_raises_again():
+    hal, _bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(6.0)
+    run_for(fire, clock, 3)
+    fire.reset()
+    run_for(fire, clock, 1)
+    assert fire.alarm_bits & A("smoke") and fire.latched
+
+
+def test_single_smoke_spike_is_filtered():
+    hal, _bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(15.0)
+    fire.sample(clock.tick())
+    hal.counts["smoke"] = smoke_counts(0.1)
+    run_for(fire, clock, 5)
+    assert fire.alarm_bits == 0 and not fire.latched
+
+
+def test_threshold_change_from_gateway_applies_at_next_sample():
+    _hal, bank, fire, clock = make(smoke=1.5)
+    assert fire.alarm_bits == 0
+    bank.set_holding("smoke_alarm", 1.0)
+    bank.set_holding("smoke_prealarm", 0.5)
+    run_for(fire, clock, 2)
+    assert fire.alarm_bits & A("smoke")
+
+
+def test_fixed_heat_latches():
+    hal, _bank, fire, clock = make(temp=40.0)
+    hal.counts["heat"] = ntc_counts(60.0)
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits & A("heat_fixed") and fire.latched
+    hal.counts["heat"] = ntc_counts(25.0)
+    run_for(fire, clock, 30)
+    assert fire.alarm_bits & A("heat_fixed")
+    fire.reset()
+    run_for(fire, clock, 1)
+    assert fire.alarm_bits == 0
+
+
+def test_rate_of_rise_from_cold_room():
+    # A1R: a 15 °C/min rise from 0 °C is caught by the rate element long before 58 °C
+    hal, bank, fire, clock = make(temp=0.0)
+    t0 = clock.now
+    fired_at = None
+    for _ in range(240):
+        temp = (clock.now - t0) / 60000.0 * 15.0
+        hal.counts["heat"] = ntc_counts(temp)
+        fire.sample(clock.tick())
+        if fired_at is None and fire.alarm_bits & A("heat_rise"):
+            fired_at = temp
+    assert fired_at is not None and fired_at < 20.0, fired_at
+    assert not fire.alarm_bits & A("heat_fixed")
+    assert approx(bank.get("heat_rise_rate"), 15.0, 1.0), bank.get("heat_rise_rate")
+    assert fire.latched and bank.get("fire_state") == 2
+
+
+def test_slow_warming_and_a_noisy_sample_do_not_trigger_rate_alarm():
+    hal, bank, fire, clock = make(temp=20.0)
+    t0 = clock.now
+    for i in range(240):                  # 2 °C/min (sunlight, heating) plus one 8 °C spike
+        temp = 20.0 + (clock.now - t0) / 60000.0 * 2.0
+        if i == 150:
+            temp += 8.0
+        hal.counts["heat"] = ntc_counts(temp)
+        fire.sample(clock.tick())
+    assert fire.alarm_bits == 0, fire.alarm_bits
+    assert approx(bank.get("heat_rise_rate"), 2.0, 0.5), bank.get("heat_rise_rate")
+
+
+def test_open_smoke_input_is_a_fault_not_clean_air_nor_alarm():
+    hal, bank, fire, clock = make()
+    hal.counts["smoke"] = 0
+    fire.sample(clock.tick())
+    fire.sample(clock.tick())
+    assert fire.fault_bits == 0          # not yet debounced (fault_debounce = 3)
+    fire.sample(clock.tick())
+    assert fire.fault_bits == F("smoke_open"), fire.fault_bits
+    assert fire.alarm_bits == 0 and bank.get("fire_state") == 0
+    assert bank.get("smoke") < -6        # the register shows the raw truth, never 0.0
+    assert fire.errors >= 3
+    hal.counts["smoke"] = smoke_counts(0.1)
+    run_for(fire, clock, 3)
+    assert fire.fault_bits == 0
+
+
+def test_shorted_inputs_never_alarm():
+    hal, _bank, fire, clock = make()
+    hal.counts["smoke"] = 4095           # would decode as 61 %/m
+    hal.counts["heat"] = 4095            # would decode as ~370 °C
+    run_for(fire, clock, 5)
+    assert fire.alarm_bits == 0 and not fire.latched
+    assert fire.fault_bits == F("smoke_short") | F("heat_short"), fire.fault_bits
+
+
+def test_open_thermistor_and_cold_out_of_physics():
+    hal, _bank, fire, clock = make()
+    hal.counts["heat"] = 0
+    run_for(fire, clock, 2)
+    assert fire.fault_bits == F("heat_open")
+    hal.counts["heat"] = ntc_counts(-50.0)   # above the open threshold, below -40 °C
+    run_for(fire, clock, 2)
+    assert fire.fault_bits == F("out_of_physics"), fire.fault_bits
+    assert fire.alarm_bits == 0
+
+
+def test_latched_alarm_survives_a_later_fault():
+    hal, _bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(8.0)
+    run_for(fire, clock, 2)
+    hal.counts["smoke"] = 0                  # chamber destroyed by the fire
+    run_for(fire, clock, 3)
+    assert fire.alarm_bits & A("smoke") and fire.fault_bits & F("smoke_open")
+
+
+def test_stuck_adc_reported_without_hiding_alarms():
+    hal, _bank, fire, clock = make()
+    hal.dither = False
+    run_for(fire, clock, 130)
+    assert fire.fault_bits == F("stuck"), fire.fault_bits
+    hal.dither = True
+    run_for(fire, clock, 1)
+    assert fire.fault_bits == 0
+
+
+def test_hal_exception_never_escapes():
+    hal, _bank, fire, clock = make()
+    before = fire.errors
+    hal.counts["heat"] = OSError(5)
+    run_for(fire, clock, 3)
+    assert fire.errors >= before + 3
+    assert fire.fault_bits == F("heat_open")
+    assert fire.alarm_bits == 0
+
+
+mptest.run(globals())
