@@ -25,6 +25,8 @@ import time
 import tty
 from dataclasses import dataclass, field
 
+from edgefleet.timing import tighten_timer_slack
+
 log = logging.getLogger(__name__)
 
 BITS_PER_CHAR = 11  # start + 8 data + parity + stop (8E1), or 8N2
@@ -131,6 +133,7 @@ class BusHub:
             return b""
 
     def _run(self) -> None:
+        tighten_timer_slack()
         poller = select.poll()
         index = {}
         for port, fd in enumerate(self._masters):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from edgefleet.timing import tighten_timer_slack
 from hardware.bushub import BusHub, Faults
 from hardware.regmap import CLASS_NAMES
 
@@ -239,6 +240,7 @@ class SimBus:
         raise KeyError(address)
 
     def start(self) -> None:
+        tighten_timer_slack()  # inherited by the node processes: precise t3.5 on their side too
         self.hub.start()
         for node in self.nodes:
             node.start()
