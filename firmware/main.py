@@ -5,8 +5,13 @@
 # A freshly installed image starts as a trial: it gets MAX_TRIES boots to confirm itself (holding
 # register 0 = 4, sent by the gateway once the node answers), after which the picker rolls back
 # to the previous slot. This file never changes in an update; only the slots do.
+import gc
 import os
 import sys
+
+# Collect after every 4 KB allocated from the very first import: without it garbage from
+# loading modules piles up to the heap's end and fragments it before the node even starts.
+gc.threshold(4096)
 
 MAX_TRIES = 3
 ROOT = os.getenv("EF_ROOT") if hasattr(os, "getenv") else None

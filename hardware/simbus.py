@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from edgefleet.timing import tighten_timer_slack
 from hardware.bushub import BusHub, Faults
+from hardware.mpy import compile_app
 from hardware.regmap import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class NodeProcess:
     """One firmware node: its flash directory, its process, its stdin feed, its stdout."""
 
     def __init__(self, address: int, cls: str, uart_path: str, workdir: Path, baud: int,
-                 heap: str | None = None, label: str | None = None):
+                 heap: str | None = None, label: str | None = None,
+                 compiled_app: Path | None = None):
         self.address = address
         self.cls = cls
         self.uart_path = uart_path
@@ -89,8 +91,10 @@ class NodeProcess:
         self.root = workdir / self.label
         self.events = NodeEvents()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.compiled_app = compiled_app
         self._lock = threading.Lock()
         self._stopping = False
+        self._crashes = 0
         self._prepare_flash()
 
     def _prepare_flash(self) -> None:
@@ -102,7 +106,9 @@ class NodeProcess:
         slot.mkdir(exist_ok=True)
         app = slot / "app"
         if not app.exists():
-            app.symlink_to(FIRMWARE_DIR / "app", target_is_directory=True)
+            # Source by default (live code for tests); .mpy bytecode when asked, as on a device.
+            target = self.compiled_app if self.compiled_app else FIRMWARE_DIR / "app"
+            app.symlink_to(target, target_is_directory=True)
         node_cfg = {"class": self.cls, "address": self.address, "baud": self.baud,
                     "uart": self.uart_path}
         (data / "node.json").write_text(json.dumps(node_cfg))
@@ -126,15 +132,18 @@ class NodeProcess:
         code = proc.wait()
         if self._stopping:
             return
+        self.events.restarts += 1
         if code == EXIT_REBOOT:
             log.info("%s rebooted on command; restarting", self.label)
+            self._crashes = 0
         else:
-            log.warning("%s exited with code %s; restarting (watchdog)", self.label, code)
-            tail = "\n".join(self.events.lines[-10:])
-            if tail:
-                log.warning("%s last output:\n%s", self.label, tail)
-        self.events.restarts += 1
-        time.sleep(0.1)
+            # A crash loop must not flood the log or the CPU: back off 0.1 s .. 10 s.
+            self._crashes += 1
+            if self._crashes <= 3 or self._crashes % 10 == 0:
+                tail = "\n".join(self.events.lines[-6:])
+                log.warning("%s exited with code %s (crash %d); restarting (watchdog)\n%s",
+                            self.label, code, self._crashes, tail)
+        time.sleep(0.1 if code == EXIT_REBOOT else min(10.0, 0.1 * 2 ** self._crashes))
         if not self._stopping:
             self.start()
 
@@ -211,18 +220,23 @@ class SimBus:
 
     def __init__(self, nodes: Iterable[tuple[int, str]], baud: int = 19200, paced: bool = True,
                  faults: Faults | None = None, workdir: Path | None = None,
-                 heap: str | None = None, feed_period: float = 0.2):
+                 heap: str | None = None, feed_period: float = 0.2, compiled: bool = False):
         self.hub = BusHub(baud=baud, paced=paced, faults=faults)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="edgefleet-sim-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
+        compiled_app = None
+        if compiled:
+            compile_app(workdir / "mpy")
+            compiled_app = workdir / "mpy" / "app"
         self.nodes: list[NodeProcess] = []
         for i, (address, cls) in enumerate(nodes):
             path = self.hub.add_port()
             label = f"node{address}-{cls}-{i}"
-            self.nodes.append(NodeProcess(address, cls, path, workdir, baud, heap, label))
+            self.nodes.append(NodeProcess(address, cls, path, workdir, baud, heap, label,
+                                          compiled_app))
         self.feed_period = feed_period
         self.feed: Feed | None = None
         self._stop = threading.Event()

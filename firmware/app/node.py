@@ -15,7 +15,7 @@ from app.regbank import RegBank
 from app.version import VERSION
 
 _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"}
-_GC_THRESHOLD = 8192  # collect after this many bytes allocated: keeps the heap peak small
+_GC_THRESHOLD = 4096  # collect after this many bytes allocated: keeps the heap peak small
 
 
 def t35_us(baud):
@@ -36,7 +36,7 @@ class Node:
         self.data_dir = hal.root + "data/"
         store.makedirs(self.data_dir)
         self._config_path = self.data_dir + "config.json"
-        self._warning_mask = hwdef.CLASSES[class_name]["warning_mask"]
+        self._warning_mask = hwdef.class_map(class_name)["warning_mask"]
         self._status_bit = hwdef.STATUS_BITS
         self._commands = hwdef.COMMANDS
         self.slot_state = slot_state or {}

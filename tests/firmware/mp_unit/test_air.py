@@ -7,8 +7,8 @@ from app import aqi, hwdef
 from app.classes.air import Air
 from app.regbank import RegBank
 
-BITS = hwdef.CLASSES["air"]["alarm_bits"]
-FAULTS = hwdef.CLASSES["air"]["fault_bits"]
+BITS = hwdef.class_map("air")["alarm_bits"]
+FAULTS = hwdef.class_map("air")["fault_bits"]
 approx = mptest.approx
 
 

@@ -7,8 +7,8 @@ from app import hwdef
 from app.classes.fire import Fire
 from app.regbank import RegBank
 
-BITS = hwdef.CLASSES["fire"]["alarm_bits"]
-FAULTS = hwdef.CLASSES["fire"]["fault_bits"]
+BITS = hwdef.class_map("fire")["alarm_bits"]
+FAULTS = hwdef.class_map("fire")["fault_bits"]
 approx = mptest.approx
 
 

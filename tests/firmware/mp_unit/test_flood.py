@@ -7,8 +7,8 @@ from app import hwdef
 from app.classes.flood import Flood
 from app.regbank import RegBank
 
-BITS = hwdef.CLASSES["flood"]["alarm_bits"]
-FAULTS = hwdef.CLASSES["flood"]["fault_bits"]
+BITS = hwdef.class_map("flood")["alarm_bits"]
+FAULTS = hwdef.class_map("flood")["fault_bits"]
 SPAN = 5.0   # sensor_span default
 approx = mptest.approx
 

@@ -7,8 +7,8 @@ from app import hwdef
 from app.classes.water import Water
 from app.regbank import RegBank
 
-BITS = hwdef.CLASSES["water"]["alarm_bits"]
-FAULTS = hwdef.CLASSES["water"]["fault_bits"]
+BITS = hwdef.class_map("water")["alarm_bits"]
+FAULTS = hwdef.class_map("water")["fault_bits"]
 W = hwdef.SENSORS["water"]
 approx = mptest.approx
 

@@ -1,0 +1,36 @@
+"""`python -m bench` (nox -s bench): run every benchmark, write bench/results.json, print a table.
+
+Usage: python -m bench [NAME ...]   (names: modbus, heap; default all)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from bench import bench_heap, bench_modbus
+from bench.results import RESULTS_FILE, table, write
+
+SUITES = {"modbus": bench_modbus.run, "heap": bench_heap.run}
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    names = argv or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    metrics = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        metrics += SUITES[name]()
+    write(metrics)
+    print()
+    print(table(metrics))
+    print(f"\nwrote {RESULTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
