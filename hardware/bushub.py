@@ -69,6 +69,9 @@ def _open_pty() -> tuple[int, int, str]:
     master, slave = os.openpty()
     tty.setraw(master)
     tty.setraw(slave)
+    # Non-blocking: the hub may drain a port inside a wire-time wait, after poll() reported it
+    # readable in the outer loop; a blocking read there would hang the whole bus.
+    os.set_blocking(master, False)
     return master, slave, os.ttyname(slave)
 
 

@@ -70,6 +70,7 @@ class Slave:
             return None  # line noise shorter than the smallest frame
         if not check_crc(frame, n):
             self.crc_errors = (self.crc_errors + 1) & 0xFFFF
+            self.bank.set("crc_errors", self.crc_errors)
             return None
         unit = frame[0]
         if unit != self.address and unit != 0:
@@ -83,8 +84,10 @@ class Slave:
         if length < 0:  # exception response built with negative length marker
             length = -length
             self.exceptions = (self.exceptions + 1) & 0xFFFF
+            self.bank.set("exceptions_sent", self.exceptions)
         else:
             self.frames_ok = (self.frames_ok + 1) & 0xFFFF
+            self.bank.set("frames_ok", self.frames_ok)
         out = self._out
         out[0] = self.address
         crc = crc16(out, length)

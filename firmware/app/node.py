@@ -103,6 +103,8 @@ class Node:
         except OSError:
             self.config_error = True
             raise  # the master gets exception 04: the new value is live but not saved
+        finally:
+            self._update_status()  # the status word answers for the write at once
 
     def _run_command(self, command):
         cmds = self._commands
@@ -160,10 +162,6 @@ class Node:
         self._update_status()
         bank = self.bank
         bank.set("uptime", self._uptime_ms // 1000)
-        slave = self.slave
-        bank.set("frames_ok", slave.frames_ok)
-        bank.set("crc_errors", slave.crc_errors)
-        bank.set("exceptions_sent", slave.exceptions)
 
     # -- the loop -----------------------------------------------------------------------
     def run(self):

@@ -1,0 +1,119 @@
+"""Bus fixtures: real firmware nodes (MicroPython unix port) on the simulator's RS-485 hub,
+read by real Modbus masters (pymodbus here, libmodbus' mbpoll where a test says so)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.client import ModbusSerialClient
+from pymodbus.exceptions import ModbusException
+
+from edgefleet.serialcompat import allow_parity_on_ptys
+from hardware.regmap import ClassMap, load_maps
+from hardware.simbus import SimBus
+from hardware.simrun import PhysicsFeed, attach_physics
+
+MAPS = load_maps()
+STATUS = {b.name: b.bit for b in MAPS.status_bits}
+
+
+class ModbusFailure(AssertionError):
+    pass
+
+
+class Master:
+    """A plain synchronous pymodbus master on the bus' master pty."""
+
+    def __init__(self, port: str, baud: int = 19200, timeout: float = 0.5, retries: int = 2):
+        allow_parity_on_ptys()
+        self.client = ModbusSerialClient(port, framer=FramerType.RTU, baudrate=baud,
+                                         parity="E", timeout=timeout, retries=retries)
+        assert self.client.connect(), f"cannot open {port}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _check(self, rr: Any, what: str) -> Any:
+        if rr.isError():
+            raise ModbusFailure(f"{what}: {rr}")
+        return rr
+
+    def inputs(self, device: int, address: int = 0, count: int | None = None) -> list[int]:
+        if count is None:
+            count = self.class_map(device).input_count - address
+        rr = self.client.read_input_registers(address, count=count, device_id=device)
+        return list(self._check(rr, f"read inputs of {device}").registers)
+
+    def holdings(self, device: int, address: int, count: int = 1) -> list[int]:
+        rr = self.client.read_holding_registers(address, count=count, device_id=device)
+        return list(self._check(rr, f"read holdings of {device}").registers)
+
+    def write(self, device: int, address: int, value: int) -> None:
+        self._check(self.client.write_register(address, value, device_id=device),
+                    f"write {address}={value} to {device}")
+
+    def class_map(self, device: int) -> ClassMap:
+        rr = self.client.read_input_registers(1, count=1, device_id=device)
+        return MAPS.by_id(self._check(rr, f"read class of {device}").registers[0])
+
+    def values(self, device: int) -> dict[str, float]:
+        cmap = self.class_map(device)
+        return cmap.decode_inputs(self.inputs(device, 0, cmap.input_count))
+
+    def try_values(self, device: int) -> dict[str, float] | None:
+        try:
+            return self.values(device)
+        except (ModbusFailure, ModbusException):
+            return None
+
+
+def bits(value: float, table: Any) -> set[str]:
+    word = int(value)
+    return {b.name for b in table if word >> b.bit & 1}
+
+
+@dataclass
+class Bus:
+    sim: SimBus
+    feed: PhysicsFeed
+    master: Master
+    extra: list[Any] = field(default_factory=list)
+
+
+@pytest.fixture
+def start_bus() -> Iterator[Callable[..., Bus]]:
+    """start_bus([(1, "fire")], scenario=None, time_scale=1, **SimBus options) -> Bus."""
+    started: list[Bus] = []
+
+    def start(nodes: list[tuple[int, str]], scenario: str | None = None,
+              time_scale: float = 1.0, wait_ready: bool = True, **options: Any) -> Bus:
+        sim = SimBus(nodes, **options)
+        feed = attach_physics(sim, scenario, time_scale)
+        sim.start()
+        master = Master(sim.master_path, sim.hub.baud)
+        bus = Bus(sim, feed, master)
+        started.append(bus)
+        if wait_ready:
+            for address in sorted({a for a, _ in nodes}):
+                wait_answering(master, address)
+        return bus
+
+    yield start
+    for bus in started:
+        bus.master.close()
+        bus.sim.stop()
+
+
+def wait_answering(master: Master, address: int, timeout: float = 15.0) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        values = master.try_values(address)
+        if values is not None:
+            return values
+        time.sleep(0.2)
+    raise AssertionError(f"node {address} did not answer within {timeout:.0f}s")
