@@ -144,8 +144,9 @@ class Node:
         if self.config_error:
             status |= 1 << bits["config_error"]
         raised = alarms & ~self._prev_alarms
-        if raised:
-            self.alarm_seq = (self.alarm_seq + 1) & 0xFFFF
+        while raised:  # one step per alarm raised, so two alarms in one sample count two
+            self.alarm_seq = (self.alarm_seq + (raised & 1)) & 0xFFFF
+            raised >>= 1
         self._prev_alarms = alarms
         bank = self.bank
         bank.input[5] = status

@@ -41,6 +41,14 @@ class Hal:
         self._sensor_uart = {}
         self.wdt_feeds = 0
         self.peak_alloc = 0
+        # Sensors are powered before the application starts on a real board: wait (briefly)
+        # for the simulator's first snapshot so the first sample is not of unpowered inputs.
+        for _ in range(50):
+            if self._adc or self._i2c or self._sensor_uart:
+                break
+            for obj, _event in self._poll.poll(100):
+                if obj is not self._uart:
+                    self._read_feed()
 
     # -- Modbus UART --------------------------------------------------------------------
     def uart_wait(self, timeout_ms):
