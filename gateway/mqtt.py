@@ -1,0 +1,603 @@
+"""The gateway's MQTT 5 session: publishing from the outbox with QoS 1, PUBACK reason codes, the
+Last Will and the retained status, the command subscription, reconnects with jittered back-off.
+
+It owns one broker connection at a time and nothing else: producers only ever write to the
+outbox, and `MqttSession.pump()` drains it. A message leaves the outbox only when the broker
+answered its PUBACK with a reason code below 0x80; a code at or above 0x80 (135, "Not
+authorized", when the ACL denies the topic) moves it to the dead-letter table, counted.
+
+Why a subclass of aiomqtt.Client rather than paho directly: aiomqtt already owns the hard part
+of running paho on an asyncio loop (socket reader/writer registration, keepalive task, TLS
+pending bytes, the CONNECT in an executor) and the architecture names it. Its one gap is that
+`Client.publish()` drops the PUBACK reason code (aiomqtt 2.5.1 `_on_publish` only sets an
+event). `_PubackClient` adds `publish_tracked()`, which calls paho's `publish()` itself to learn
+the message id and returns a future that `_on_publish` resolves with the reason code. No
+callback can fire between paho's `publish()` returning and the future being registered: aiomqtt
+registers paho's socket I/O with the event loop (`on_socket_register_write`), so paho never
+writes or reads synchronously inside `publish()`, and every `on_publish` runs from a later loop
+callback. It also skips aiomqtt's per-call bookkeeping (an Event, a context manager and an O(n)
+scan of pending calls per publish), which matters at 10k+ messages/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = [
+    "Backoff",
+    "Command",
+    "LatencyWindow",
+    "MqttSession",
+    "MqttStats",
+    "OutboxLike",
+    "StoredLike",
+    "parse_command",
+]
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "edgefleet/v1"
+REFUSAL = 0x80  # PUBACK reason codes at or above this are refusals (MQTT 5, 3.4.2.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the session needs from the outbox (gateway/outbox.py): structural, so tests can fake it.
+
+
+class StoredLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+class OutboxLike(Protocol):
+    def peek(self, limit: int, after_id: int = 0) -> Sequence[StoredLike]: ...
+    def ack(self, ids: Iterable[int]) -> None: ...
+    def dead_letter(self, id: int, reason: str, code: int | None = None) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces: back-off, latency window, counters, command parsing.
+
+
+class Backoff:
+    """Capped exponential back-off with "equal jitter": half the step fixed, half random, so a
+    fleet of gateways that lost the same broker does not reconnect in lock-step."""
+
+    def __init__(self, initial: float = 0.5, cap: float = 30.0, factor: float = 2.0,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.initial, self.cap, self.factor, self._rng = initial, cap, factor, rng
+        self.attempt = 0
+
+    def next(self) -> float:
+        step = min(self.cap, self.initial * self.factor ** self.attempt)
+        self.attempt += 1
+        return step / 2 + self._rng() * step / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class LatencyWindow:
+    """The last `size` publish latencies (seconds), for percentiles in the gateway's status."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self._samples.append(seconds)
+        self.count += 1
+
+    def percentile(self, p: float) -> float | None:
+        if not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+@dataclass
+class MqttStats:
+    connected: bool = False
+    published: int = 0
+    acked: int = 0
+    refused: dict[int, int] = field(default_factory=dict)  # PUBACK reason code -> count
+    reconnects: int = 0
+    connect_failures: int = 0
+    in_flight: int = 0
+    commands: int = 0
+    commands_rejected: int = 0
+    last_error: str | None = None
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain numbers for the status topic and the Prometheus endpoint."""
+        p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
+        return {
+            "connected": self.connected, "published": self.published, "acked": self.acked,
+            "refused": {str(k): v for k, v in sorted(self.refused.items())},
+            "reconnects": self.reconnects, "connect_failures": self.connect_failures,
+            "in_flight": self.in_flight, "commands": self.commands,
+            "commands_rejected": self.commands_rejected, "last_error": self.last_error,
+            "publish_latency_p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "publish_latency_p99_ms": None if p99 is None else round(p99 * 1000, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Command:
+    """A fleet command from `edgefleet/v1/<gw>/cmd/<device>/<action>` with a JSON object body."""
+
+    id: str
+    device: str
+    action: str
+    body: dict[str, Any]
+    topic: str
+
+
+class CommandRejected(ValueError):
+    """A command that cannot be handed on; `command_id` is known when the body carried one."""
+
+    def __init__(self, message: str, command_id: str | None = None) -> None:
+        super().__init__(message)
+        self.command_id = command_id
+
+
+def parse_command(gateway_id: str, topic: str, payload: bytes) -> Command:
+    """Pure: topic + payload -> Command, or CommandRejected with an operator-readable reason."""
+    prefix = f"{TOPIC_ROOT}/{gateway_id}/cmd/"
+    command_id: str | None = None
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandRejected(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise CommandRejected(f"command body must be a JSON object, not {type(body).__name__}")
+    raw_id = body.get("id")
+    if isinstance(raw_id, str) and raw_id:
+        command_id = raw_id
+    if not topic.startswith(prefix):
+        raise CommandRejected(f"not a command topic of {gateway_id}: {topic}", command_id)
+    parts = topic[len(prefix):].split("/")
+    if len(parts) < 2 or not all(parts):
+        raise CommandRejected("command topic must be cmd/<device-id>/<action>", command_id)
+    if command_id is None:
+        raise CommandRejected('command body needs a non-empty string "id"')
+    return Command(command_id, parts[0], "/".join(parts[1:]), body, topic)
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC with milliseconds, as ARCHITECTURE.md writes `ts`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# The aiomqtt adapter that keeps PUBACK reason codes (see the module docstring).
+
+class _PubackClient(aiomqtt.Client):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pubacks: dict[int, asyncio.Future[ReasonCode]] = {}
+        self.connack_properties: Properties | None = None
+
+    def publish_tracked(self, topic: str, payload: bytes, qos: int,
+                        retain: bool) -> asyncio.Future[ReasonCode]:
+        """Hand one PUBLISH to paho; the future resolves with the PUBACK's reason code (QoS 0:
+        success once written) or fails with MqttError when the connection is lost first."""
+        info = self._client.publish(topic, payload, qos, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self._pubacks[info.mid] = fut
+        return fut
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        fut = self._pubacks.pop(mid, None)
+        if fut is None:  # one of aiomqtt's own publish() calls
+            super()._on_publish(client, userdata, mid, reason_code, properties)
+        elif not fut.done():
+            fut.set_result(reason_code)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None = None) -> None:
+        self.connack_properties = properties
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    @property
+    def receive_maximum(self) -> int:
+        """The broker's Receive Maximum: how many QoS 1 PUBLISHes may await a PUBACK."""
+        value = getattr(self.connack_properties, "ReceiveMaximum", 65535)
+        return int(value)
+
+    async def __aenter__(self) -> _PubackClient:
+        await super().__aenter__()
+        self._disconnected.add_done_callback(self._fail_pending)
+        return self
+
+    def _fail_pending(self, disconnected: asyncio.Future[None]) -> None:
+        cause = None if disconnected.cancelled() else disconnected.exception()
+        pending, self._pubacks = self._pubacks, {}
+        for fut in pending.values():
+            if not fut.done():
+                error = aiomqtt.MqttError(f"connection lost before PUBACK: {cause}")
+                error.__cause__ = cause
+                fut.set_exception(error)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without DISCONNECT, as a power cut would (tests, drills)."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _reason_name(code: ReasonCode) -> str:
+    try:
+        return code.getName()
+    except (KeyError, ValueError):
+        return f"reason code {code.value}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The session
+
+
+CommandHandler = Callable[[Command], Awaitable[None]]
+HealthSource = Callable[[], Mapping[str, Any]]
+
+
+class MqttSession:
+    """One gateway's MQTT 5 session. Build it from plain parameters, then run `pump()`.
+
+    `pump(outbox, stop)` connects, announces the gateway online (retained, with `health()`),
+    subscribes to its commands, keeps up to `window` QoS 1 publishes in flight from the outbox,
+    and reconnects with back-off until `stop` is set; then it publishes the retained offline
+    status and disconnects cleanly. Commands go to `on_command` one at a time, in arrival order;
+    the handler answers with `ack()`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        gateway_id: str,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive: int = 30,
+        client_id: str | None = None,
+        window: int = 100,
+        peek_batch: int = 1000,
+        ack_batch: int = 500,
+        backoff: Backoff | None = None,
+        connect_timeout: float = 10.0,
+        idle_poll: float = 0.05,
+        status_interval: float | None = 60.0,
+        health: HealthSource | None = None,
+        on_command: CommandHandler | None = None,
+        max_pending_acks: int = 1000,
+    ) -> None:
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        self.host, self.port, self.gateway_id = host, port, gateway_id
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.username, self._password = username, password
+        self.keepalive = keepalive
+        self.client_id = client_id or gateway_id
+        self.window, self.peek_batch, self.ack_batch = window, peek_batch, ack_batch
+        self.backoff = backoff or Backoff()
+        self.connect_timeout = connect_timeout
+        self.idle_poll = idle_poll
+        self.status_interval = status_interval
+        self.health = health
+        self.on_command = on_command
+        self.stats = MqttStats()
+
+        base = f"{TOPIC_ROOT}/{gateway_id}"
+        self.status_topic = f"{base}/status"
+        self.ack_topic = f"{base}/ack"
+        self.command_filter = f"{base}/cmd/#"
+
+        self._client: _PubackClient | None = None
+        self._wake = asyncio.Event()
+        self._acks: deque[bytes] = deque()
+        self._acks_ready = asyncio.Event()
+        self._max_pending_acks = max_pending_acks
+        self._commands: asyncio.Queue[Command] = asyncio.Queue()
+
+    def __repr__(self) -> str:  # no password, ever
+        return (f"MqttSession({self.host}:{self.port}, gateway={self.gateway_id}, "
+                f"tls={self.ca_file is not None}, user={self.username})")
+
+    # -- what producers and handlers call ------------------------------------------------------
+
+    def notify(self) -> None:
+        """Producers may call this after writing to the outbox to skip the idle poll."""
+        self._wake.set()
+
+    def ack(self, command_id: str | None, ok: bool, error: str | None = None) -> None:
+        """Answer a command on `.../ack`. Never blocks: queued, sent (QoS 1) when connected."""
+        body: dict[str, Any] = {"v": 1, "id": command_id, "ok": ok}
+        if error is not None:
+            body["error"] = error
+        body["ts"] = utc_now()
+        if len(self._acks) >= self._max_pending_acks:
+            self._acks.popleft()
+            log.warning("command acks: %d waiting for the broker, dropped the oldest",
+                        self._max_pending_acks)
+        self._acks.append(json.dumps(body, separators=(",", ":")).encode())
+        self._acks_ready.set()
+
+    def status_payload(self, online: bool) -> bytes:
+        body: dict[str, Any] = {"v": 1, "online": online, "gateway": self.gateway_id}
+        if online:
+            body["ts"] = utc_now()
+            body["health"] = dict(self.health()) if self.health else {}
+        return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None and self.key_file is not None:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def _make_client(self) -> _PubackClient:
+        # A fresh client per connection: no paho state (mids, queued packets) crosses a
+        # reconnect; everything unacknowledged is re-sent from the outbox instead. Clean start
+        # on purpose: commands sent while the gateway was away are not replayed hours later
+        # onto actuators; the fleet sees no ack and decides.
+        client = _PubackClient(
+            self.host, self.port, username=self.username, password=self._password,
+            identifier=self.client_id, keepalive=self.keepalive,
+            will=aiomqtt.Will(self.status_topic, self.status_payload(online=False), qos=1,
+                              retain=True),
+            protocol=aiomqtt.ProtocolVersion.V5, tls_context=self._tls_context(),
+            max_inflight_messages=self.window, timeout=self.connect_timeout,
+        )
+        client.pending_calls_threshold = 10 * self.window
+        return client
+
+    async def pump(self, outbox: OutboxLike, stop: asyncio.Event) -> None:
+        """Run until `stop` is set: connect, publish from the outbox, reconnect on loss."""
+        first = True
+        async with asyncio.TaskGroup() as tg:
+            worker = tg.create_task(self._command_worker(), name="mqtt-commands")
+            while not stop.is_set():
+                client = self._make_client()
+                try:
+                    async with client:
+                        self._client = client
+                        self.stats.connected = True
+                        if not first:
+                            self.stats.reconnects += 1
+                        first = False
+                        self.backoff.reset()
+                        log.info("MQTT connected to %s:%d as %s (receive maximum %d)",
+                                 self.host, self.port, self.client_id, client.receive_maximum)
+                        await self._connected(client, outbox, stop)
+                        await self._say_goodbye(client)
+                except* (aiomqtt.MqttError, OSError) as group:
+                    error = _first_leaf(group)
+                    self.stats.last_error = f"{type(error).__name__}: {error}"
+                    if self.stats.connected:
+                        log.warning("MQTT connection to %s:%d lost: %s",
+                                    self.host, self.port, error)
+                    else:
+                        self.stats.connect_failures += 1
+                        log.info("MQTT connect to %s:%d failed: %s", self.host, self.port, error)
+                finally:
+                    self._client = None
+                    self.stats.connected = False
+                    self.stats.in_flight = 0
+                if not stop.is_set():
+                    delay = self.backoff.next()
+                    log.info("MQTT reconnecting in %.2fs", delay)
+                    await _wait_any((stop,), delay)
+            worker.cancel()
+
+    async def _connected(self, client: _PubackClient, outbox: OutboxLike,
+                         stop: asyncio.Event) -> None:
+        """One connection's life: announce, subscribe, then publish until stop or loss."""
+        # Subscribe first: "online" on the status topic then means "listening for commands".
+        await client.subscribe(self.command_filter, qos=1)
+        await _settled(client.publish_tracked(self.status_topic, self.status_payload(True), 1,
+                                              True), self.connect_timeout)
+        window = max(1, min(self.window, client.receive_maximum))
+        async with asyncio.TaskGroup() as tg:
+            helpers = [tg.create_task(self._read_commands(client), name="mqtt-cmd-reader"),
+                       tg.create_task(self._send_acks(client), name="mqtt-acks")]
+            if self.status_interval:
+                helpers.append(tg.create_task(self._refresh_status(client, self.status_interval),
+                                              name="mqtt-status"))
+            await self._publish_from(client, outbox, stop, window)
+            for task in helpers:
+                task.cancel()
+
+    async def _say_goodbye(self, client: _PubackClient) -> None:
+        """A clean DISCONNECT discards the Will, so say offline ourselves (retained)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await _settled(client.publish_tracked(self.status_topic, self.status_payload(False),
+                                                  1, True), 2.0)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def _publish_from(self, client: _PubackClient, outbox: OutboxLike,
+                            stop: asyncio.Event, window: int) -> None:
+        """Keep up to `window` outbox messages in flight, oldest first; settle PUBACKs in order.
+
+        Each connection starts again from the oldest unacknowledged message, so a message that
+        was in flight when the link dropped is sent again (a duplicate at worst, never a gap).
+        """
+        inflight: deque[tuple[StoredLike, asyncio.Future[ReasonCode], float]] = deque()
+        waiting: deque[StoredLike] = deque()
+        after_id = 0
+        acked: list[int] = []
+        stats = self.stats
+        try:
+            while True:
+                while len(inflight) < window and not stop.is_set():
+                    if not waiting:
+                        batch = outbox.peek(self.peek_batch, after_id)
+                        if not batch:
+                            break
+                        waiting.extend(batch)
+                        after_id = batch[-1].id
+                    msg = waiting.popleft()
+                    fut = client.publish_tracked(msg.topic, msg.payload, msg.qos, msg.retain)
+                    inflight.append((msg, fut, time.perf_counter()))
+                    stats.published += 1
+                stats.in_flight = len(inflight)
+                if not inflight:
+                    self._ack(outbox, acked)
+                    if stop.is_set():
+                        return
+                    self._wake.clear()
+                    await _wait_any((stop, self._wake), self.idle_poll)
+                    continue
+                head = inflight[0][1]
+                if not head.done():
+                    if stop.is_set():  # draining: bounded, the rest stays in the outbox
+                        try:
+                            await asyncio.wait_for(asyncio.shield(head), self.connect_timeout)
+                        except TimeoutError:
+                            log.warning("stopping with %d publishes unacknowledged; they stay "
+                                        "in the outbox", len(inflight))
+                            return
+                    else:
+                        await head
+                now = time.perf_counter()
+                while inflight and inflight[0][1].done():
+                    msg, fut, sent = inflight.popleft()
+                    self._settle(outbox, msg, fut.result(), now - sent, acked)
+                if len(acked) >= self.ack_batch:
+                    self._ack(outbox, acked)
+        finally:
+            self._ack(outbox, acked)  # every PUBACK received is recorded, even on the way out
+            for _, fut, _ in inflight:  # abandoned: mark their errors as seen
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+            stats.in_flight = 0
+
+    def _settle(self, outbox: OutboxLike, msg: StoredLike, code: ReasonCode, latency: float,
+                acked: list[int]) -> None:
+        if code.value >= REFUSAL:
+            reason = _reason_name(code)
+            outbox.dead_letter(msg.id, reason, code.value)
+            self.stats.refused[code.value] = self.stats.refused.get(code.value, 0) + 1
+            log.debug("broker refused outbox id %d on %s: %s (%d)", msg.id, msg.topic, reason,
+                      code.value)  # the outbox logs the dead letter with device and seq
+        else:
+            acked.append(msg.id)
+            self.stats.latency.add(latency)
+
+    def _ack(self, outbox: OutboxLike, acked: list[int]) -> None:
+        if acked:
+            outbox.ack(acked)
+            self.stats.acked += len(acked)
+            acked.clear()
+
+    async def _refresh_status(self, client: _PubackClient, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await _settled(client.publish_tracked(self.status_topic, self.status_payload(True),
+                                                  1, True), self.connect_timeout)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _read_commands(self, client: _PubackClient) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                command = parse_command(self.gateway_id, message.topic.value, payload)
+            except CommandRejected as exc:
+                self.stats.commands_rejected += 1
+                log.warning("rejected command on %s: %s", message.topic.value, exc)
+                self.ack(exc.command_id, False, str(exc))
+                continue
+            self.stats.commands += 1
+            log.info("command %s for %s: %s", command.id, command.device, command.action)
+            self._commands.put_nowait(command)
+
+    async def _command_worker(self) -> None:
+        """Handlers run one at a time, in arrival order, and outlive a reconnect: an actuation
+        that is half done is not cancelled because the broker blinked."""
+        while True:
+            command = await self._commands.get()
+            if self.on_command is None:
+                self.ack(command.id, False, "this gateway has no command handler")
+                continue
+            try:
+                await self.on_command(command)
+            except Exception as exc:
+                log.exception("command %s (%s) failed", command.id, command.action)
+                self.ack(command.id, False, f"{type(exc).__name__}: {exc}")
+
+    async def _send_acks(self, client: _PubackClient) -> None:
+        while True:
+            await self._acks_ready.wait()
+            while self._acks:
+                code = await _settled(client.publish_tracked(self.ack_topic, self._acks[0], 1,
+                                                             False), self.connect_timeout)
+                self._acks.popleft()  # only once the broker has it (or refused it)
+                if code.value >= REFUSAL:
+                    self.stats.refused[code.value] = self.stats.refused.get(code.value, 0) + 1
+                    log.warning("broker refused a command ack: %s (%d)", _reason_name(code),
+                                code.value)
+            self._acks_ready.clear()
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _settled(fut: asyncio.Future[ReasonCode], timeout: float) -> ReasonCode:
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except TimeoutError:
+        raise aiomqtt.MqttError(f"no PUBACK within {timeout:g}s") from None
+
+
+async def _wait_any(events: Sequence[asyncio.Event], timeout: float) -> None:
+    """Return when any event is set or after `timeout` seconds."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
