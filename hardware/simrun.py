@@ -66,6 +66,12 @@ class PhysicsFeed:
                 out[address] = sensor.snapshot()
             return out
 
+    def start_scenario(self, scenario: Scenario) -> None:
+        """Start (or restart) a scenario now: its clock begins at zero."""
+        with self._lock:
+            self.player = ScenarioPlayer(scenario, self.sensors)
+            self.sim_time = 0.0
+
     def apply(self, address: int, action: str, params: dict[str, Any] | None = None) -> None:
         """Act on one node's physics now (tests, the demo's keyboard)."""
         with self._lock:

@@ -25,9 +25,9 @@ _M_PER_MIN_TO_CM_PER_H = 6000.0
 
 DEFAULTS = {
     "level_median": 5,
-    "rise_window_ms": 120000,      # rate-of-rise regression window: 2 min keeps gauge noise
-                                   # (±1 cm) well below the 30 cm/h fast-rise threshold
-    "rise_min_span_ms": 60000,     # no rate until this much history
+    "rise_window_ms": 60000,       # rate-of-rise regression window
+    "rise_min_span_ms": 50000,     # no rate until this much history: over shorter spans gauge
+                                   # noise (±1 cm) alone reads as 30-40 cm/h, a false fast rise
     "rise_confirm": 2,             # consecutive samples above rise_alarm
     "rise_hysteresis_frac": 0.2,   # fast-rise clears below (1 - frac) * rise_alarm
     "jump_m": 0.5,                 # allowed change between consecutive samples...
