@@ -20,6 +20,8 @@ examples:
       the same, with a fire growing in the room of node 1
   edgefleet demo
       all four sensor classes on one bus with a live console view while a scenario plays
+  edgefleet gateway check gateway/examples/site.toml
+      validate a gateway configuration; errors name the file, line and field
   edgefleet hw gen
       regenerate firmware/app/hwdef.py and docs/registers.md after editing hardware/registers
 """
@@ -147,6 +149,19 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+# ----------------------------------------------------------------------------- gateway
+def cmd_gateway_check(args: argparse.Namespace) -> int:
+    from gateway.config import check_main
+
+    return check_main(args.config)
+
+
+def cmd_gateway_run(args: argparse.Namespace) -> int:
+    from gateway.service import run_main
+
+    return run_main(args.config)
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -179,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     bus.set_defaults(func=cmd_sim_bus)
     scen = sim_sub.add_parser("scenarios", help="list the scenarios in hardware/scenarios")
     scen.set_defaults(func=cmd_sim_scenarios)
+
+    gw = sub.add_parser(
+        "gateway", help="the Raspberry Pi gateway: RS-485 Modbus to MQTT",
+        description="Poll RS-485 buses, decode through the register maps, act on edge rules "
+                    "and deliver telemetry, alarms and state to MQTT through a durable outbox.",
+        epilog="examples:\n  edgefleet gateway check gateway/examples/site.toml\n"
+               "  edgefleet gateway run /etc/edgefleet/gateway.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gw_sub = gw.add_subparsers(dest="gateway_command", metavar="GATEWAY_COMMAND", required=True)
+    check = gw_sub.add_parser("check", help="validate a config file without running anything; "
+                              "errors name the file, line and field")
+    check.add_argument("config", help="gateway TOML file")
+    check.set_defaults(func=cmd_gateway_check)
+    run = gw_sub.add_parser("run", help="run the gateway until SIGINT/SIGTERM")
+    run.add_argument("config", help="gateway TOML file")
+    run.set_defaults(func=cmd_gateway_run)
 
     hw = sub.add_parser("hw", help="register maps: generate firmware constants and docs")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="HW_COMMAND", required=True)
