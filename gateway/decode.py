@@ -20,6 +20,7 @@ from hardware.regmap import ClassMap, Maps, load_maps
 
 TOPIC_ROOT = "edgefleet/v1"
 COMMON_INPUTS = 16  # input registers 0-15: identity and health, the "status block"
+ALARM_WORD_START, ALARM_WORD_COUNT = 5, 5  # status, uptime (2), alarm_bits, fault_bits
 
 
 def rfc3339(ts: datetime) -> str:
@@ -57,6 +58,15 @@ class DeviceDecoder:
         return dict(self.active)
 
     # -- decoding -------------------------------------------------------------------------
+    def alarm_word_changed(self, words: list[int]) -> bool:
+        """words = input registers ALARM_WORD_START.. (status .. fault_bits): do they differ
+        from what the last full status read said? Then the caller reads the status block."""
+        v = self.values
+        if "status" not in v:
+            return True
+        return (words[0] != int(v["status"]) or words[3] != int(v["alarm_bits"])
+                or words[4] != int(v["fault_bits"]))
+
     def update(self, words: list[int], ts: datetime) -> list[Message]:
         """A block read from input register 0 (status block or the whole map).
 

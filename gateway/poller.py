@@ -19,7 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.decode import COMMON_INPUTS, DeviceDecoder, now
+from gateway.decode import (
+    ALARM_WORD_COUNT,
+    ALARM_WORD_START,
+    COMMON_INPUTS,
+    DeviceDecoder,
+    now,
+)
 from gateway.outbox import Message
 from gateway.rtu import ModbusError, NoResponse, RtuBus
 
@@ -138,7 +144,10 @@ class BusPoller:
                 if due > t:
                     soonest = min(soonest, due)
                     continue
-                if kind == "telemetry":
+                period = dev.telemetry_s if kind == "telemetry" else dev.status_s
+                if t - due > period:
+                    prio = PRIORITY_FIRE  # overdue by a whole period: nobody starves
+                elif kind == "telemetry":
                     prio = PRIORITY_TELEMETRY
                 elif dev.decoder.info.cls == "fire":
                     prio = PRIORITY_FIRE
@@ -158,8 +167,20 @@ class BusPoller:
             if not urgent.done.done():
                 urgent.done.set_exception(exc)
 
-    async def _poll(self, dev: DevicePoll, kind: str) -> None:
+    async def _read(self, dev: DevicePoll, kind: str) -> list[int] | None:
+        """The words to decode, from register 0; None when nothing changed (alarm word)."""
+        if kind == "status" and dev.decoder.online:
+            # The fast path of the fast path: 5 registers (status, uptime, alarm and fault
+            # bits) instead of 16 cuts a 32-detector riser's cycle from ~1 s to ~0.55 s at
+            # 19200 baud. Only when they changed is the whole status block read (alarm ids
+            # need the node's boot count and alarm sequence).
+            word = await self.rtu.read_input(dev.address, ALARM_WORD_START, ALARM_WORD_COUNT)
+            if not dev.decoder.alarm_word_changed(word):
+                return None
         count = COMMON_INPUTS if kind == "status" else dev.decoder.cmap.input_count
+        return await self.rtu.read_input(dev.address, 0, count)
+
+    async def _poll(self, dev: DevicePoll, kind: str) -> None:
         t = time.monotonic()
         # reschedule first, so an exception below can never leave a job due forever
         if kind == "status":
@@ -169,7 +190,7 @@ class BusPoller:
             dev.status_due = max(dev.status_due, t + dev.status_s)  # the full read covers it
         dev.polls += 1
         try:
-            words = await self.rtu.read_input(dev.address, 0, count)
+            words = await self._read(dev, kind)
         except NoResponse as exc:
             dev.timeouts += 1
             self._failed(dev, str(exc))
@@ -178,6 +199,9 @@ class BusPoller:
             dev.exceptions += 1
             log.warning("bus %s: %s", self.name, exc)
             return
+        if words is None:  # alarm word unchanged: the node is alive and nothing happened
+            self._answered(dev, t)
+            return
         ts = now()
         try:
             messages = dev.decoder.update(words, ts)
@@ -185,17 +209,20 @@ class BusPoller:
             log.error("bus %s: %s", self.name, exc)
             self._failed(dev, str(exc))
             return
-        if dev.failures:
-            log.info("bus %s: %s answers again after %d failed polls", self.name, dev.id,
-                     dev.failures)
-        dev.failures = 0
-        dev.last_ok = t
+        self._answered(dev, t)
         if kind == "telemetry":
             messages.append(dev.decoder.telemetry(words, ts))
         if messages:
             self.sink(messages)
         if self.on_update is not None:
             await self.on_update(dev.decoder)
+
+    def _answered(self, dev: DevicePoll, t: float) -> None:
+        if dev.failures:
+            log.info("bus %s: %s answers again after %d failed polls", self.name, dev.id,
+                     dev.failures)
+        dev.failures = 0
+        dev.last_ok = t
 
     def _failed(self, dev: DevicePoll, reason: str) -> None:
         dev.failures += 1
