@@ -302,6 +302,18 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def pause(self) -> None:
+        """Disconnect cleanly; a persistent session keeps queueing at the broker meanwhile."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._subscribed.clear()
+
+    def resume(self, timeout: float = 10.0) -> None:
+        self.client.reconnect()
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            raise AssertionError(f"subscriber on {self.topic_filter} never got its SUBACK")
+
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0,
                  what: str = "messages") -> list[Received]:
         deadline = time.monotonic() + timeout
