@@ -1,7 +1,8 @@
 """Developer sessions: `nox -s tests` (default, CI), `nox -s lint`, `nox -s bench`, `nox -s soak`.
 
 Every session installs what it needs into its own virtualenv; system packages (mbpoll for the
-independent-Modbus-master test, mosquitto for the gateway; later victoria-metrics / chromium) come from
+independent-Modbus-master test, mosquitto for the gateway; later victoria-metrics, chromium)
+come from
 scripts/system-deps.sh, which `./dev.sh` runs first.
 """
 

@@ -76,7 +76,8 @@ def _build_bus(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     except ValueError as exc:
         raise SystemExit(f"edgefleet sim bus: {exc}") from None
     if not nodes:
-        raise SystemExit("edgefleet sim bus: give at least one --node ADDR:CLASS, e.g. --node 1:fire")
+        raise SystemExit("edgefleet sim bus: give at least one --node ADDR:CLASS, "
+                         "e.g. --node 1:fire")
     addresses = [a for a, _ in nodes]
     for address in sorted({a for a in addresses if addresses.count(a) > 1}):
         log.warning("address %d is used by more than one node: their replies will collide",

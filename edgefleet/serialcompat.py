@@ -49,5 +49,5 @@ def allow_parity_on_ptys() -> None:
             finally:
                 self._parity = parity
 
-    serial.serialposix.Serial._reconfigure_port = _reconfigure_port  # type: ignore[method-assign]
+    serial.serialposix.Serial._reconfigure_port = _reconfigure_port
     _PATCHED = True

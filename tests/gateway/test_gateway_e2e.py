@@ -67,9 +67,10 @@ class Rig:
     proc: subprocess.Popen[bytes] | None = None
 
     def start_gateway(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefleet.cli", "-v", "gateway", "run", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=open(self.config.with_suffix(".log"), "ab"))
+        with open(self.config.with_suffix(".log"), "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgefleet.cli", "-v", "gateway", "run", str(self.config)],
+                stdout=subprocess.DEVNULL, stderr=log_file)
 
     def stop_gateway(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None

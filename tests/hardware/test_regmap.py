@@ -56,7 +56,8 @@ def test_missing_field_is_named(tmp_path: Path) -> None:
         ', desc = "0 normal, 1 alert I, 2 alert II, 3 alert III"', "")
     d = _write_maps(tmp_path, "")
     (d / "flood.toml").write_text(text)
-    with pytest.raises(regmap.RegisterMapError, match=r"flood.toml input\[\d+\] \(flood_stage\).*'desc'"):
+    with pytest.raises(regmap.RegisterMapError,
+                       match=r"flood.toml input\[\d+\] \(flood_stage\).*'desc'"):
         regmap.load_maps(d)
 
 
@@ -65,7 +66,7 @@ def test_default_outside_its_range_is_refused(tmp_path: Path) -> None:
         "default = 1500, min = 400", "default = 100, min = 400")
     d = _write_maps(tmp_path, "")
     (d / "air.toml").write_text(text)
-    with pytest.raises(regmap.RegisterMapError, match="co2_alarm.*default 100"):
+    with pytest.raises(regmap.RegisterMapError, match=r"co2_alarm.*default 100"):
         regmap.load_maps(d)
 
 
