@@ -64,8 +64,10 @@ class DeviceDecoder:
         v = self.values
         if "status" not in v:
             return True
+        uptime = (words[1] << 16) | words[2]
         return (words[0] != int(v["status"]) or words[3] != int(v["alarm_bits"])
-                or words[4] != int(v["fault_bits"]))
+                or words[4] != int(v["fault_bits"])
+                or uptime < int(v.get("uptime", 0)))  # rebooted: new boot count, new ids
 
     def update(self, words: list[int], ts: datetime) -> list[Message]:
         """A block read from input register 0 (status block or the whole map).

@@ -232,8 +232,9 @@ class BusPoller:
             self.sink(dev.decoder.offline(now(), reason))
         if dev.failures >= OFFLINE_AFTER:
             # back off: interval * 2^n with ±20 % jitter, capped
-            delay = min(dev.max_backoff_s, dev.status_s * 2 ** (dev.failures - OFFLINE_AFTER + 1))
-            delay *= self._rng.uniform(0.8, 1.2)
+            exponent = min(dev.failures - OFFLINE_AFTER + 1, 16)  # no float overflow, ever
+            delay = min(dev.max_backoff_s,
+                        dev.status_s * 2 ** exponent * self._rng.uniform(0.8, 1.2))
             t = time.monotonic()
             dev.status_due = t + delay
             dev.telemetry_due = max(dev.telemetry_due, t + delay)

@@ -99,9 +99,10 @@ class RuleEngine:
         actions = []
         for i, rule in enumerate(self.rules):
             when = rule.when
-            if when.device != device_id or when.alarm is None:
+            if when.device != device_id:
                 continue
-            if when.alarm in ("any", kind):
+            if (when.alarm is not None and when.alarm in ("any", kind)) or \
+                    (when.fault is not None and kind == "fault"):
                 name = self._name(rule, i)
                 self.fired += 1
                 actions.append(self._action(rule, name, rule.then.value,

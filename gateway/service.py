@@ -267,14 +267,13 @@ class Gateway:
     def prometheus(self) -> str:
         """Health as Prometheus text exposition (scraped at metrics_port)."""
         h = self.health()
-        lines: list[str] = []
+        groups: dict[str, list[str]] = {}  # one group per metric, as the text format requires
 
         def metric(name: str, value: float, help_text: str, kind: str = "gauge",
                    labels: str = "") -> None:
-            if not any(line.startswith(f"# HELP {name} ") for line in lines):
-                lines.append(f"# HELP {name} {help_text}")
-                lines.append(f"# TYPE {name} {kind}")
-            lines.append(f"{name}{{gateway=\"{self.id}\"{labels}}} {value}")
+            group = groups.setdefault(name, [f"# HELP {name} {help_text}",
+                                             f"# TYPE {name} {kind}"])
+            group.append(f"{name}{{gateway=\"{self.id}\"{labels}}} {value}")
 
         metric("edgefleet_outbox_depth", h["outbox"]["depth"], "Messages waiting for the broker")
         metric("edgefleet_outbox_bytes", h["outbox"]["bytes"], "Payload bytes waiting")
@@ -297,7 +296,7 @@ class Gateway:
         for key, value in h["mqtt"].items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metric(f"edgefleet_mqtt_{key}", value, f"MQTT session {key}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(line for group in groups.values() for line in group) + "\n"
 
     async def _serve_metrics(self, port: int) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

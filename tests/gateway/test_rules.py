@@ -279,3 +279,15 @@ def test_panel_events_match_their_panel_and_kind(tmp_path: Path, device: str, ki
 def test_panel_events_do_not_trigger_modbus_rules(tmp_path: Path) -> None:
     rules = engine(SIREN_ON_FIRE.replace("{release}", "auto"), tmp_path)
     assert rules.event("panel-b", "fire") == []
+
+
+
+def test_a_panel_fault_rule_fires_on_a_panel_fault_event(tmp_path: Path) -> None:
+    rules = engine("""
+[[rule]]
+name = "panel fault starts the standby siren"
+when = { device = "panel-b", fault = "any" }
+then = { device = "siren", coil = 0, value = true }
+""", tmp_path)
+    assert [a.device for a in rules.event("panel-b", "fault")] == ["siren"]
+    assert rules.event("panel-b", "fire") == []
