@@ -148,6 +148,8 @@ def run(rounds: int = 2) -> list[Metric]:
     p50 = statistics.median(latencies)
     print(f"  {len(latencies)} trips on a {NODES}-detector riser: p50 {p50:.3f} s, "
           f"p99 {p99:.3f} s, max {latencies[-1]:.3f} s", flush=True)
+    print("  deciles: " + " ".join(f"{latencies[int(q * (len(latencies) - 1))]:.2f}"
+                                   for q in (0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)))
     return [Metric("fire_alarm_latency_p99_s", round(p99, 3), "s", 1.0, "lower",
                    f"{len(latencies)} trips, p50 {p50:.3f} s; smoke passes 4 %/m in the "
                    f"simulator -> alarm at an MQTT subscriber; {NODES} detectors sampling every "
