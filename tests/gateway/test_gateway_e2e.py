@@ -283,3 +283,35 @@ def test_no_broker_the_gateway_keeps_polling_into_its_outbox(tmp_path: Path) -> 
         sim.stop()
         broker.stop()
 
+
+
+def test_garbage_on_the_bus_and_a_misconfigured_node_never_stop_the_gateway(
+        tmp_path: Path, broker: Broker) -> None:
+    sim = SimBus([(1, "fire"), (2, "flood"), (3, "fire"), (9, "flood")])
+    attach_physics(sim)
+    sim.start()
+    config = tmp_path / "gateway.toml"
+    # fire-3 is configured as a flood gauge: the node at address 3 will say it is a detector
+    text = _config(sim.master_path, broker, tmp_path / "state").replace(
+        'address = 3\nclass = "fire"', 'address = 3\nclass = "flood"')
+    config.write_text(text)
+    rig = Rig(sim, attach_physics(sim), broker, config)
+    try:
+        with Subscriber(broker, f"edgefleet/v1/{GW}/#") as sub:
+            rig.start_gateway()
+            sub.wait_for(lambda ms: _of(ms, "fire-1", "telemetry"), 20, "fire-1 telemetry")
+            sim.hub.faults.bit_noise = 0.03  # a badly terminated cable: CRC errors everywhere
+            time.sleep(5)
+            sim.hub.faults.bit_noise = 0.0
+            count = len(_of(sub.messages, "fire-1", "telemetry"))
+            sub.wait_for(lambda ms: len(_of(ms, "fire-1", "telemetry")) > count, 30,
+                         "telemetry again once the line is clean")
+            assert rig.proc is not None and rig.proc.poll() is None
+            assert not _of(sub.messages, "fire-3", "telemetry"), \
+                "a node of the wrong class must not be published as the configured class"
+            rig.stop_gateway()
+        assert "configured as flood" in rig.log() and "reports class 1" in rig.log()
+    finally:
+        if rig.proc and rig.proc.poll() is None:
+            rig.proc.kill()
+        sim.stop()
