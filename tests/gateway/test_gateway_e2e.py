@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pytest
 from hardware.simbus import SimBus
 from hardware.simrun import PhysicsFeed, attach_physics
 from tests.conftest import wait_for
-from tests.gateway.mosquitto import Broker, Received, Subscriber, publish_once
+from tests.gateway.mosquitto import Broker, Received, Subscriber, free_port, publish_once
 
 GW = "gw-test"
 NODES = [(1, "fire", "fire-1"), (2, "flood", "flood-2"), (3, "fire", "fire-3"),
@@ -188,7 +189,15 @@ def test_broker_outage_and_gateway_kill_lose_nothing_and_duplicate_nothing(
         broker.stop()
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
 def test_a_silent_node_is_reported_offline_not_republished(rig: Rig) -> None:
+    port = free_port()
+    rig.config.write_text(rig.config.read_text().replace(
+        'site = "test ward"', f'site = "test ward"\nmetrics_port = {port}'))
     with Subscriber(rig.broker, f"edgefleet/v1/{GW}/#") as sub:
         rig.start_gateway()
         sub.wait_for(lambda ms: _of(ms, "flood-2", "telemetry"), 20, "flood-2 telemetry")
@@ -203,6 +212,12 @@ def test_a_silent_node_is_reported_offline_not_republished(rig: Rig) -> None:
         assert _of(later, "fire-1", "state") or _of(later, "fire-1", "telemetry") or \
             _of(sub.messages, "fire-1", "telemetry"), "the rest of the bus kept going"
         assert time.monotonic() - died < 30
+        scrape = _metrics(port)  # what the operations centre's Prometheus sees
+        assert f'edgefleet_device_online{{gateway="{GW}",bus="riser",device="flood-2"}} 0' \
+            in scrape
+        assert f'edgefleet_device_online{{gateway="{GW}",bus="riser",device="fire-1"}} 1' \
+            in scrape
+        assert "# TYPE edgefleet_outbox_depth gauge" in scrape
         rig.sim.hub.faults.dead_ports.clear()
         sub.wait_for(lambda ms: _of(ms, "flood-2", "state")[-1]["online"] is True, 40,
                      "flood-2 back online")
