@@ -193,8 +193,8 @@ class Node:
                         reply = self.slave.handle(buf, n)
                         if reply is not None:
                             hal.uart_write(reply)
-                            if self.reboot_pending:
-                                hal.reboot()
+                        if self.reboot_pending:  # after the reply (none for a broadcast)
+                            hal.reboot()
                     n = 0
                     overflow = False
                     continue
