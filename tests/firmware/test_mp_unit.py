@@ -16,19 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from hardware.mpy import tool_beside_python
+
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 SCRIPTS = sorted((Path(__file__).parent / "mp_unit").glob("test_*.py"))
 
 
-def _micropython() -> str | None:
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("micropython")
-
-
-MICROPYTHON = _micropython()
+MICROPYTHON = tool_beside_python("micropython")
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
