@@ -20,8 +20,8 @@ import time
 from bench.results import Metric
 from gateway.rtu import NoResponse, RtuBus
 from hardware.regmap import load_maps
-from hardware.simbus import SimBus
-from hardware.simrun import attach_physics
+from hardware.sim.simbus import SimBus
+from hardware.sim.simrun import attach_physics
 
 NODES = [(1, "fire"), (2, "flood"), (3, "water"), (4, "air")]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import Metric
-from edgefleet.serialcompat import allow_parity_on_ptys
-from hardware.simbus import SimBus
-from hardware.simrun import attach_physics
+from hardware.serialline import allow_parity_on_ptys
+from hardware.sim.simbus import SimBus
+from hardware.sim.simrun import attach_physics
 from tests.gateway.mosquitto import Broker, Subscriber
 
 NODES = 32

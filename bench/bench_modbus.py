@@ -14,7 +14,7 @@ import time
 
 from bench.results import Metric
 from gateway.rtu import RtuBus
-from hardware.bushub import transaction_wire_time
+from hardware.serialline import transaction_wire_time
 
 REQUEST_LEN, RESPONSE_LEN, REGISTERS = 8, 25, 10
 

@@ -68,8 +68,8 @@ def _add_bus_options(p: argparse.ArgumentParser) -> None:
 
 
 def _build_bus(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from hardware.bushub import Faults
-    from hardware.simbus import SimBus, parse_node_spec
+    from hardware.sim.bushub import Faults
+    from hardware.sim.simbus import SimBus, parse_node_spec
 
     try:
         nodes = [parse_node_spec(spec) for spec in args.node]
@@ -94,7 +94,7 @@ def _build_bus(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_sim_bus(args: argparse.Namespace) -> int:
-    from hardware.simrun import attach_physics
+    from hardware.sim.simrun import attach_physics
 
     bus = _build_bus(args)
     try:
@@ -114,7 +114,7 @@ def cmd_sim_bus(args: argparse.Namespace) -> int:
 
 def cmd_sim_scenarios(args: argparse.Namespace) -> int:
     from hardware.sim.scenario import Scenario
-    from hardware.simrun import SCENARIOS_DIR
+    from hardware.sim.simrun import SCENARIOS_DIR
 
     for path in sorted(SCENARIOS_DIR.glob("*.toml")):
         sc = Scenario.load(path)

@@ -34,8 +34,8 @@ from rich.text import Text
 from gateway.rtu import ModbusError, NoResponse, RtuBus
 from hardware.regmap import Bit, ClassMap, Maps, Register, load_maps
 from hardware.sim.scenario import Event, Scenario, ScenarioError
-from hardware.simbus import SimBus, SimError
-from hardware.simrun import PhysicsFeed, attach_physics, find_scenario
+from hardware.sim.simbus import SimBus, SimError
+from hardware.sim.simrun import PhysicsFeed, attach_physics, find_scenario
 
 log = logging.getLogger(__name__)
 

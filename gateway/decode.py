@@ -15,20 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from contracts.mqtt import device_topic as topic
+from contracts.mqtt import rfc3339
 from gateway.outbox import Message
 from hardware.regmap import ClassMap, Maps, load_maps
 
-TOPIC_ROOT = "edgefleet/v1"
 COMMON_INPUTS = 16  # input registers 0-15: identity and health, the "status block"
 ALARM_WORD_START, ALARM_WORD_COUNT = 5, 5  # status, uptime (2), alarm_bits, fault_bits
-
-
-def rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def topic(gateway: str, device: str, channel: str) -> str:
-    return f"{TOPIC_ROOT}/{gateway}/{device}/{channel}"
 
 
 @dataclass

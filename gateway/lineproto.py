@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgefleet.serialcompat import allow_parity_on_ptys
+from hardware.serialline import allow_parity_on_ptys
 
 __all__ = [
     "PROFILES_DIR",

@@ -40,6 +40,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contracts.mqtt import ack_topic, command_filter, status_topic
+
 __all__ = [
     "Backoff",
     "Command",
@@ -53,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TOPIC_ROOT = "edgefleet/v1"
 REFUSAL = 0x80  # PUBACK reason codes at or above this are refusals (MQTT 5, 3.4.2.1)
 
 
@@ -169,7 +170,7 @@ class CommandRejected(ValueError):
 
 def parse_command(gateway_id: str, topic: str, payload: bytes) -> Command:
     """Pure: topic + payload -> Command, or CommandRejected with an operator-readable reason."""
-    prefix = f"{TOPIC_ROOT}/{gateway_id}/cmd/"
+    prefix = command_filter(gateway_id).removesuffix("#")
     command_id: str | None = None
     try:
         body = json.loads(payload)
@@ -321,10 +322,9 @@ class MqttSession:
         self.on_command = on_command
         self.stats = MqttStats()
 
-        base = f"{TOPIC_ROOT}/{gateway_id}"
-        self.status_topic = f"{base}/status"
-        self.ack_topic = f"{base}/ack"
-        self.command_filter = f"{base}/cmd/#"
+        self.status_topic = status_topic(gateway_id)
+        self.ack_topic = ack_topic(gateway_id)
+        self.command_filter = command_filter(gateway_id)
 
         self._client: _PubackClient | None = None
         self._wake = asyncio.Event()

@@ -17,18 +17,13 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from edgefleet.serialcompat import allow_parity_on_ptys
-from edgefleet.timing import tighten_timer_slack
+from hardware.serialline import allow_parity_on_ptys, t35, tighten_timer_slack
 
 log = logging.getLogger(__name__)
 # pymodbus logs every timeout at ERROR, with a dump of the last 20 frames. Its failures are
 # translated below into NoResponse / ModbusError and the poller logs them once per change of a
 # node's state, so a dead node does not fill the Pi's journal every back-off period.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-
-def t35_seconds(baud: int) -> float:
-    return 0.00175 if baud > 19200 else 3.5 * 11 / baud
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -73,7 +68,7 @@ class RtuBus:
         allow_parity_on_ptys()
         self.port = port
         self.baudrate = baudrate
-        self._gap = t35_seconds(baudrate)
+        self._gap = t35(baudrate)
         self._client = AsyncModbusSerialClient(
             port, framer=FramerType.RTU, baudrate=baudrate, parity=parity, bytesize=8,
             stopbits=1, timeout=timeout, retries=retries, trace_packet=self._on_packet)

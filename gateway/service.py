@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from contracts.mqtt import device_topic as topic
+from contracts.mqtt import event_topic, rfc3339
 from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig, load_config
-from gateway.decode import DeviceDecoder, DeviceInfo, now, rfc3339, topic
+from gateway.decode import DeviceDecoder, DeviceInfo, now
 from gateway.lineproto import LineParser, PanelEvent, read_serial_lines
 from gateway.mqtt import Command, MqttSession
 from gateway.outbox import Message, Outbox
@@ -147,7 +149,7 @@ class Gateway:
         log.warning("rule %s: %s set %s=%s (%s)", action.rule, action.device,
                     f"coil {action.coil}" if action.coil is not None else action.register,
                     action.value, action.reason)
-        self.publish([Message(f"edgefleet/v1/{self.id}/event", {
+        self.publish([Message(event_topic(self.id), {
             "v": 1, "ts": rfc3339(now()), "event": "rule", "rule": action.rule,
             "device": action.device, "coil": action.coil, "register": action.register,
             "value": action.value, "reason": action.reason}, "event")])

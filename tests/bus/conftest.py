@@ -13,10 +13,10 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from edgefleet.serialcompat import allow_parity_on_ptys
 from hardware.regmap import ClassMap, load_maps
-from hardware.simbus import SimBus
-from hardware.simrun import PhysicsFeed, attach_physics
+from hardware.serialline import allow_parity_on_ptys
+from hardware.sim.simbus import SimBus
+from hardware.sim.simrun import PhysicsFeed, attach_physics
 
 MAPS = load_maps()
 STATUS = {b.name: b.bit for b in MAPS.status_bits}

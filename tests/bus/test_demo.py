@@ -16,7 +16,7 @@ import pytest
 
 from edgefleet.demo import NodeState, format_readings, format_value
 from hardware.regmap import load_maps
-from hardware.simbus import SimError, micropython_executable
+from hardware.sim.simbus import SimError, micropython_executable
 
 
 def _micropython_or_skip() -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 from pymodbus.exceptions import ModbusException
 
-from hardware.bushub import Faults
+from hardware.sim.bushub import Faults
 from tests.bus.conftest import MAPS, STATUS, Bus, Master, ModbusFailure, bits
 from tests.conftest import wait_for
 

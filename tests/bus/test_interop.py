@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import minimalmodbus
 import pytest
 
-from edgefleet.serialcompat import allow_parity_on_ptys
 from hardware.regmap import load_maps
+from hardware.serialline import allow_parity_on_ptys
 from tests.bus.conftest import Master, wait_answering
 
 

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hardware.sim.scenario import Scenario
-from hardware.simbus import SimBus
-from hardware.simrun import attach_physics, find_scenario
+from hardware.sim.simbus import SimBus
+from hardware.sim.simrun import attach_physics, find_scenario
 from tests.bus.conftest import MAPS, STATUS, Master, bits, wait_answering
 from tests.conftest import wait_for
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from hardware.simbus import SimBus
-from hardware.simrun import PhysicsFeed, attach_physics
+from hardware.sim.simbus import SimBus
+from hardware.sim.simrun import PhysicsFeed, attach_physics
 from tests.conftest import wait_for
 from tests.gateway.mosquitto import Broker, Received, Subscriber, free_port, publish_once
 

@@ -1,7 +1,7 @@
 """Run real firmware nodes on a simulated RS-485 bus, fed by virtual sensors.
 
 Each node is the MicroPython unix port running ``firmware/main.py`` in a directory of its own
-(its "flash"), with its UART on a pty of the :class:`~hardware.bushub.BusHub` and its sensor
+(its "flash"), with its UART on a pty of the :class:`~hardware.sim.bushub.BusHub` and its sensor
 inputs fed on stdin by the simulator's physics. A supervisor restarts a node that reboots itself
 (exit code 75, the unix HAL's ``machine.reset()``), like a watchdog would.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from edgefleet.timing import tighten_timer_slack
-from hardware.bushub import BusHub, Faults
 from hardware.mpy import compile_app, tool_beside_python
 from hardware.regmap import CLASS_NAMES
+from hardware.serialline import tighten_timer_slack
+from hardware.sim.bushub import BusHub, Faults
 
 log = logging.getLogger(__name__)
 

@@ -25,26 +25,9 @@ import time
 import tty
 from dataclasses import dataclass, field
 
-from edgefleet.timing import tighten_timer_slack
+from hardware.serialline import char_time, tighten_timer_slack
 
 log = logging.getLogger(__name__)
-
-BITS_PER_CHAR = 11  # start + 8 data + parity + stop (8E1), or 8N2
-
-
-def char_time(baud: int) -> float:
-    return BITS_PER_CHAR / baud
-
-
-def t35(baud: int) -> float:
-    """Modbus inter-frame silence: 3.5 characters, fixed 1.75 ms above 19200 baud."""
-    return 0.00175 if baud > 19200 else 3.5 * char_time(baud)
-
-
-def transaction_wire_time(request_len: int, response_len: int, baud: int) -> float:
-    """Theoretical best time for one request/response on the wire, with both t3.5 gaps."""
-    return (request_len + response_len) * char_time(baud) + 2 * t35(baud)
-
 
 @dataclass
 class Faults:

@@ -10,7 +10,7 @@ from typing import Any
 
 from hardware.sim.physics import VirtualSensor, make_sensor
 from hardware.sim.scenario import Event, Scenario, ScenarioPlayer
-from hardware.simbus import SimBus
+from hardware.sim.simbus import SimBus
 
 log = logging.getLogger(__name__)
 
