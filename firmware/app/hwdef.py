@@ -8,6 +8,7 @@ STATUS_BITS = {'alarm': 0,
  'fault': 1,
  'latched': 5,
  'ota': 2,
+ 'rolled_back': 7,
  'trial': 3,
  'warning': 4}
 

@@ -3,19 +3,30 @@
 # UART. Same code on ESP32 and on the unix port; only the HAL differs.
 #
 # Frame boundaries follow the Modbus serial-line rule: a frame ends after a silence of 3.5
-# character times (t3.5; a fixed 1750 us above 19200 baud). Sampling never runs while a frame is
-# being received, so a sensor read cannot stretch the gap and split a request.
+# character times (t3.5; a fixed 1750 us above 19200 baud), measured on the time each chunk of
+# bytes was read (modbus.Receiver).
+#
+# The loop's promises, whatever the bus does:
+# - the duties (sampling, alarm logic, status) keep their schedule: a frame in reception may
+#   postpone them by at most the longest Modbus frame, so a stuck transmitter cannot stop fire
+#   detection;
+# - the node keeps listening while it samples: between sample steps and inside any wait the HAL
+#   makes for a peripheral (hal.on_idle), so a slow sample does not merge two frames; a request
+#   for us that completes meanwhile is answered when the step ends;
+# - the loop wakes at least twice per watchdog period, even with a 60 s sample period, and feeds
+#   the watchdog only while the duties keep their schedule.
 
 import gc
 import time
 
 from app import hwdef, store
-from app.modbus import Slave
+from app.modbus import Receiver, Slave
 from app.regbank import RegBank
 from app.version import VERSION
 
 _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"}
 _GC_THRESHOLD = 4096  # collect after this many bytes allocated: keeps the heap peak small
+_SLOT_CHECK_MS = 30000  # how often the OTA/trial flags are re-read from the slot record
 
 
 def t35_us(baud):
@@ -39,7 +50,15 @@ class Node:
         self._warning_mask = hwdef.class_map(class_name)["warning_mask"]
         self._status_bit = hwdef.STATUS_BITS
         self._commands = hwdef.COMMANDS
-        self.slot_state = slot_state or {}
+        self.slot_state = slot_state = slot_state or {}
+        self._wdt = slot_state.get("wdt")
+        self._wdt_ms = slot_state.get("wdt_ms", 0)
+        self.slot_flags = {}
+        self._refresh_slot_flags()
+        self._next_slot_check = time.ticks_add(hal.ticks_ms(), _SLOT_CHECK_MS)
+        self._gap_us = gap_us = t35_us(hal.baud)
+        self._gap_ms = (gap_us + 999) // 1000
+        self.rx = Receiver(gap_us)
         self.config_error = False
         self._load_config()
         self.boot_count = self._count_boot()
@@ -119,8 +138,20 @@ class Node:
         elif command == cmds["confirm_image"]:
             confirm = self.slot_state.get("confirm")
             if confirm:
-                confirm()
-                self.slot_state["trial"] = False
+                try:
+                    confirm()
+                finally:
+                    self._refresh_slot_flags()  # the status word says what the flash says
+
+    def _refresh_slot_flags(self):
+        """trial / ota / rolled_back as the slot record says now (main.py reads it)."""
+        status = self.slot_state.get("status")
+        if status is None:
+            return
+        try:
+            self.slot_flags = status()
+        except Exception:  # noqa: BLE001 - a flash error must not stop the node
+            pass
 
     # -- status -------------------------------------------------------------------------
     def _update_status(self):
@@ -137,10 +168,13 @@ class Node:
             status |= 1 << bits["fault"]
         if sensor is not None and sensor.latched:
             status |= 1 << bits["latched"]
-        if self.slot_state.get("trial"):
+        flags = self.slot_flags
+        if flags.get("trial"):
             status |= 1 << bits["trial"]
-        if self.slot_state.get("ota"):
+        if flags.get("ota"):
             status |= 1 << bits["ota"]
+        if flags.get("rolled_back"):
+            status |= 1 << bits["rolled_back"]
         if self.config_error:
             status |= 1 << bits["config_error"]
         raised = alarms & ~self._prev_alarms
@@ -157,65 +191,113 @@ class Node:
             bank.set("sensor_errors", sensor.errors & 0xFFFF)
 
     def sample(self, now_ms):
+        """The node's duties, in steps that each return to the bus (see _listen)."""
         self._uptime_ms += time.ticks_diff(now_ms, self._last_tick)
         self._last_tick = now_ms
         self.sensor.sample(now_ms)
+        self._listen(0)
         self._update_status()
-        bank = self.bank
-        bank.set("uptime", self._uptime_ms // 1000)
+        self.bank.set("uptime", self._uptime_ms // 1000)
+        self._listen(0)
+        if time.ticks_diff(now_ms, self._next_slot_check) >= 0:
+            self._next_slot_check = time.ticks_add(now_ms, _SLOT_CHECK_MS)
+            self._refresh_slot_flags()
+            self._listen(0)
+        self.hal.gc_point()
+
+    # -- the bus ------------------------------------------------------------------------
+    def _handle(self, frame, n):
+        reply = self.slave.handle(frame, n)
+        if reply is not None:
+            self.hal.uart_write(reply)
+        if self.reboot_pending:  # after the reply (none for a broadcast)
+            self.hal.reboot()
+
+    def _listen(self, timeout_ms):
+        """Keep receiving while the duties run (between sample steps, and inside any wait the
+        HAL makes for a peripheral, up to timeout_ms): chunks are timestamped as they come, a
+        frame is cut at its silence, and one addressed to us is held until the step ends."""
+        hal = self.hal
+        rx = self.rx
+        for _ in range(4):  # bounded: a babbling bus must not keep a sample step waiting
+            self._cut_during_duties()
+            wait = timeout_ms
+            if (rx.n or rx.overflow) and wait > self._gap_ms:
+                wait = self._gap_ms  # wake in time to see this frame's end
+            if not hal.uart_wait(wait if wait > 0 else 0):
+                break
+            rx.took(hal.uart_readinto(rx.space()), time.ticks_us(), time.ticks_ms())
+            timeout_ms = 0  # return after a read: the HAL's wait recomputes its deadline
+        self._cut_during_duties()
+
+    def _cut_during_duties(self):
+        rx = self.rx
+        if rx.complete(time.ticks_us()):
+            if rx.overflow or rx.buf[0] not in (self.slave.address, 0):
+                self.slave.handle(rx.buf, 0 if rx.overflow else rx.n)  # count it; no answer
+                rx.clear()
+            else:
+                rx.hold()
+
+    def _feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+        self.hal.wdt_feed()
 
     # -- the loop -----------------------------------------------------------------------
     def run(self):
         hal = self.hal
+        rx = self.rx
         gc.collect()
         gc.threshold(_GC_THRESHOLD)
-        gap_us = t35_us(hal.baud)
-        buf = bytearray(256)
-        view = memoryview(buf)
-        n = 0
-        overflow = False
-        last_rx_us = 0
+        hal.on_idle = self._listen  # a HAL that waits on a peripheral keeps the bus meanwhile
+        # A frame in reception may postpone due duties by at most the longest Modbus frame:
+        # a babbling transmitter cannot hold the sampling off for longer than that.
+        max_frame_ms = (256 * 11 * 1000) // hal.baud + self._gap_ms + 1
+        # Wake at least twice per watchdog period even when the sample period is longer.
+        wake_ms = self._wdt_ms // 2 if self._wdt_ms else 1000
         next_sample = time.ticks_ms()
         while True:
-            hal.wdt_feed()
-            if n:
-                # A frame is arriving: wait out the rest of the silent interval, precisely.
-                remaining = gap_us - time.ticks_diff(time.ticks_us(), last_rx_us)
-                if remaining >= 1000:
-                    got = hal.uart_wait(remaining // 1000)
-                elif remaining > 0:
-                    time.sleep_us(remaining)
-                    got = hal.uart_wait(0)
-                else:
-                    got = hal.uart_wait(0)
-                if not got and time.ticks_diff(time.ticks_us(), last_rx_us) >= gap_us:
-                    if not overflow:
-                        reply = self.slave.handle(buf, n)
-                        if reply is not None:
-                            hal.uart_write(reply)
-                        if self.reboot_pending:  # after the reply (none for a broadcast)
-                            hal.reboot()
-                    n = 0
-                    overflow = False
-                    continue
-            else:
-                wait = time.ticks_diff(next_sample, time.ticks_ms())
-                got = hal.uart_wait(wait if wait > 0 else 0)
-            if got:
-                if n >= len(buf):
-                    n = 0  # longer than any Modbus frame: noise; drop it whole at the gap
-                    overflow = True
-                n += hal.uart_readinto(view[n:])
-                last_rx_us = time.ticks_us()
-                continue
             now = time.ticks_ms()
-            if not n and time.ticks_diff(now, next_sample) >= 0:
+            late = time.ticks_diff(now, next_sample)
+            if late >= 0 and (rx.n == 0 or time.ticks_diff(now, rx.first_ms) >= max_frame_ms):
                 self.sample(now)
-                hal.gc_point()
                 period = int(self.bank.threshold("sample_period"))
                 next_sample = time.ticks_add(next_sample, period)
+                now = time.ticks_ms()
                 if time.ticks_diff(next_sample, now) < 0:
                     next_sample = time.ticks_add(now, period)  # fell behind: don't burst
+                late = time.ticks_diff(now, next_sample)
+            # The watchdog is fed only while the duties keep their schedule: a loop that is
+            # busy with the bus but no longer samples lets the watchdog reset the board.
+            if late < max_frame_ms:
+                self._feed()
+            if rx.held_n:
+                n = rx.held_n
+                rx.held_n = 0
+                self._handle(rx.held, n)
+            if rx.complete(time.ticks_us()):
+                if rx.overflow:
+                    rx.clear()  # longer than any Modbus frame: noise, dropped whole
+                else:
+                    n = rx.n
+                    rx.n = 0
+                    self._handle(rx.buf, n)
+                continue
+            wait = -late if late < 0 else 0
+            if wait > wake_ms:
+                wait = wake_ms
+            if rx.n or rx.overflow:
+                # A frame is arriving: wait out the rest of its silent interval, precisely.
+                remaining = self._gap_us - time.ticks_diff(time.ticks_us(), rx.last_us)
+                if remaining < 1000:
+                    if remaining > 0:
+                        time.sleep_us(remaining)
+                    wait = 0
+                elif remaining // 1000 < wait:
+                    wait = remaining // 1000
+            if hal.uart_wait(wait):
+                rx.took(hal.uart_readinto(rx.space()), time.ticks_us(), time.ticks_ms())
 
 
 def main(root, slot_state=None):

@@ -3,7 +3,9 @@
 Each node is the MicroPython unix port running ``firmware/main.py`` in a directory of its own
 (its "flash"), with its UART on a pty of the :class:`~hardware.sim.bushub.BusHub` and its sensor
 inputs fed on stdin by the simulator's physics. A supervisor restarts a node that reboots itself
-(exit code 75, the unix HAL's ``machine.reset()``), like a watchdog would.
+(exit code 75, the unix port's ``machine.reset()``) or that its software watchdog ended (killed
+by SIGALRM, see ``firmware/main.py``) at once, as the board's reset would, and a node that
+crashed after a back-off.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -28,9 +31,11 @@ from hardware.sim.bushub import BusHub, Faults
 
 log = logging.getLogger(__name__)
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_DIR / "firmware"
 EXIT_REBOOT = 75
+EXIT_WATCHDOG = -signal.SIGALRM  # the unix port's software watchdog ends the process with it
+ROOT_FILES = ("main.py", "boot.py", "record.py")  # outside the A/B slots, never updated
 
 
 class SimError(RuntimeError):
@@ -71,6 +76,7 @@ class NodeEvents:
     mem_peak: int | None = None
     lines: list[str] = field(default_factory=list)
     restarts: int = 0
+    watchdog_resets: int = 0
 
 
 class NodeProcess:
@@ -78,7 +84,8 @@ class NodeProcess:
 
     def __init__(self, address: int, cls: str, uart_path: str, workdir: Path, baud: int,
                  heap: str | None = None, label: str | None = None,
-                 compiled_app: Path | None = None):
+                 compiled_app: Path | None = None, watchdog_ms: int | None = None,
+                 node_options: dict[str, Any] | None = None):
         self.address = address
         self.cls = cls
         self.uart_path = uart_path
@@ -89,6 +96,8 @@ class NodeProcess:
         self.events = NodeEvents()
         self.proc: subprocess.Popen[bytes] | None = None
         self.compiled_app = compiled_app
+        self.watchdog_ms = watchdog_ms  # None: the firmware's own (8 s); 0: off
+        self.node_options = dict(node_options or {})
         self._lock = threading.Lock()
         self._stopping = False
         self._crashes = 0
@@ -97,7 +106,7 @@ class NodeProcess:
     def _prepare_flash(self) -> None:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        for name in ("main.py", "boot.py"):
+        for name in ROOT_FILES:
             shutil.copyfile(FIRMWARE_DIR / name, self.root / name)
         slot = self.root / "a"
         slot.mkdir(exist_ok=True)
@@ -107,7 +116,7 @@ class NodeProcess:
             target = self.compiled_app if self.compiled_app else FIRMWARE_DIR / "app"
             app.symlink_to(target, target_is_directory=True)
         node_cfg = {"class": self.cls, "address": self.address, "baud": self.baud,
-                    "uart": self.uart_path}
+                    "uart": self.uart_path, **self.node_options}
         (data / "node.json").write_text(json.dumps(node_cfg))
 
     def start(self) -> None:
@@ -116,6 +125,8 @@ class NodeProcess:
             cmd += ["-X", f"heapsize={self.heap}"]
         cmd.append(str(self.root / "main.py"))
         env = dict(os.environ, EF_ROOT=str(self.root))
+        if self.watchdog_ms is not None:
+            env["EF_WDT_MS"] = str(self.watchdog_ms)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.root)
         threading.Thread(target=self._read_stdout, args=(self.proc,),
@@ -133,6 +144,10 @@ class NodeProcess:
         if code == EXIT_REBOOT:
             log.info("%s rebooted on command; restarting", self.label)
             self._crashes = 0
+        elif code == EXIT_WATCHDOG:
+            self.events.watchdog_resets += 1
+            log.warning("%s: watchdog reset; restarting", self.label)
+            self._crashes = 0
         else:
             # A crash loop must not flood the log or the CPU: back off 0.1 s .. 10 s.
             self._crashes += 1
@@ -140,7 +155,8 @@ class NodeProcess:
                 tail = "\n".join(self.events.lines[-6:])
                 log.warning("%s exited with code %s (crash %d); restarting (watchdog)\n%s",
                             self.label, code, self._crashes, tail)
-        time.sleep(0.1 if code == EXIT_REBOOT else min(10.0, 0.1 * 2 ** self._crashes))
+        resets = (EXIT_REBOOT, EXIT_WATCHDOG)
+        time.sleep(0.1 if code in resets else min(10.0, 0.1 * 2 ** self._crashes))
         if not self._stopping:
             self.start()
 
@@ -217,7 +233,9 @@ class SimBus:
 
     def __init__(self, nodes: Iterable[tuple[int, str]], baud: int = 19200, paced: bool = True,
                  faults: Faults | None = None, workdir: Path | None = None,
-                 heap: str | None = None, feed_period: float = 0.2, compiled: bool = False):
+                 heap: str | None = None, feed_period: float = 0.2, compiled: bool = False,
+                 watchdog_ms: int | None = None,
+                 node_options: dict[int, dict[str, Any]] | None = None):
         self.hub = BusHub(baud=baud, paced=paced, faults=faults)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
@@ -233,7 +251,8 @@ class SimBus:
             path = self.hub.add_port()
             label = f"node{address}-{cls}-{i}"
             self.nodes.append(NodeProcess(address, cls, path, workdir, baud, heap, label,
-                                          compiled_app))
+                                          compiled_app, watchdog_ms,
+                                          (node_options or {}).get(address)))
         self.feed_period = feed_period
         self.feed: Feed | None = None
         self._stop = threading.Event()

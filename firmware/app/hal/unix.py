@@ -7,6 +7,11 @@
 # does not acknowledge (OSError). {"diag": 1} asks for a heap report on stdout.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
 # End of stdin means the simulator is gone: the node exits rather than run orphaned.
+#
+# The watchdog is main.py's (a software one on this port: the process dies when it is not fed in
+# time and the simulator's supervisor restarts it, as a reset would); wdt_feed() here only counts.
+# data/node.json may hold "adc_delay_ms": a converter that takes that long per reading (a test
+# knob for slow samples); the wait goes through wait_ms(), which keeps the node on the bus.
 
 import binascii
 import gc
@@ -41,6 +46,8 @@ class Hal:
         self._sensor_uart = {}
         self.wdt_feeds = 0
         self.peak_alloc = 0
+        self.on_idle = None  # set by the node: called with a timeout while the HAL waits
+        self._adc_delay_ms = node_cfg.get("adc_delay_ms", 0)
         # Sensors are powered before the application starts on a real board: wait (briefly)
         # for the simulator's first snapshot so the first sample is not of unpowered inputs.
         for _ in range(50):
@@ -68,7 +75,21 @@ class Hal:
 
     # -- sensors ------------------------------------------------------------------------
     def adc(self, channel):
+        if self._adc_delay_ms:
+            self.wait_ms(self._adc_delay_ms)
         return self._adc.get(channel, 0)
+
+    def wait_ms(self, ms):
+        """A peripheral's delay (conversion, execution time): the node keeps the bus meanwhile."""
+        deadline = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                return
+            if self.on_idle is not None:
+                self.on_idle(left)
+            else:
+                time.sleep_ms(left)
 
     def sensor_uart_read(self, name):
         data = self._sensor_uart.get(name)
@@ -116,8 +137,7 @@ class Hal:
         print(json.dumps({"outputs": list(coils)}))
 
     def wdt_feed(self):
-        # No hardware watchdog on the unix port: the simulator's supervisor plays that part by
-        # restarting a node process that dies. Count feeds so tests can see the loop is alive.
+        # The watchdog itself is main.py's SoftWatchdog; count feeds for diagnostics.
         self.wdt_feeds += 1
 
     def gc_point(self):
