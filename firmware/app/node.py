@@ -26,6 +26,7 @@ from app.version import VERSION
 
 _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"}
 _GC_THRESHOLD = 4096  # collect after this many bytes allocated: keeps the heap peak small
+_MAX_POSTPONE_MS = 100  # the longest a frame in reception may postpone due duties
 _SLOT_CHECK_MS = 30000  # how often the OTA/trial flags are re-read from the slot record
 
 
@@ -192,18 +193,21 @@ class Node:
 
     def sample(self, now_ms):
         """The node's duties, in steps that each return to the bus (see _listen)."""
-        self._uptime_ms += time.ticks_diff(now_ms, self._last_tick)
-        self._last_tick = now_ms
+        self._clock(now_ms)
         self.sensor.sample(now_ms)
         self._listen(0)
         self._update_status()
-        self.bank.set("uptime", self._uptime_ms // 1000)
         self._listen(0)
         if time.ticks_diff(now_ms, self._next_slot_check) >= 0:
             self._next_slot_check = time.ticks_add(now_ms, _SLOT_CHECK_MS)
             self._refresh_slot_flags()
             self._listen(0)
         self.hal.gc_point()
+
+    def _clock(self, now_ms):
+        self._uptime_ms += time.ticks_diff(now_ms, self._last_tick)
+        self._last_tick = now_ms
+        self.bank.set("uptime", self._uptime_ms // 1000)
 
     # -- the bus ------------------------------------------------------------------------
     def _handle(self, frame, n):
@@ -251,9 +255,13 @@ class Node:
         gc.collect()
         gc.threshold(_GC_THRESHOLD)
         hal.on_idle = self._listen  # a HAL that waits on a peripheral keeps the bus meanwhile
-        # A frame in reception may postpone due duties by at most the longest Modbus frame:
-        # a babbling transmitter cannot hold the sampling off for longer than that.
+        # A frame in reception may postpone due duties (the node keeps listening while it
+        # samples, but a step that computes longer than t3.5 could stretch a gap) by at most the
+        # longest Modbus frame, and never by more than 100 ms: a babbling transmitter cannot
+        # hold the sampling off for longer than that.
         max_frame_ms = (256 * 11 * 1000) // hal.baud + self._gap_ms + 1
+        if max_frame_ms > _MAX_POSTPONE_MS:
+            max_frame_ms = _MAX_POSTPONE_MS
         # Wake at least twice per watchdog period even when the sample period is longer.
         wake_ms = self._wdt_ms // 2 if self._wdt_ms else 1000
         next_sample = time.ticks_ms()
@@ -272,6 +280,7 @@ class Node:
             # busy with the bus but no longer samples lets the watchdog reset the board.
             if late < max_frame_ms:
                 self._feed()
+                self._clock(now)  # uptime stays current between long sample periods
             if rx.held_n:
                 n = rx.held_n
                 rx.held_n = 0

@@ -6,7 +6,9 @@ characters: start, 8 data, parity, stop), so a master on the pty sees real bus t
 talking at once collide and the master hears garbage, as it would on the wire.
 
 Fault injection (runtime-adjustable, for tests and field-technician training): bit noise and
-dropped bytes on delivery, a dead node (its port silenced both ways). Two nodes with one address
+dropped bytes on delivery, a dead node (its port silenced both ways), and a babbling bus (a stuck
+transmitter somewhere on the pair driving random bytes at the line rate without a pause: every
+party hears them, and whatever else is sent meanwhile collides with them). Two nodes with one address
 need no special support: start both, and their replies collide.
 
 The hub runs in one thread and owns every pty master fd (one owner per resource). Pacing sleeps
@@ -29,6 +31,8 @@ from hardware.serialline import char_time, tighten_timer_slack
 
 log = logging.getLogger(__name__)
 
+BABBLE_LEAD_S = 0.05  # how far ahead of the wire a stuck transmitter's bytes are delivered
+
 @dataclass
 class Faults:
     """What the hub does to bytes in flight. Rates are per byte, 0..1."""
@@ -36,6 +40,7 @@ class Faults:
     bit_noise: float = 0.0
     drop: float = 0.0
     dead_ports: set[int] = field(default_factory=set)
+    babble: bool = False
     seed: int = 0
 
 
@@ -46,6 +51,7 @@ class HubStats:
     collisions: int = 0
     corrupted_bytes: int = 0
     dropped_bytes: int = 0
+    babble_bytes: int = 0
 
 
 def _open_pty() -> tuple[int, int, str]:
@@ -72,6 +78,8 @@ class BusHub:
         self.paths: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._babble_rng = random.Random(self.faults.seed + 1)
+        self._babble_sent_at: float | None = None
         self.add_port()
 
     @property
@@ -126,7 +134,15 @@ class BusHub:
             poller.register(fd, select.POLLIN)
             index[fd] = port
         while not self._stop.is_set():
-            events = poller.poll(100)
+            if self.faults.babble:
+                # A stuck transmitter never pauses: deliver its stream in sub-millisecond
+                # chunks, so no receiver sees a silence near t3.5 in it.
+                events = poller.poll(0)
+                if not events:
+                    time.sleep(0.0003)
+            else:
+                events = poller.poll(100)
+            self._babble()
             for fd, ev in events:
                 if ev & select.POLLIN:
                     data = self._read(fd)
@@ -143,6 +159,8 @@ class BusHub:
         start = time.perf_counter()
         if self.paced:
             data = self._wait_wire(sender, data, start, poller, index)
+        if self.faults.babble:
+            data = self._collide(data, self._babble_rng.randbytes(len(data)))
         self.stats.frames += 1
         self.stats.bytes += len(data)
         for port, fd in enumerate(self._masters):
@@ -164,8 +182,13 @@ class BusHub:
             remaining = end - time.perf_counter()
             if remaining <= 0:
                 return data
+            self._babble()
             if remaining > 0.002:
-                events = poller.poll(int(remaining * 1000) - 1)
+                timeout_ms = int(remaining * 1000) - 1
+                if self.faults.babble:
+                    timeout_ms = 0  # keep the stuck transmitter's stream going meanwhile
+                    time.sleep(0.0003)
+                events = poller.poll(timeout_ms)
                 for fd, ev in events:
                     if not ev & select.POLLIN:
                         continue
@@ -179,6 +202,32 @@ class BusHub:
                     end = max(end, time.perf_counter() + len(other) * char_time(self.baud))
             else:
                 time.sleep(remaining)
+
+    def _babble(self) -> None:
+        """While the babble fault is on, put the line-rate stream of a stuck transmitter on the
+        bus: every byte time that passed since the last call, a random byte to every port."""
+        if not self.faults.babble:
+            self._babble_sent_at = None
+            return
+        now = time.perf_counter()
+        if self._babble_sent_at is None:
+            self._babble_sent_at = now
+            return
+        # Stay a little ahead of the line rate: the hub thread shares the interpreter lock, and
+        # a pause in its stream would be a silence a receiver could cut a frame at.
+        count = int((now + BABBLE_LEAD_S - self._babble_sent_at) / char_time(self.baud))
+        if count <= 0:
+            return
+        self._babble_sent_at += count * char_time(self.baud)
+        noise = self._babble_rng.randbytes(min(count, 4096))
+        self.stats.babble_bytes += len(noise)
+        for port, fd in enumerate(self._masters):
+            if port in self.faults.dead_ports:
+                continue
+            try:
+                os.write(fd, noise)
+            except OSError:
+                pass  # a full or restarting receiver loses bytes, as on a real bus
 
     def _collide(self, a: bytes, b: bytes) -> bytes:
         self.stats.collisions += 1

@@ -87,13 +87,19 @@ class Bus:
 
 @pytest.fixture
 def start_bus() -> Iterator[Callable[..., Bus]]:
-    """start_bus([(1, "fire")], scenario=None, time_scale=1, **SimBus options) -> Bus."""
+    """start_bus([(1, "fire")], scenario=None, time_scale=1, **SimBus options) -> Bus.
+
+    prepare(sim), when given, runs after the nodes' flash directories are made and before they
+    boot (a test that plants slot images or damaged records there)."""
     started: list[Bus] = []
 
     def start(nodes: list[tuple[int, str]], scenario: str | None = None,
-              time_scale: float = 1.0, wait_ready: bool = True, **options: Any) -> Bus:
+              time_scale: float = 1.0, wait_ready: bool = True,
+              prepare: Callable[[SimBus], None] | None = None, **options: Any) -> Bus:
         sim = SimBus(nodes, **options)
         feed = attach_physics(sim, scenario, time_scale)
+        if prepare is not None:
+            prepare(sim)
         sim.start()
         master = Master(sim.master_path, sim.hub.baud)
         bus = Bus(sim, feed, master)

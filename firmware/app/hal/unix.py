@@ -59,12 +59,19 @@ class Hal:
 
     # -- Modbus UART --------------------------------------------------------------------
     def uart_wait(self, timeout_ms):
-        """Wait up to timeout_ms for UART bytes; sensor feed lines are consumed on the way."""
-        for obj, _event in self._poll.poll(timeout_ms):
-            if obj is self._uart:
-                return True
-            self._read_feed()
-        return False
+        """Wait up to timeout_ms for UART bytes, like a UART: True when bytes are there, False
+        only once the whole timeout has passed. Sensor feed lines are consumed on the way and
+        do not end the wait (a board has no such wake-up, and a loop that relied on one would
+        starve its watchdog on the board)."""
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            for obj, _event in self._poll.poll(timeout_ms):
+                if obj is self._uart:
+                    return True
+                self._read_feed()
+            timeout_ms = time.ticks_diff(deadline, time.ticks_ms())
+            if timeout_ms <= 0:
+                return False
 
     def uart_readinto(self, buf):
         n = self._uart.readinto(buf)
