@@ -53,6 +53,7 @@ class SoftWatchdog:
         self.timeout_ms = timeout_ms
         self._fed = time.ticks_ms()
         _thread.start_new_thread(self._watch, ())
+        print("watchdog: armed %d ms" % timeout_ms)  # the simulator's supervisor reads it
 
     def feed(self):
         self._fed = self._time.ticks_ms()

@@ -114,7 +114,11 @@ class Node:
         if start == 0:
             command = self.bank.holding[0]
             self.bank.holding[0] = 0  # the command register always reads 0
-            self._run_command(command)
+            try:
+                self._run_command(command)
+            finally:
+                self._refresh_slot_flags()  # the status word says what the flash says
+                self._update_status()
             if count == 1:
                 return
         try:
@@ -139,10 +143,7 @@ class Node:
         elif command == cmds["confirm_image"]:
             confirm = self.slot_state.get("confirm")
             if confirm:
-                try:
-                    confirm()
-                finally:
-                    self._refresh_slot_flags()  # the status word says what the flash says
+                confirm()
 
     def _refresh_slot_flags(self):
         """trial / ota / rolled_back as the slot record says now (main.py reads it)."""

@@ -3,9 +3,11 @@
 Each node is the MicroPython unix port running ``firmware/main.py`` in a directory of its own
 (its "flash"), with its UART on a pty of the :class:`~hardware.sim.bushub.BusHub` and its sensor
 inputs fed on stdin by the simulator's physics. A supervisor restarts a node that reboots itself
-(exit code 75, the unix port's ``machine.reset()``) or that its software watchdog ended (killed
-by SIGALRM, see ``firmware/main.py``) at once, as the board's reset would, and a node that
-crashed after a back-off.
+(exit code 75, the unix port's ``machine.reset()``), that its software watchdog ended (killed
+by SIGALRM, see ``firmware/main.py``) or that lost power (killed) at once, as the board would come
+back. A process that died of an uncaught exception is a board in the REPL: it comes back after
+its watchdog's timeout if one was armed (the firmware prints "watchdog: armed N ms"), and never
+if none was, as a real board would not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +38,8 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_DIR / "firmware"
 EXIT_REBOOT = 75
 EXIT_WATCHDOG = -signal.SIGALRM  # the unix port's software watchdog ends the process with it
+EXIT_POWER_CUT = -signal.SIGKILL  # NodeProcess.kill()
+WATCHDOG_ARMED = re.compile(r"watchdog: armed (\d+) ms")
 ROOT_FILES = ("main.py", "boot.py", "record.py")  # outside the A/B slots, never updated
 
 
@@ -77,6 +82,7 @@ class NodeEvents:
     lines: list[str] = field(default_factory=list)
     restarts: int = 0
     watchdog_resets: int = 0
+    stalled: bool = False  # died with no watchdog running: stays down, as a board would
 
 
 class NodeProcess:
@@ -100,7 +106,7 @@ class NodeProcess:
         self.node_options = dict(node_options or {})
         self._lock = threading.Lock()
         self._stopping = False
-        self._crashes = 0
+        self._armed_ms: int | None = None  # the running process' watchdog timeout, once armed
         self._prepare_flash()
 
     def _prepare_flash(self) -> None:
@@ -120,6 +126,7 @@ class NodeProcess:
         (data / "node.json").write_text(json.dumps(node_cfg))
 
     def start(self) -> None:
+        self._armed_ms = None
         cmd = [micropython_executable()]
         if self.heap:
             cmd += ["-X", f"heapsize={self.heap}"]
@@ -140,28 +147,43 @@ class NodeProcess:
         code = proc.wait()
         if self._stopping:
             return
-        self.events.restarts += 1
         if code == EXIT_REBOOT:
             log.info("%s rebooted on command; restarting", self.label)
-            self._crashes = 0
+            delay = 0.1
         elif code == EXIT_WATCHDOG:
             self.events.watchdog_resets += 1
             log.warning("%s: watchdog reset; restarting", self.label)
-            self._crashes = 0
+            delay = 0.1
+        elif code == EXIT_POWER_CUT:
+            log.info("%s: power cut (killed); powering it up again", self.label)
+            delay = 0.1
+        elif self._armed_ms:
+            # An uncaught exception leaves a board in the REPL; the running watchdog resets it
+            # once its timeout has passed, so the restart comes that much later.
+            self.events.watchdog_resets += 1
+            tail = "\n".join(self.events.lines[-6:])
+            log.warning("%s exited with code %s; the watchdog resets it in %d ms\n%s",
+                        self.label, code, self._armed_ms, tail)
+            delay = self._armed_ms / 1000
         else:
-            # A crash loop must not flood the log or the CPU: back off 0.1 s .. 10 s.
-            self._crashes += 1
-            if self._crashes <= 3 or self._crashes % 10 == 0:
-                tail = "\n".join(self.events.lines[-6:])
-                log.warning("%s exited with code %s (crash %d); restarting (watchdog)\n%s",
-                            self.label, code, self._crashes, tail)
-        resets = (EXIT_REBOOT, EXIT_WATCHDOG)
-        time.sleep(0.1 if code in resets else min(10.0, 0.1 * 2 ** self._crashes))
+            # No watchdog was running: a real board would sit in the REPL until someone
+            # power-cycles it. So does this one.
+            tail = "\n".join(self.events.lines[-6:])
+            log.error("%s exited with code %s and no watchdog was running: it stays down "
+                      "(a board in the REPL)\n%s", self.label, code, tail)
+            self.events.stalled = True
+            return
+        self.events.restarts += 1
+        time.sleep(delay)
         if not self._stopping:
             self.start()
 
     def _on_line(self, line: str) -> None:
         ev = self.events
+        armed = WATCHDOG_ARMED.match(line)
+        if armed:
+            self._armed_ms = int(armed.group(1))
+            return
         if line.startswith("{"):
             try:
                 msg = json.loads(line)

@@ -1,0 +1,139 @@
+"""Trial images and the slot record, as the field sees them: a new image that raises at import
+(a module missing from the build), an empty slot, a damaged /slots.json, a damaged threshold
+record. The picker (firmware/main.py) must always end with a node that answers, and a gateway
+must be able to tell from the status word that the update failed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from hardware.sim.simbus import SimBus
+from tests.bus.conftest import MAPS, Bus, bits
+from tests.conftest import wait_for
+
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
+MAX_TRIES = 3  # firmware/main.py
+
+
+def record(data: object) -> bytes:
+    """A flash record as the firmware writes it: CRC-32 in hex, newline, JSON body."""
+    body = json.dumps(data).encode()
+    return b"%08x\n" % zlib.crc32(body) + body
+
+
+def read_record(path: Path) -> dict[str, object]:
+    crc, _, body = path.read_bytes().partition(b"\n")
+    assert crc == b"%08x" % zlib.crc32(body), "the record's CRC line does not match its body"
+    value = json.loads(body)
+    assert isinstance(value, dict)
+    return value
+
+
+def plant_trial(sim: SimBus, first_line: str | None) -> None:
+    """Slot b gets the application as a trial image; first_line breaks its node module,
+    None leaves the slot empty (a copy that never happened)."""
+    root = sim.nodes[0].root
+    slot = root / "b" / "app"
+    slot.mkdir(parents=True)
+    if first_line is not None:
+        shutil.rmtree(slot)
+        shutil.copytree(FIRMWARE / "app", slot)
+        node_py = slot / "node.py"
+        node_py.write_text(first_line + "\n" + node_py.read_text())
+    (root / "slots.json").write_bytes(record(
+        {"active": "b", "previous": "a", "trial": True, "tries": 0}))
+
+
+def status_of(values: dict[str, float]) -> set[str]:
+    return bits(values["status"], MAPS.status_bits)
+
+
+def test_a_trial_image_that_raises_at_import_rolls_back_and_says_so(start_bus) -> None:  # type: ignore[no-untyped-def]
+    bus: Bus = start_bus(
+        [(1, "fire")], wait_ready=False,
+        prepare=lambda sim: plant_trial(sim, 'raise ImportError("no module named app.lost")'))
+    node = bus.sim.node(1)
+    values = wait_for(lambda: bus.master.try_values(1), 40, what="the node on its old image")
+    assert isinstance(values, dict), node.events.lines[-8:]
+    status = status_of(values)
+    assert "rolled_back" in status and "trial" not in status, status
+    # every trial boot raised and reset the board: the counter ran out, the old slot runs
+    assert node.events.restarts >= MAX_TRIES, node.events.lines[-8:]
+    assert any("app.lost" in line for line in node.events.lines)
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
+
+
+def test_an_empty_trial_slot_falls_back_at_once(start_bus) -> None:  # type: ignore[no-untyped-def]
+    bus: Bus = start_bus([(1, "flood")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, None))
+    values = wait_for(lambda: bus.master.try_values(1), 15, what="the node on slot a")
+    assert isinstance(values, dict)
+    assert "rolled_back" in status_of(values)
+    assert bus.sim.node(1).events.restarts == 0  # no boot was wasted on the empty slot
+
+
+def test_a_trial_image_reports_trial_until_the_gateway_confirms_it(start_bus) -> None:  # type: ignore[no-untyped-def]
+    bus: Bus = start_bus([(1, "water")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, "# build 2"))
+    values = wait_for(lambda: bus.master.try_values(1), 15, what="the node on its trial image")
+    assert isinstance(values, dict)
+    assert "trial" in status_of(values)
+    bus.master.write(1, 0, MAPS.commands["confirm_image"])
+    status = status_of(bus.master.values(1))
+    assert "trial" not in status and "rolled_back" not in status, status
+    assert read_record(bus.sim.node(1).root / "slots.json")["trial"] is False
+
+
+def test_an_image_staged_for_the_next_boot_shows_as_ota(start_bus) -> None:  # type: ignore[no-untyped-def]
+    bus: Bus = start_bus([(1, "fire")])
+    root = bus.sim.node(1).root
+    shutil.copytree(FIRMWARE / "app", root / "b" / "app")
+    (root / "slots.json").write_bytes(record({"active": "a", "pending": "b"}))
+    bus.master.write(1, 0, MAPS.commands["reset"])  # any command re-reads the slot record
+    assert "ota" in status_of(bus.master.values(1))
+    boots = bus.master.values(1)["boot_count"]
+    bus.master.write(1, 0, MAPS.commands["reboot"])
+    values = wait_for(lambda: (v := bus.master.try_values(1)) and v["boot_count"] > boots and v,
+                      15, what="the reboot into the staged image")
+    assert isinstance(values, dict)
+    status = status_of(values)
+    assert "trial" in status and "ota" not in status, status
+
+
+@pytest.mark.parametrize("damage", [
+    b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\n{}",                       # a CRC line that is not text
+    record(["b", "a"]),                                          # a right CRC over a list
+    record({"active": 2, "trial": "yes", "tries": "many"}),      # wrong types
+    record({"active": "b", "previous": "a"})[:-3],               # a torn write (bad CRC)
+    b'["b", "a"]',                                              # the old plain format: a list
+    b'{"active": 2, "trial": "yes", "tries": "many"}',           # ... with wrong types
+], ids=["not-utf8", "list", "wrong-types", "torn", "plain-list", "plain-wrong-types"])
+def test_a_damaged_slot_record_never_stops_the_boot(start_bus, damage: bytes) -> None:  # type: ignore[no-untyped-def]
+    def plant(sim: SimBus) -> None:
+        (sim.nodes[0].root / "slots.json").write_bytes(damage)
+
+    bus: Bus = start_bus([(1, "air")], wait_ready=False, prepare=plant)
+    values = wait_for(lambda: bus.master.try_values(1), 15, what="the node on slot a")
+    assert isinstance(values, dict)
+    assert bus.sim.node(1).events.restarts == 0, bus.sim.node(1).events.lines[-8:]
+
+
+def test_a_threshold_record_with_a_binary_crc_line_boots_on_defaults(start_bus) -> None:  # type: ignore[no-untyped-def]
+    def plant(sim: SimBus) -> None:
+        (sim.nodes[0].root / "data" / "config.json").write_bytes(
+            b"\x9c\xff\x00\xe9\x80\x81\x82\x83\n" + json.dumps(
+                {"class": "fire", "holding": {"smoke_alarm": 350}}).encode())
+
+    bus: Bus = start_bus([(1, "fire")], wait_ready=False, prepare=plant)
+    values = wait_for(lambda: bus.master.try_values(1), 15, what="the node on defaults")
+    assert isinstance(values, dict), bus.sim.node(1).events.lines[-8:]
+    assert "config_error" in status_of(values)
+    assert bus.master.holdings(1, 16)[0] == 400  # the factory smoke threshold
+    assert bus.sim.node(1).events.restarts == 0
