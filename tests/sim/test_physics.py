@@ -429,10 +429,26 @@ def test_bad_actions_are_refused_naming_the_field(
         make_sensor(cls).apply(action, params)
 
 
-def test_every_class_accepts_every_fault_kind() -> None:
-    for cls in ("fire", "flood", "water", "air"):
-        sensor = make_sensor(cls)
-        for kind in ("open", "short", "stuck", "noise", "nack", "checksum", "clear"):
-            sensor.apply("fault", {"kind": kind})
-            sensor.step(1.0)
-            json.dumps(sensor.snapshot())
+@pytest.mark.parametrize("cls", ["fire", "flood", "water", "air"])
+def test_every_class_accepts_every_fault_kind_and_shows_it(cls: str) -> None:
+    sensor = make_sensor(cls, seed=4)
+    kind_of = type(sensor)
+    for kind in ("open", "short", "stuck", "noise", "nack", "checksum", "clear"):
+        sensor.apply("fault", {"kind": "noise"})  # whatever was broken before ...
+        sensor.apply("fault", {"kind": "clear"})  # ... a technician's clear mends it all
+        assert sensor.faults == {}
+        sensor.apply("fault", {"kind": kind})
+        sensor.step(1.0)
+        feed = sensor.snapshot()
+        assert json.loads(json.dumps(feed)) == feed
+        # a fault without a channel hits every channel it can apply to, and only those
+        targets = {"nack": kind_of.I2C_CHANNELS, "checksum": kind_of.UART_CHANNELS,
+                   "clear": ()}.get(kind, kind_of.channels())
+        assert sensor.faults == dict.fromkeys(targets, kind), (kind, sensor.faults)
+        if kind == "open":
+            assert all(c == 0 for c in feed["adc"].values()), feed["adc"]
+        elif kind == "short":
+            assert all(c == enc.ADC_MAX for c in feed["adc"].values()), feed["adc"]
+        elif kind == "stuck":
+            sensor.step(5.0)
+            assert sensor.snapshot()["adc"] == feed["adc"]
