@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
@@ -81,6 +81,25 @@ READINGS: dict[str, tuple[tuple[str, str], ...]] = {
             ("aqi_us", "US AQI")),
 }
 FLOOD_STAGES = {0: "normal", 1: "alert I", 2: "alert II", 3: "alert III"}
+
+# Readings that are rates the node measures against its own clock (a regression over its recent
+# samples), and how many seconds of readings it needs before it reports one: the firmware's
+# rise_min_span_ms (firmware/app/classes/<class>.py DEFAULTS; tests/bus/test_demo.py checks
+# them). Before that the node's register reads 0.0, which is "not measured yet", not "still".
+RATE_READINGS: dict[str, tuple[str, float]] = {
+    "fire": ("heat_rise_rate", 20.0),
+    "flood": ("level_rate", 50.0),
+}
+
+
+def demo_time_scale(scenario: Scenario, classes: Iterable[str]) -> float:
+    """How fast the demo's physics runs: the scenario's own pace, or real time as soon as one of
+    the classes shown reads a rate. The node measures a rate on its own clock, so physics run at
+    ×2 would rise twice as fast as the node's window can follow: a flash flood would climb from
+    0.15 m to 1.2 m before the gauge had the history to report any rise at all."""
+    if any(cls in RATE_READINGS for cls in classes):
+        return 1.0
+    return scenario.time_scale
 SEVERITY_STYLES = {"critical": "bold red", "major": "red", "warning": "yellow"}
 EVENT_STYLES = {"scenario": "cyan", "operator": "bold yellow", "alarm": "red", "warning": "yellow",
                 "fault": "magenta", "link": "grey50", "clear": "green"}
@@ -107,12 +126,19 @@ def format_value(reg: Register, value: float) -> str:
 
 
 def format_readings(cls: str, cmap: ClassMap, values: dict[str, float]) -> list[str]:
-    """'smoke 1.25 %/m', 'temp 31.0 °C', ... for the readings of ``cls`` present in values."""
+    """'smoke 1.25 %/m', 'temp 31.0 °C', ... for the readings of ``cls`` present in values.
+
+    A rate the node cannot have measured yet (its uptime is shorter than the history the
+    firmware needs, see RATE_READINGS) reads 'rate — (after 50 s)', not a reassuring 0.0."""
     out = []
+    rate_name, history_s = RATE_READINGS.get(cls, ("", 0.0))
     for name, label in READINGS[cls]:
         if name not in values:
             continue
         value = values[name]
+        if name == rate_name and values.get("uptime", history_s) < history_s:
+            out.append(f"{label} — (after {history_s:.0f} s)")
+            continue
         if name == "flood_stage":
             out.append(f"{label} {FLOOD_STAGES.get(int(value), str(int(value)))}")
             continue
@@ -196,6 +222,7 @@ class Demo:
         self.console = console
         self.live_view = console.is_terminal
         self.nodes = [NodeState(a, c, maps.classes[c]) for a, c in NODES]
+        self.time_scale = demo_time_scale(scenario, tuple(c for _, c in NODES))
         self.feed: PhysicsFeed | None = None
         self.master_path = ""       # the bus's master pty, once the bus is up
         self.started = time.monotonic()
@@ -425,7 +452,7 @@ class Demo:
         grid.add_row("Scenario / Kịch bản", Text.assemble((sc.title, "bold"), f"  ({sc.name})"))
         progress = Table.grid(padding=(0, 1))
         progress.add_row(ProgressBar(total=sc.duration, completed=sim, width=40),
-                         f"{sim:5.1f} s / {sc.duration:g} s   ×{sc.time_scale:g}",
+                         f"{sim:5.1f} s / {sc.duration:g} s   ×{self.time_scale:g}",
                          Text("complete / kết thúc", style="green")
                          if self.done_since is not None else "")
         grid.add_row("Simulated time / Thời gian", progress)
@@ -600,11 +627,13 @@ def run_demo(scenario: str = "city_block", duration: float | None = None,
     else:
         demo.out(f"edgefleet demo: {loaded.name} - {loaded.title}; nodes "
                   + ", ".join(f"{a}:{c}" for a, c in NODES)
-                  + f"; {baud} baud; time scale x{loaded.time_scale:g}")
+                  + f"; {baud} baud; time scale x{demo.time_scale:g}"
+                  + (" (real time: rates are measured on the nodes' clocks)"
+                     if demo.time_scale != loaded.time_scale else ""))
     try:
         with _quiet_logs(demo), SimBus(list(NODES), baud=baud) as bus:
             feed = attach_physics(bus, str(find_scenario(scenario)),
-                                  time_scale=loaded.time_scale, on_event=demo.on_event)
+                                  time_scale=demo.time_scale, on_event=demo.on_event)
             demo.begin(feed, bus.master_path)
             try:
                 asyncio.run(demo.run())

@@ -30,6 +30,7 @@ import record  # noqa: E402 - after the gc threshold, on purpose
 MAX_TRIES = 3
 WDT_MS = 8000  # ESP32 task watchdog; the node loop feeds it at least every WDT_MS / 2
 EXIT_REBOOT = 75  # unix port: the simulator's supervisor restarts a node that exits with this
+EXIT_CRASH = 76  # unix port: the same reset, after an exception (the supervisor counts them)
 SLOT_NAMES = ("a", "b")
 _getenv = getattr(os, "getenv", None)
 ROOT = _getenv("EF_ROOT") if _getenv else None
@@ -175,13 +176,13 @@ def confirm(running):
         record.write(SLOTS, slots)  # raises OSError: the master hears exception 04
 
 
-def reset():
+def reset(code=EXIT_REBOOT):
     try:
         import machine
         machine.reset()
     except (ImportError, AttributeError):
         pass
-    sys.exit(EXIT_REBOOT)  # unix port: the supervisor restarts us, as a reset would
+    sys.exit(code)  # unix port: the supervisor restarts us, as a reset would
 
 
 def start():
@@ -202,7 +203,7 @@ def start():
         # An image that raises (at import or later) resets the board: a trial's counter
         # advances towards the roll-back instead of the board sitting in a REPL.
         sys.print_exception(exc)
-        reset()
+        reset(EXIT_CRASH)
 
 
 if __name__ == "__main__":  # the board runs this file as __main__; tests import it

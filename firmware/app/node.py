@@ -77,6 +77,7 @@ class Node:
         bank.set("fw_patch", VERSION[2])
         bank.set("boot_count", self.boot_count & 0xFFFF)
         self._update_status()
+        hal.gc_point()  # heap high-water of the boot: imports, config read, boot-count write
 
     # -- persistence --------------------------------------------------------------------
     def _load_config(self):
@@ -215,6 +216,7 @@ class Node:
         reply = self.slave.handle(frame, n)
         if reply is not None:
             self.hal.uart_write(reply)
+            self.hal.gc_point()  # heap high-water after a request (writes save to flash)
         if self.reboot_pending:  # after the reply (none for a broadcast)
             self.hal.reboot()
 

@@ -8,8 +8,8 @@ talking at once collide and the master hears garbage, as it would on the wire.
 Fault injection (runtime-adjustable, for tests and field-technician training): bit noise and
 dropped bytes on delivery, a dead node (its port silenced both ways), and a babbling bus (a stuck
 transmitter somewhere on the pair driving random bytes at the line rate without a pause: every
-party hears them, and whatever else is sent meanwhile collides with them). Two nodes with one address
-need no special support: start both, and their replies collide.
+party hears them, and whatever else is sent meanwhile collides with them). Two nodes with one
+address need no special support: start both, and their replies collide.
 
 The hub runs in one thread and owns every pty master fd (one owner per resource). Pacing sleeps
 use time.sleep (nanosleep, ~0.1 ms precision) rather than the millisecond-granular poll timeout.

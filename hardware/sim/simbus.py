@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_DIR / "firmware"
 EXIT_REBOOT = 75
+EXIT_CRASH = 76  # firmware/main.py reset the board after an exception in the application
 EXIT_WATCHDOG = -signal.SIGALRM  # the unix port's software watchdog ends the process with it
 EXIT_POWER_CUT = -signal.SIGKILL  # NodeProcess.kill()
 WATCHDOG_ARMED = re.compile(r"watchdog: armed (\d+) ms")
@@ -82,6 +83,7 @@ class NodeEvents:
     lines: list[str] = field(default_factory=list)
     restarts: int = 0
     watchdog_resets: int = 0
+    crash_resets: int = 0
     stalled: bool = False  # died with no watchdog running: stays down, as a board would
 
 
@@ -149,6 +151,11 @@ class NodeProcess:
             return
         if code == EXIT_REBOOT:
             log.info("%s rebooted on command; restarting", self.label)
+            delay = 0.1
+        elif code == EXIT_CRASH:
+            self.events.crash_resets += 1
+            tail = "\n".join(self.events.lines[-6:])
+            log.warning("%s reset itself after an exception; restarting\n%s", self.label, tail)
             delay = 0.1
         elif code == EXIT_WATCHDOG:
             self.events.watchdog_resets += 1

@@ -11,12 +11,21 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from edgefleet.demo import NodeState, format_readings, format_value
+from edgefleet.demo import (
+    RATE_READINGS,
+    NodeState,
+    demo_time_scale,
+    format_readings,
+    format_value,
+)
 from hardware.regmap import load_maps
+from hardware.sim.scenario import Scenario
 from hardware.sim.simbus import SimError, micropython_executable
+from hardware.sim.simrun import find_scenario
 
 
 def _micropython_or_skip() -> None:
@@ -86,3 +95,48 @@ def test_node_state_classification() -> None:
     assert node.classify() == "alarm"
     node.misses = 2
     assert node.classify() == "offline"
+
+
+def test_the_demo_runs_in_real_time_when_a_node_reads_a_rate() -> None:
+    # city_block is written for x2, but its flood gauge and fire detector measure rates on
+    # their own clocks: at x2 the street flooded before the gauge could report any rise.
+    city = Scenario.load(find_scenario("city_block"))
+    assert city.time_scale == 2
+    assert demo_time_scale(city, ("fire", "flood", "water", "air")) == 1.0
+    assert demo_time_scale(city, ("flood",)) == 1.0
+    traffic = Scenario.load(find_scenario("traffic_pm25_peak"))
+    assert demo_time_scale(traffic, ("air", "water")) == traffic.time_scale == 4
+
+
+def test_a_rate_the_node_has_not_measured_yet_is_not_shown_as_zero() -> None:
+    flood = load_maps().classes["flood"]
+    young = format_readings("flood", flood, {"level": 0.6, "level_rate": 0.0, "uptime": 12.0})
+    assert young == ["level 0.60 m", "rate — (after 50 s)"]
+    grown = format_readings("flood", flood, {"level": 0.6, "level_rate": 84.5, "uptime": 61.0})
+    assert grown == ["level 0.60 m", "rate 84.5 cm/h"]
+    fire = load_maps().classes["fire"]
+    assert format_readings("fire", fire, {"heat_rise_rate": 0.0, "uptime": 3.0}) == [
+        "rise — (after 20 s)"]
+
+
+@pytest.mark.parametrize("cls", sorted(RATE_READINGS))
+def test_the_demo_knows_how_much_history_the_firmware_needs(firmware_path: Path,
+                                                              cls: str) -> None:
+    module = __import__(f"app.classes.{cls}", fromlist=["DEFAULTS"])
+    register, history_s = RATE_READINGS[cls]
+    assert module.DEFAULTS["rise_min_span_ms"] == history_s * 1000
+    assert register in {r.name for r in load_maps().classes[cls].input}
+
+
+@pytest.mark.slow
+def test_the_demo_shows_the_flash_flood_rising() -> None:
+    # 70 s of real time: past the gauge's 50 s of history, with the storm's rise in its window.
+    _micropython_or_skip()
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", NO_COLOR="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgefleet.cli", "demo", "--duration", "70"],
+        capture_output=True, text=True, encoding="utf-8", timeout=150, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rates = [float(m) for m in re.findall(r"rate (-?\d+\.\d) cm/h", proc.stdout)]
+    assert rates and max(rates) >= 30.0, proc.stdout  # the fast-rise threshold is 30 cm/h
+    assert "time scale x1 (real time" in proc.stdout
