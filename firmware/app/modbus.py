@@ -7,7 +7,6 @@
 # 03 illegal data value, 04 device failure. Address 0 is broadcast: writes are executed, nothing
 # is answered. Nothing a master sends may raise out of handle(): a bad frame is counted and dropped.
 
-import time
 from array import array
 
 ILLEGAL_FUNCTION = 1
@@ -27,6 +26,7 @@ def _crc_table():
 
 
 _TABLE = _crc_table()
+del _crc_table  # run once: its code need not stay in the heap
 
 
 def crc16(buf, n=-1):
@@ -209,59 +209,3 @@ class Slave:
             out[i] = f[i]
         return 6
 
-
-class Receiver:
-    """Cuts the UART byte stream into frames at silences of t3.5, by the time each chunk of
-    bytes was read (no I/O here: the node loop reads, then calls took()).
-
-    A chunk read t3.5 or more after the previous one starts a new frame. The node keeps reading
-    (and timestamping) while it samples its sensors, so a request that arrived during a slow
-    sample stays one frame instead of merging with the next; a frame addressed to this node that
-    completes meanwhile is held (hold()) and answered once the sample step is over.
-    """
-
-    def __init__(self, gap_us, size=256):
-        self.gap_us = gap_us
-        self.buf = bytearray(size)
-        self.view = memoryview(self.buf)
-        self.n = 0              # bytes of the frame being received
-        self.overflow = False   # longer than any Modbus frame: noise, dropped whole at the gap
-        self.last_us = 0        # when the last chunk was read (ticks_us)
-        self.first_ms = 0       # when this frame's first chunk was read (ticks_ms)
-        self.held = bytearray(size)
-        self.held_n = 0
-
-    def space(self):
-        """Where the next read goes; a frame longer than the buffer is noise (restart it)."""
-        if self.n >= len(self.buf):
-            self.n = 0
-            self.overflow = True
-        return self.view[self.n:]
-
-    def took(self, count, now_us, now_ms):
-        if count <= 0:
-            return
-        if self.n == 0 and not self.overflow:
-            self.first_ms = now_ms
-        self.n += count
-        self.last_us = now_us
-
-    def complete(self, now_us):
-        """True when a frame is in the buffer and the line has been silent for t3.5."""
-        return (self.n > 0 or self.overflow) and \
-            _ticks_diff(now_us, self.last_us) >= self.gap_us
-
-    def hold(self):
-        """Keep the complete frame for later (a second one replaces it: its master retried)."""
-        if not self.overflow:
-            self.held[:self.n] = self.view[:self.n]
-            self.held_n = self.n
-        self.clear()
-
-    def clear(self):
-        self.n = 0
-        self.overflow = False
-
-
-def _ticks_diff(a, b):
-    return time.ticks_diff(a, b)  # MicroPython's wrapping tick arithmetic

@@ -19,8 +19,9 @@
 import gc
 import time
 
-from app import hwdef, store
-from app.modbus import Receiver, Slave
+import record as store  # the flash record format, shared with the slot picker (/record.py)
+from app import hwdef
+from app.modbus import Slave
 from app.regbank import RegBank
 from app.version import VERSION
 
@@ -51,15 +52,25 @@ class Node:
         self._warning_mask = hwdef.class_map(class_name)["warning_mask"]
         self._status_bit = hwdef.STATUS_BITS
         self._commands = hwdef.COMMANDS
+        # slot_state from main.py: {"slot": "a", "wdt": <watchdog>, "wdt_ms": 8000}
         self.slot_state = slot_state = slot_state or {}
         self._wdt = slot_state.get("wdt")
         self._wdt_ms = slot_state.get("wdt_ms", 0)
         self.slot_flags = {}
         self._refresh_slot_flags()
         self._next_slot_check = time.ticks_add(hal.ticks_ms(), _SLOT_CHECK_MS)
-        self._gap_us = gap_us = t35_us(hal.baud)
-        self._gap_ms = (gap_us + 999) // 1000
-        self.rx = Receiver(gap_us)
+        # The receiver: the frame being received (buf[:n]), when its first and last chunks
+        # were read, whether it outgrew any Modbus frame (noise), and a frame for us held while
+        # a sample step runs.
+        self._gap_us = t35_us(hal.baud)
+        self._buf = bytearray(256)
+        self._view = memoryview(self._buf)
+        self._n = 0
+        self._over = False
+        self._first_ms = self._last_us = 0
+        self._held = bytearray(256)
+        self._held_n = 0
+        self._busy = False
         self.config_error = False
         self._load_config()
         self.boot_count = self._count_boot()
@@ -142,19 +153,27 @@ class Node:
             self.bank.load_defaults()
             self.save_config()
         elif command == cmds["confirm_image"]:
-            confirm = self.slot_state.get("confirm")
-            if confirm:
-                confirm()
+            self._refresh_slot_flags(True)
 
-    def _refresh_slot_flags(self):
-        """trial / ota / rolled_back as the slot record says now (main.py reads it)."""
-        status = self.slot_state.get("status")
-        if status is None:
-            return
+    # -- the slot record (/slots.json, written by the picker at boot: see /picker.py) -------
+    def _refresh_slot_flags(self, confirm=False):
+        """trial / ota / rolled_back as the slot record says now, for the status word; with
+        confirm, first clear the trial flag of the running image (the gateway's confirm)."""
+        path = self.hal.root + "slots.json"
         try:
-            self.slot_flags = status()
-        except Exception:  # noqa: BLE001 - a flash error must not stop the node
-            pass
+            stored = store.read(path) or {}
+        except Exception:  # noqa: BLE001 - a damaged record or a flash error: no flags
+            stored = {}
+        mine = stored.get("active") == self.slot_state.get("slot")
+        if confirm and mine and stored.get("trial") is True:
+            stored["trial"] = False
+            stored["tries"] = 0
+            store.write(path, stored)  # OSError: the master hears exception 04
+        self.slot_flags = {
+            "trial": mine and stored.get("trial") is True,
+            "ota": stored.get("pending") in ("a", "b"),  # staged, waits for the next boot
+            "rolled_back": stored.get("rolled_back") is True,
+        }
 
     # -- status -------------------------------------------------------------------------
     def _update_status(self):
@@ -194,17 +213,19 @@ class Node:
             bank.set("sensor_errors", sensor.errors & 0xFFFF)
 
     def sample(self, now_ms):
-        """The node's duties, in steps that each return to the bus (see _listen)."""
+        """The node's duties, in steps that each return to the bus (see _bus)."""
+        self._busy = True
         self._clock(now_ms)
         self.sensor.sample(now_ms)
-        self._listen(0)
+        self._bus(0)
         self._update_status()
-        self._listen(0)
+        self._bus(0)
         if time.ticks_diff(now_ms, self._next_slot_check) >= 0:
             self._next_slot_check = time.ticks_add(now_ms, _SLOT_CHECK_MS)
             self._refresh_slot_flags()
-            self._listen(0)
+            self._bus(0)
         self.hal.gc_point()
+        self._busy = False
 
     def _clock(self, now_ms):
         self._uptime_ms += time.ticks_diff(now_ms, self._last_tick)
@@ -220,58 +241,65 @@ class Node:
         if self.reboot_pending:  # after the reply (none for a broadcast)
             self.hal.reboot()
 
-    def _listen(self, timeout_ms):
-        """Keep receiving while the duties run (between sample steps, and inside any wait the
-        HAL makes for a peripheral, up to timeout_ms): chunks are timestamped as they come, a
-        frame is cut at its silence, and one addressed to us is held until the step ends."""
-        hal = self.hal
-        rx = self.rx
-        for _ in range(4):  # bounded: a babbling bus must not keep a sample step waiting
-            self._cut_during_duties()
-            wait = timeout_ms
-            if (rx.n or rx.overflow) and wait > self._gap_ms:
-                wait = self._gap_ms  # wake in time to see this frame's end
-            if not hal.uart_wait(wait if wait > 0 else 0):
-                break
-            rx.took(hal.uart_readinto(rx.space()), time.ticks_us(), time.ticks_ms())
-            timeout_ms = 0  # return after a read: the HAL's wait recomputes its deadline
-        self._cut_during_duties()
+    def _bus(self, timeout_ms):
+        """One turn of the receiver: wait up to timeout_ms for bytes (no longer than the frame
+        in reception needs to show its silence), cut that frame once t3.5 has passed since its
+        last chunk, then take the new bytes with the time they came.
 
-    def _cut_during_duties(self):
-        rx = self.rx
-        if rx.complete(time.ticks_us()):
-            if rx.overflow or rx.buf[0] not in (self.slave.address, 0):
-                self.slave.handle(rx.buf, 0 if rx.overflow else rx.n)  # count it; no answer
-                rx.clear()
+        A cut frame is answered at once; while the duties run (self._busy: between sample
+        steps, and inside any wait the HAL makes for a peripheral, hal.on_idle) one for us is
+        held and answered when the step ends, another node's is only counted."""
+        if self._n or self._over:
+            left = self._gap_us - time.ticks_diff(time.ticks_us(), self._last_us)
+            if 0 < left < 1000 and not self._busy:
+                time.sleep_us(left)  # the end of the silence, precisely
+                left = 0
+            if left // 1000 < timeout_ms:
+                timeout_ms = left // 1000 if left > 0 else 0
+        got = self.hal.uart_wait(timeout_ms)
+        now = time.ticks_us()
+        if (self._n or self._over) and time.ticks_diff(now, self._last_us) >= self._gap_us:
+            n = self._n
+            self._n = 0
+            buf = self._buf
+            if self._over:
+                self._over = False  # longer than any Modbus frame: noise, dropped whole
+            elif self._busy and buf[0] in (self.slave.address, 0):
+                self._held[:n] = self._view[:n]  # a retry of it replaces it
+                self._held_n = n
             else:
-                rx.hold()
-
-    def _feed(self):
-        if self._wdt is not None:
-            self._wdt.feed()
-        self.hal.wdt_feed()
+                self._handle(buf, n)
+        if got:
+            n = self._n
+            if n >= len(self._buf):
+                n = 0  # longer than any Modbus frame: noise; dropped whole at the gap
+                self._over = True
+            if not n and not self._over:
+                self._first_ms = time.ticks_ms()
+            self._n = n + self.hal.uart_readinto(self._view[n:])
+            self._last_us = now
 
     # -- the loop -----------------------------------------------------------------------
     def run(self):
         hal = self.hal
-        rx = self.rx
         gc.collect()
         gc.threshold(_GC_THRESHOLD)
-        hal.on_idle = self._listen  # a HAL that waits on a peripheral keeps the bus meanwhile
+        hal.on_idle = self._bus  # a HAL that waits on a peripheral keeps the bus meanwhile
         # A frame in reception may postpone due duties (the node keeps listening while it
         # samples, but a step that computes longer than t3.5 could stretch a gap) by at most the
         # longest Modbus frame, and never by more than 100 ms: a babbling transmitter cannot
         # hold the sampling off for longer than that.
-        max_frame_ms = (256 * 11 * 1000) // hal.baud + self._gap_ms + 1
-        if max_frame_ms > _MAX_POSTPONE_MS:
-            max_frame_ms = _MAX_POSTPONE_MS
+        postpone_ms = (256 * 11 * 1000) // hal.baud + self._gap_us // 1000 + 2
+        if postpone_ms > _MAX_POSTPONE_MS:
+            postpone_ms = _MAX_POSTPONE_MS
         # Wake at least twice per watchdog period even when the sample period is longer.
         wake_ms = self._wdt_ms // 2 if self._wdt_ms else 1000
         next_sample = time.ticks_ms()
         while True:
             now = time.ticks_ms()
             late = time.ticks_diff(now, next_sample)
-            if late >= 0 and (rx.n == 0 or time.ticks_diff(now, rx.first_ms) >= max_frame_ms):
+            if late >= 0 and (not self._n or
+                              time.ticks_diff(now, self._first_ms) >= postpone_ms):
                 self.sample(now)
                 period = int(self.bank.threshold("sample_period"))
                 next_sample = time.ticks_add(next_sample, period)
@@ -281,35 +309,21 @@ class Node:
                 late = time.ticks_diff(now, next_sample)
             # The watchdog is fed only while the duties keep their schedule: a loop that is
             # busy with the bus but no longer samples lets the watchdog reset the board.
-            if late < max_frame_ms:
-                self._feed()
+            if late < postpone_ms:
+                if self._wdt is not None:
+                    self._wdt.feed()
+                hal.wdt_feed()
                 self._clock(now)  # uptime stays current between long sample periods
-            if rx.held_n:
-                n = rx.held_n
-                rx.held_n = 0
-                self._handle(rx.held, n)
-            if rx.complete(time.ticks_us()):
-                if rx.overflow:
-                    rx.clear()  # longer than any Modbus frame: noise, dropped whole
-                else:
-                    n = rx.n
-                    rx.n = 0
-                    self._handle(rx.buf, n)
-                continue
-            wait = -late if late < 0 else 0
-            if wait > wake_ms:
+            if self._held_n:
+                n = self._held_n
+                self._held_n = 0
+                self._handle(self._held, n)
+            wait = -late
+            if wait < 0:
+                wait = 0
+            elif wait > wake_ms:
                 wait = wake_ms
-            if rx.n or rx.overflow:
-                # A frame is arriving: wait out the rest of its silent interval, precisely.
-                remaining = self._gap_us - time.ticks_diff(time.ticks_us(), rx.last_us)
-                if remaining < 1000:
-                    if remaining > 0:
-                        time.sleep_us(remaining)
-                    wait = 0
-                elif remaining // 1000 < wait:
-                    wait = remaining // 1000
-            if hal.uart_wait(wait):
-                rx.took(hal.uart_readinto(rx.space()), time.ticks_us(), time.ticks_ms())
+            self._bus(wait)
 
 
 def main(root, slot_state=None):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from hardware.mpy import compile_app, tool_beside_python
+from hardware.mpy import compile_app, compile_module, tool_beside_python
 from hardware.regmap import CLASS_NAMES
 from hardware.serialline import tighten_timer_slack
 from hardware.sim.bushub import BusHub, Faults
@@ -41,7 +41,8 @@ EXIT_CRASH = 76  # firmware/main.py reset the board after an exception in the ap
 EXIT_WATCHDOG = -signal.SIGALRM  # the unix port's software watchdog ends the process with it
 EXIT_POWER_CUT = -signal.SIGKILL  # NodeProcess.kill()
 WATCHDOG_ARMED = re.compile(r"watchdog: armed (\d+) ms")
-ROOT_FILES = ("main.py", "boot.py", "record.py")  # outside the A/B slots, never updated
+ROOT_FILES = ("main.py", "boot.py", "picker.py", "record.py")  # outside the slots, never updated
+ROOT_MODULES = ("picker.py", "record.py")  # imported by main.py (bytecode in a release)
 
 
 class SimError(RuntimeError):
@@ -115,7 +116,12 @@ class NodeProcess:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         for name in ROOT_FILES:
-            shutil.copyfile(FIRMWARE_DIR / name, self.root / name)
+            if self.compiled_app and name in ROOT_MODULES:
+                # A release ships the root modules as bytecode too; only main.py and boot.py
+                # must be source (the board runs them by name).
+                compile_module(FIRMWARE_DIR / name, (self.root / name).with_suffix(".mpy"))
+            else:
+                shutil.copyfile(FIRMWARE_DIR / name, self.root / name)
         slot = self.root / "a"
         slot.mkdir(exist_ok=True)
         app = slot / "app"

@@ -1,6 +1,6 @@
-# Flash records (/record.py, re-exported as app.store) against damaged flash: whatever bytes a
-# record file holds, read() gives a dict, None or CorruptRecord, never UnicodeError or a
-# non-dict. A seeded fuzz over random byte strings, run on MicroPython and on CPython.
+# Flash records (/record.py, shared by the slot picker and the application) against damaged
+# flash: whatever bytes a record file holds, read() gives a dict, None or CorruptRecord, never
+# UnicodeError or a non-dict. A seeded fuzz over random byte strings, run on MicroPython and on CPython.
 
 import mptest  # noqa: F401  (puts firmware/ on the path)
 
@@ -8,7 +8,7 @@ import binascii
 import os
 import random
 
-from app import store
+import record as store
 
 DIR = "/tmp/ef-store-%d" % random.getrandbits(24)
 PATH = DIR + "/rec.json"
