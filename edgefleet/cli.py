@@ -163,6 +163,19 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     return run_main(args.config)
 
 
+# ----------------------------------------------------------------------------- ca
+def cmd_ca(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from provisioning.ca import CAError
+    from provisioning.commands import ca_command
+
+    try:
+        return ca_command(args.ca_command, Path(args.dir), args)
+    except CAError as exc:
+        raise SystemExit(f"edgefleet ca {args.ca_command}: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -218,6 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
                       ).set_defaults(func=cmd_hw_gen)
     hw_sub.add_parser("check", help="validate the maps; fail if generated files are stale"
                       ).set_defaults(func=cmd_hw_check)
+
+    ca = sub.add_parser("ca", help="the fleet certificate authority: TLS identities, CRL, broker",
+                        description="An EC P-256 CA for gateway, fleet-service and broker "
+                                    "certificates (CN = identity), revocation with a CRL, and "
+                                    "the Mosquitto configuration and ACL generated from it.")
+    ca_sub = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", required=True)
+    for name, text in (("init", "make a new CA in DIR"),
+                       ("issue", "issue a certificate: key and cert under DIR/issued/IDENTITY"),
+                       ("revoke", "revoke every live certificate of IDENTITY; rewrite the CRL"),
+                       ("list", "list issued certificates"),
+                       ("broker-config", "write mosquitto.conf and its ACL into OUT")):
+        p = ca_sub.add_parser(name, help=text)
+        p.add_argument("dir", metavar="DIR", help="the CA directory")
+        if name in ("issue", "revoke"):
+            p.add_argument("identity", metavar="IDENTITY", help="the CN: gateway id or service")
+        if name == "issue":
+            p.add_argument("--role", choices=("gateway", "fleet", "server"), default="gateway")
+            p.add_argument("--host", action="append", default=[],
+                           help="DNS name or IP of a server certificate (repeat)")
+        if name == "broker-config":
+            p.add_argument("out", metavar="OUT", help="directory for mosquitto.conf and acl")
+            p.add_argument("--server", required=True, help="identity of the broker's server cert")
+            p.add_argument("--port", type=int, default=8883)
+            p.add_argument("--bind", default="0.0.0.0")
+        p.set_defaults(func=cmd_ca)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "

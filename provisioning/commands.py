@@ -1,0 +1,46 @@
+"""What the ``edgefleet ca`` and ``edgefleet release`` subcommands do, behind the CLI's thin
+handlers: argument values in, files written, one line of output per result (no key material)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from provisioning.broker import BrokerSettings, write_config
+from provisioning.ca import CAError, FleetCA
+
+__all__ = ["ca_command"]
+
+
+def ca_command(command: str, directory: Path, args: argparse.Namespace) -> int:
+    if command == "init":
+        ca = FleetCA.init(directory)
+        print(f"CA {ca.cert.subject.rfc4514_string()} in {directory}")
+        return 0
+    ca = FleetCA(directory)
+    if command == "issue":
+        row = ca.issue(args.identity, args.role, hosts=tuple(args.host))
+        cert, key = ca.path(row)
+        print(f"{row.role} {row.identity} serial {row.serial:x}: {cert} {key}")
+    elif command == "revoke":
+        for row in ca.revoke(args.identity):
+            print(f"revoked {row.role} {row.identity} serial {row.serial:x}; CRL {ca.crl_file}")
+    elif command == "list":
+        for row in ca.index():
+            state = f"revoked {row.revoked_at}" if row.revoked_at else f"until {row.not_after}"
+            print(f"{row.serial:40x}  {row.role:8} {row.identity:24} {state}")
+    elif command == "broker-config":
+        servers = [r for r in ca.live("server") if r.identity == args.server]
+        if not servers:
+            raise CAError(f"no live server certificate {args.server!r}: "
+                          f"edgefleet ca issue {directory} {args.server} --role server --host ...")
+        cert, key = ca.path(servers[-1])
+        out = Path(args.out).resolve()
+        settings = BrokerSettings(ca_file=ca.ca_file.resolve(), cert_file=cert.resolve(),
+                                  key_file=key.resolve(), crl_file=ca.crl_file.resolve(),
+                                  acl_file=out / "acl", persistence_dir=out / "data",
+                                  port=args.port, bind=args.bind)
+        write_config(settings, out / "mosquitto.conf", ca.identities("gateway"),
+                     ca.identities("fleet"))
+        print(f"wrote {out / 'mosquitto.conf'} and {out / 'acl'}")
+    return 0
