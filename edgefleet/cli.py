@@ -176,6 +176,12 @@ def cmd_ca(args: argparse.Namespace) -> int:
         raise SystemExit(f"edgefleet ca {args.ca_command}: {exc}") from None
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from provisioning.commands import release_command
+
+    return release_command(args.release_command, args)
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -256,6 +262,40 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, default=8883)
             p.add_argument("--bind", default="0.0.0.0")
         p.set_defaults(func=cmd_ca)
+
+    rel = sub.add_parser("release", help="signed firmware releases: keys, build, sign, verify",
+                         description="Build a release from firmware/app (mpy-cross), sign its "
+                                     "manifest with an offline Ed25519 key, verify it as a "
+                                     "device would. See docs/provisioning.md.")
+    rel_sub = rel.add_subparsers(dest="release_command", metavar="RELEASE_COMMAND", required=True)
+    p = rel_sub.add_parser("keygen", help="new signing key KEY (0600) and KEY.pub")
+    p.add_argument("key", metavar="KEY")
+    p = rel_sub.add_parser("keyset", help="a key set file from public keys (for rotation)")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--pub", action="append", required=True, help="a .pub file (repeat)")
+    p.add_argument("--revoke", action="append", default=[], metavar="KEYID")
+    p = rel_sub.add_parser("trust", help="a device trust file: key set and anti-rollback floor")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--keyset", required=True)
+    p.add_argument("--floor", default="0.0.0", metavar="X.Y.Z")
+    p = rel_sub.add_parser("build", help="compile firmware/app into a new release directory")
+    p.add_argument("out", metavar="DIR")
+    p.add_argument("--version", required=True, metavar="X.Y.Z")
+    p.add_argument("--min-version", metavar="X.Y.Z", help="anti-rollback floor (default: version)")
+    p.add_argument("--class", dest="device_class", required=True,
+                   choices=("fire", "flood", "water", "air"))
+    p.add_argument("--board", default="esp32")
+    p = rel_sub.add_parser("sign", help="sign a release's manifest with an offline key")
+    p.add_argument("release", metavar="DIR")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--keyset", help="carry this key set (rotation) in the signed manifest")
+    p = rel_sub.add_parser("verify", help="verify a release as a device would; exit 1 if refused")
+    p.add_argument("release", metavar="DIR")
+    p.add_argument("--trust", required=True, help="device trust file")
+    p.add_argument("--class", dest="device_class")
+    p.add_argument("--board")
+    rel.set_defaults(func=cmd_release)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "

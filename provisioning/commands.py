@@ -44,3 +44,44 @@ def ca_command(command: str, directory: Path, args: argparse.Namespace) -> int:
                      ca.identities("fleet"))
         print(f"wrote {out / 'mosquitto.conf'} and {out / 'acl'}")
     return 0
+
+
+def release_command(command: str, args: argparse.Namespace) -> int:
+    """``edgefleet release ...``; a refused release prints its reason and returns 1."""
+    import json
+
+    from contracts.release import ReleaseError, parse_version
+    from provisioning import release as rel
+
+    if command == "keygen":
+        kid = rel.generate_key(Path(args.key))
+        print(f"key {kid}: {args.key} (keep offline) and {Path(args.key).with_suffix('.pub')}")
+    elif command == "keyset":
+        ks = rel.make_keyset(args.version, [Path(p) for p in args.pub], args.revoke)
+        Path(args.out).write_text(json.dumps(ks.to_json(), indent=1) + "\n")
+        print(f"key set v{ks.version}: {', '.join(sorted(ks.keys))} -> {args.out}")
+    elif command == "trust":
+        ks = rel.load_keyset(Path(args.keyset))
+        trust = rel.device_trust(ks, parse_version(args.floor))
+        Path(args.out).write_text(json.dumps(trust) + "\n")
+        print(f"device trust: key set v{ks.version}, floor {args.floor} -> {args.out}")
+    elif command == "build":
+        out = rel.build(Path(args.out), version=parse_version(args.version),
+                        min_version=parse_version(args.min_version or args.version),
+                        device_class=args.device_class, board=args.board)
+        print(f"built {out} (unsigned): edgefleet release sign {out} KEY")
+    elif command == "sign":
+        keyset = rel.load_keyset(Path(args.keyset)) if args.keyset else None
+        kid = rel.sign(Path(args.release), Path(args.key), keyset)
+        print(f"signed {args.release} with key {kid}")
+    elif command == "verify":
+        try:
+            m = rel.verify(Path(args.release), rel.load_trust(Path(args.trust)),
+                           device_class=args.device_class, board=args.board)
+        except ReleaseError as exc:
+            print(f"REFUSED ({exc.code}) {exc}")
+            return 1
+        version = ".".join(map(str, m.version))
+        print(f"OK {version} for {m.device_class}/{m.board}, {len(m.files)} files, "
+              f"key {m.keyid}")
+    return 0
