@@ -138,14 +138,14 @@ def build(out: Path, *, version: Version, min_version: Version, device_class: st
             dest = files / "app" / src.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
+    entries = {name: dict(zip(("size", "sha256"), _digest(p), strict=True))
+               for name, p in _payload(out).items()}
     body = {"v": 1, "type": MANIFEST_TYPE, "version": list(version),
             "min_version": list(min_version), "class": device_class, "board": board,
-            "keyid": "",
-            "files": {name: dict(zip(("size", "sha256"), _digest(p), strict=True))
-                      for name, p in _payload(out).items()}}
+            "keyid": "", "files": entries}
     (out / "manifest.json").write_bytes(canonical(body))
     log.info("built release %s for %s/%s: %d files", version, device_class, board,
-             len(body["files"]))
+             len(entries))
     return out
 
 
