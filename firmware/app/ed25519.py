@@ -95,29 +95,72 @@ def decode_point(s):
 
 
 def _double_scalar(s, pa, k, pb):
-    # [s]pa + [k]pb, two bits of each per step
-    table = [None] * 16
+    # [s]pa + [k]pb, two bits of each per step. The loop body is _double twice and _add once,
+    # written out with local names: on MicroPython a call and a global lookup cost about as much
+    # as a field multiplication, and this loop runs 128 times per signature.
+    p = P
+    d2 = D2
     pa2 = _double(pa)
     pb2 = _double(pb)
     row = (IDENTITY, pa, pa2, _add(pa2, pa))
     col = (IDENTITY, pb, pb2, _add(pb2, pb))
+    table = [None] * 16
     for i in range(4):
         for j in range(4):
             if i == 0:
-                table[j] = col[j]
+                q = col[j]
             elif j == 0:
-                table[4 * i] = row[i]
+                q = row[i]
             else:
-                table[4 * i + j] = _add(row[i], col[j])
-    acc = IDENTITY
+                q = _add(row[i], col[j])
+            # cached form for additions: (Y+X, Y-X, 2Z, 2dT)
+            table[4 * i + j] = (q[1] + q[0], q[1] - q[0], 2 * q[2], q[3] * d2 % p)
+    x, y, z, t = IDENTITY
     shift = 254
     while shift >= 0:
-        acc = _double(_double(acc))
+        # doubling (dbl-2008-hwcd, a = -1); T is not needed by the next doubling
+        a = x * x % p
+        b = y * y % p
+        c = 2 * z * z % p
+        h = a + b
+        e = x + y
+        e = h - e * e % p
+        g = a - b
+        f = c + g
+        x = e * f % p
+        y = g * h % p
+        z = f * g % p
+        # doubling again, now with T
+        a = x * x % p
+        b = y * y % p
+        c = 2 * z * z % p
+        h = a + b
+        e = x + y
+        e = h - e * e % p
+        g = a - b
+        f = c + g
+        x = e * f % p
+        y = g * h % p
+        z = f * g % p
+        t = e * h % p
         idx = (((s >> shift) & 3) << 2) | ((k >> shift) & 3)
         if idx:
-            acc = _add(acc, table[idx])
+            # add-2008-hwcd-3 with the table point in cached form
+            yp, ym, z2, t2 = table[idx]
+            a = (y - x) * ym % p
+            b = (y + x) * yp % p
+            c = t * t2 % p
+            dd = z * z2 % p
+            e = b - a
+            f = dd - c
+            g = dd + c
+            h = b + a
+            x = e * f % p
+            y = g * h % p
+            z = f * g % p
+            t = e * h % p
         shift -= 2
-    return acc
+    return (x, y, z, t)
 
 
 def verify(public, message, signature):
