@@ -182,6 +182,17 @@ def cmd_release(args: argparse.Namespace) -> int:
     return release_command(args.release_command, args)
 
 
+def cmd_flash(args: argparse.Namespace) -> int:
+    from contracts.release import ReleaseError
+    from provisioning.commands import flash_command
+    from provisioning.flash import FlashError
+
+    try:
+        return flash_command(args)
+    except (FlashError, ReleaseError) as exc:
+        raise SystemExit(f"edgefleet flash: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -296,6 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="device_class")
     p.add_argument("--board")
     rel.set_defaults(func=cmd_release)
+
+    fl = sub.add_parser("flash", help="put a signed release, identity and config on a board",
+                        description="Verify RELEASE for this node, then write it with the "
+                                    "node's identity, thresholds and release trust keys onto "
+                                    "a MicroPython board through mpremote, and read every file "
+                                    "back. The base MicroPython image is esptool's job.")
+    fl.add_argument("port", metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB0")
+    fl.add_argument("release", metavar="RELEASE", help="signed release directory")
+    fl.add_argument("--trust", required=True, help="device trust file (edgefleet release trust)")
+    fl.add_argument("--device-id", required=True)
+    fl.add_argument("--class", dest="device_class", required=True,
+                    choices=("fire", "flood", "water", "air"))
+    fl.add_argument("--address", type=int, required=True, help="Modbus address 1-247")
+    fl.add_argument("--baud", type=int, default=19200, help="RS-485 bus speed of the node")
+    fl.add_argument("--board", default="esp32")
+    fl.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                    help="a holding-register threshold in engineering units (repeat)")
+    fl.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="another node.json entry, e.g. uart=/dev/pts/7 on the unix port")
+    fl.add_argument("--resume", action="store_true",
+                    help="no soft reset before writing (needed for the MicroPython unix port)")
+    fl.add_argument("--baudrate", type=int, default=115200, help="USB serial speed")
+    fl.set_defaults(func=cmd_flash)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "
