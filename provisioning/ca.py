@@ -241,15 +241,6 @@ class FleetCA:
         log.info("issued %s certificate for %r, serial %x", role, cn, serial)
         return row
 
-    def sign_unchecked_for_tests(self, cn: str) -> Issued:
-        """A client certificate for a CN that :func:`check_identity` refuses.
-
-        Only the broker tests call this: they prove that such a name, should one ever be signed
-        (a mistake, another tool), still gets nothing from the broker.
-        """
-        key = ec.generate_private_key(ec.SECP256R1())
-        return self._sign(cn, "gateway", key, hosts=(), validity=dt.timedelta(days=1))
-
     # -- revoke ---------------------------------------------------------------------------------
     def revoke(self, identity: str) -> list[Issued]:
         """Revoke every live certificate of ``identity`` and rewrite the CRL; returns them."""
