@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("init", "make a new CA in DIR"),
                        ("issue", "issue a certificate: key and cert under DIR/issued/IDENTITY"),
                        ("revoke", "revoke every live certificate of IDENTITY; rewrite the CRL"),
-                       ("list", "list issued certificates"),
+                       ("list", "list issued certificates and the CRL's expiry"),
+                       ("crl", "re-sign the CRL (before it expires, or every client is "
+                               "refused)"),
                        ("broker-config", "write mosquitto.conf and its ACL into OUT")):
         p = ca_sub.add_parser(name, help=text)
         p.add_argument("dir", metavar="DIR", help="the CA directory")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--role", choices=("gateway", "fleet", "server"), default="gateway")
             p.add_argument("--host", action="append", default=[],
                            help="DNS name or IP of a server certificate (repeat)")
+        if name == "crl":
+            p.add_argument("--days", type=int, default=365, help="validity (default 365)")
         if name == "broker-config":
             p.add_argument("out", metavar="OUT", help="directory for mosquitto.conf and acl")
             p.add_argument("--server", required=True, help="identity of the broker's server cert")

@@ -56,7 +56,9 @@ MAX_IDENTITY = 64  # the X.520 upper bound for a common name
 
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=825)
-CRL_VALIDITY = dt.timedelta(days=30)
+#: A CRL past its next-update time makes OpenSSL (so Mosquitto) refuse every client: renew it
+#: (`edgefleet ca crl`) well before then; `edgefleet ca list` shows the date.
+CRL_VALIDITY = dt.timedelta(days=365)
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate a gateway clock a little behind
 
 
@@ -272,6 +274,13 @@ class FleetCA:
         tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         tmp.replace(self.crl_file)
         return self.crl_file
+
+    def crl_next_update(self) -> dt.datetime | None:
+        """When the current CRL expires (None: no CRL written yet)."""
+        if not self.crl_file.exists():
+            return None
+        crl = x509.load_pem_x509_crl(self.crl_file.read_bytes())
+        return crl.next_update_utc
 
     def path(self, row: Issued) -> tuple[Path, Path]:
         """(certificate, key) paths of an index row."""

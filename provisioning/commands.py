@@ -4,6 +4,7 @@ handlers: argument values in, files written, one line of output per result (no k
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,11 @@ def ca_command(command: str, directory: Path, args: argparse.Namespace) -> int:
     elif command == "revoke":
         for row in ca.revoke(args.identity):
             print(f"revoked {row.role} {row.identity} serial {row.serial:x}; CRL {ca.crl_file}")
+    elif command == "crl":
+        ca.write_crl(dt.timedelta(days=args.days))
+        print(f"CRL {ca.crl_file} valid until {ca.crl_next_update()}; restart the broker")
     elif command == "list":
+        print(f"CRL valid until {ca.crl_next_update()} (renew with `edgefleet ca crl`)")
         for row in ca.index():
             state = f"revoked {row.revoked_at}" if row.revoked_at else f"until {row.not_after}"
             print(f"{row.serial:40x}  {row.role:8} {row.identity:24} {state}")

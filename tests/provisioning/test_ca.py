@@ -3,6 +3,7 @@ the log, one role per name, revocation into the CRL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import stat
 from pathlib import Path
@@ -98,3 +99,11 @@ def test_no_key_material_reaches_the_log(tmp_path: Path,
         assert "PRIVATE KEY" not in text
         for line in key.read_text().splitlines()[1:-1]:
             assert line not in text
+
+
+def test_the_crl_is_renewed_on_demand_and_says_when_it_expires(ca: FleetCA) -> None:
+    first = ca.crl_next_update()
+    assert first is not None
+    ca.write_crl(dt.timedelta(days=400))
+    renewed = ca.crl_next_update()
+    assert renewed is not None and renewed > first
