@@ -46,7 +46,8 @@ Order of the checks in :meth:`ReleaseVerifier.verify` (the first failure is the 
    is read before this;
 4. the body parses, names the same key id, and is for this device's class and board
    (:class:`Malformed`, :class:`BadSignature`, :class:`WrongTarget`);
-5. its version is not below the floor (:class:`Downgrade`).
+5. its version is not below the floor (:class:`Downgrade`);
+6. a key set it carries keeps at least one key that is not revoked (:class:`Malformed`).
 
 Then :meth:`ReleaseVerifier.check_file` per file (:class:`BadSize` before :class:`BadHash`, so
 a truncated download says so), and :meth:`ReleaseVerifier.accept` for the state after install.

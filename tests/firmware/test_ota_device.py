@@ -58,6 +58,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     body = json.loads((resigned / "manifest.json").read_bytes())
     body["min_version"] = [1, 0, 0]               # a rollback window opened after signing
     (resigned / "manifest.json").write_bytes(canonical(body))
+    entries = json.loads((base / "manifest.json").read_bytes())["files"]
+    variant("climbing_out", "old", files={**entries, "../boot.py": entries["app/node.mpy"]})
+    variant("window_inverted", "old", min_version=[1, 9, 0])
     old_id = json.loads((d / "old.pub").read_text())["keyid"]
     rotation = rel.make_keyset(2, [d / "new.pub"], [old_id])
     variant("rotation", "old", rotation, version=[1, 5, 0], min_version=[1, 5, 0])
@@ -91,7 +94,9 @@ def contract_verdict(lab: Path, name: str, verifier: ReleaseVerifier) -> int:
 CASES = [("good", "ok"), ("tampered", "bad hash"), ("truncated", "bad size"),
          ("unknown_key", "unknown key"), ("downgrade", "downgrade"),
          ("flood_release", "wrong class or board"),
-         ("edited_after_signing", "bad signature")]
+         ("edited_after_signing", "bad signature"),
+         ("climbing_out", "malformed"),          # a path outside the slot, even if signed
+         ("window_inverted", "malformed")]       # min_version above version
 
 
 def test_the_device_accepts_a_good_release_and_refuses_each_bad_one_with_its_reason(
