@@ -345,7 +345,9 @@ class ReleaseVerifier:
                           f"{entry.sha256[:16]}...")
 
     def accept(self, manifest: Manifest) -> ReleaseVerifier:
-        """The trust after installing ``manifest`` (verified): floor raised, key set rotated."""
+        """The trust after ``manifest`` (verified) is installed and confirmed: floor raised,
+        key set rotated. A device adopts it on confirming the trial image, not on writing the
+        slot, so a fallback to the old slot stays within the floor."""
         floor = max(self.floor, manifest.min_version)
         keys = self.keys if manifest.trust is None else _rotated(self.keys, manifest.trust)
         return ReleaseVerifier(keys, floor)

@@ -238,7 +238,10 @@ def verify_slot(root, manifest_bytes, sig_bytes, trust, device_class=None, board
 
 
 def accept(trust, body):
-    """The trust dict after installing a verified release: floor raised, key set rotated."""
+    """The trust dict after a verified release is confirmed: floor raised, key set rotated.
+
+    Store it when the trial image is confirmed, not when it is written to the slot: until then
+    the device may fall back to its old slot, which must still be within the floor."""
     keys, floor = load_trust(trust)
     if "trust" in body:
         keys = _rotated(keys, body["trust"])
