@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contracts.release import REASONS
 
 sys.path.insert(0, str(Path(__file__).parent / "mp_unit"))
-from rfc8032 import VECTORS  # noqa: E402
+from rfc8032 import VECTORS
 
 
 @pytest.fixture

@@ -69,11 +69,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def on_device(lab: Path, *steps: str) -> tuple[list[tuple[str, int]], dict[str, object]]:
+def on_device(lab: Path, *steps: str,
+              trust: Path | None = None) -> tuple[list[tuple[str, int]], dict[str, object]]:
     assert MICROPYTHON is not None, "MicroPython unix port missing"
     env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
     proc = subprocess.run(
-        [MICROPYTHON, str(SCRIPT), str(lab / "trust.json"), "fire", "esp32",
+        [MICROPYTHON, str(SCRIPT), str(trust or lab / "trust.json"), "fire", "esp32",
          *(f"{s.split(':')[0]}:{lab / s.split(':')[1]}" for s in steps)],
         cwd=FIRMWARE, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -130,3 +131,57 @@ def test_an_installed_release_raises_the_anti_rollback_floor_on_the_device(lab: 
     results, trust = on_device(lab, "install:good", "verify:good")
     assert [c for _, c in results] == [0, 0]
     assert trust["floor"] == [1, 3, 0]
+
+
+# Signed manifests that are wrong in one field each: the device (MicroPython) and the contract
+# (CPython) are two implementations of one format and must give the same reason for every one.
+def _mutations(entries: dict[str, object], new_pub: str,
+               new_id: str) -> dict[str, dict[str, object]]:
+    one = next(iter(entries))
+    e = entries[one]
+    return {
+        "version_as_text": {"version": "1.4.0"},
+        "version_of_four": {"version": [1, 4, 0, 0]},
+        "version_negative": {"version": [1, -4, 0]},
+        "version_bool": {"version": [1, True, 0]},
+        "version_huge": {"version": [1, 70000, 0]},
+        "manifest_v2": {"v": 2},
+        "wrong_type": {"type": "edgefleet-config"},
+        "class_empty": {"class": ""},
+        "board_number": {"board": 32},
+        "no_files": {"files": {}},
+        "files_list": {"files": [one]},
+        "size_negative": {"files": {one: {**e, "size": -1}}},   # type: ignore[dict-item]
+        "sha_short": {"files": {one: {**e, "sha256": "ab" * 16}}},  # type: ignore[dict-item]
+        "entry_extra": {"files": {one: {**e, "mode": 493}}},  # type: ignore[dict-item]
+        "absolute_path": {"files": {"/" + one: e}},
+        "dot_path": {"files": {"./" + one: e}},
+        "double_slash": {"files": {one.replace("/", "//"): e}},
+        "backslash": {"files": {one.replace("/", "\\"): e}},
+        "trust_v0": {"trust": {"version": 0, "keys": {new_id: new_pub}, "revoked": []}},
+        "trust_keys_list": {"trust": {"version": 2, "keys": [new_pub], "revoked": []}},
+        "trust_wrong_id": {"trust": {"version": 2, "keys": {"0" * 16: new_pub}, "revoked": []}},
+        "trust_extra": {"trust": {"version": 2, "keys": {new_id: new_pub}, "revoked": [],
+                                  "threshold": 1}},
+        "trust_all_revoked": {"trust": {"version": 2, "keys": {new_id: new_pub},
+                                        "revoked": [new_id]}},
+        "trust_fine": {"trust": {"version": 2, "keys": {new_id: new_pub}, "revoked": []}},
+    }
+
+
+def test_the_device_and_the_contract_refuse_every_malformed_manifest_alike(
+        lab: Path, tmp_path: Path) -> None:
+    base = lab / "good"
+    body = json.loads((base / "manifest.json").read_bytes())
+    new = json.loads((lab / "new.pub").read_text())
+    cases = _mutations(body["files"], new["public"], new["keyid"])
+    for name, change in cases.items():
+        out = Path(shutil.copytree(base, tmp_path / name))
+        (out / "manifest.json").write_bytes(canonical({**body, **change}))
+        rel.sign(out, lab / "old.key")
+    results, _ = on_device(tmp_path, *(f"verify:{n}" for n in cases), trust=lab / "trust.json")
+    trusted = rel.load_trust(lab / "trust.json")
+    contract = {n: contract_verdict(tmp_path, n, trusted) for n in cases}
+    assert dict(results) == contract
+    assert contract["trust_fine"] == 0
+    assert {c for n, c in contract.items() if n != "trust_fine"} == {1}  # all malformed

@@ -56,7 +56,8 @@ def test_a_signature_with_s_not_below_l_is_refused():
     sig = unhexlify(signature)
     s = int.from_bytes(sig[32:], "little") + ed25519.L
     assert s < 2 ** 256
-    assert not ed25519.verify(unhexlify(public), unhexlify(message), sig[:32] + s.to_bytes(32, "little"))
+    bad = sig[:32] + s.to_bytes(32, "little")
+    assert not ed25519.verify(unhexlify(public), unhexlify(message), bad)
 
 
 def test_a_public_key_that_is_no_point_is_refused():
