@@ -309,6 +309,8 @@ class FireSensor(VirtualSensor):
                                    doc="time constant of the heat release dying down, s")},
         ventilate={"ach": Param(default=120.0, minimum=0.0, maximum=600.0,
                                 doc="air changes per hour (1 = closed room, 120 = smoke fan)")},
+        heat_ramp={"k_per_min": Param(default=10.0, minimum=0.0, maximum=60.0,
+                                      doc="EN 54-5 heat tunnel: air temperature rise, K/min")},
     )
 
     ROOM_VOLUME_M3 = 90.0
@@ -336,6 +338,19 @@ class FireSensor(VirtualSensor):
         self.layer_excess_c = 0.0
         self.jet_excess_c = 0.0
         self.detector_c = ambient_c
+        self.ramp: tuple[float, float] | None = None   # (K/s, start time): EN 54-5 tunnel
+
+    def _on_heat_ramp(self, p: dict[str, ParamValue]) -> None:
+        """The EN 54-5 response-time test: the air at the detector rises linearly from the
+        current ambient at a constant rate (its heat tunnel), with no smoke."""
+        self.ramp = (float(p["k_per_min"]) / 60.0, self.t)
+
+    @property
+    def ramp_excess_c(self) -> float:
+        if self.ramp is None:
+            return 0.0
+        rate, t0 = self.ramp
+        return rate * max(0.0, self.t - t0)
 
     def _on_ignite(self, p: dict[str, ParamValue]) -> None:
         self.growth = float(p["growth"])
@@ -383,6 +398,8 @@ class FireSensor(VirtualSensor):
         self.jet_excess_c = _relax(self.jet_excess_c, self._alpert_excess(self.hrr_kw),
                                    self.JET_TAU_S, dt_s)
         gas_c = self.ambient_c + self.layer_excess_c + self.jet_excess_c
+        if self.ramp is not None:   # the tunnel's air at the end of this sub-step
+            gas_c += self.ramp[0] * max(0.0, self.t + dt_s - self.ramp[1])
         self.detector_c = _relax(self.detector_c, gas_c, self.DETECTOR_TAU_S, dt_s)
 
     @property
@@ -393,7 +410,8 @@ class FireSensor(VirtualSensor):
         return {
             "smoke": self.obscuration_pct_m,
             "temperature": self.detector_c,
-            "gas_temperature": self.ambient_c + self.layer_excess_c + self.jet_excess_c,
+            "gas_temperature": (self.ambient_c + self.layer_excess_c + self.jet_excess_c
+                                + self.ramp_excess_c),
             "hrr_kw": self.hrr_kw,
         }
 
