@@ -50,6 +50,8 @@ FAULT_KINDS = ("open", "short", "stuck", "noise", "nack", "checksum", "clear")
 _LOOP_SAT_LOW_MA = 3.8
 _LOOP_SAT_HIGH_MA = 20.5
 _ADC_NOISE_COUNTS = 0.8       # ESP32 ADC1 after calibration and 8x oversampling, 1 sigma
+# Every ADC channel goes through the ESP32 converter model (encoders.esp32_counts_exact): the
+# firmware sees read_uv() of the pin voltage, with its dead zone and its upper nonlinearity.
 _FAULT_NOISE_COUNTS = 150.0   # an EMI-hit or corroded input, 1 sigma, plus rail spikes
 
 
@@ -77,7 +79,7 @@ _FAULT_ACTION: dict[str, Param] = {
 def _loop_counts_saturated(ma: float) -> float:
     """Loop current -> fractional ADC counts (noise is added before rounding)."""
     ma = min(_LOOP_SAT_HIGH_MA, max(_LOOP_SAT_LOW_MA, ma))
-    return enc.volts_to_counts_exact(enc.loop_volts(ma))
+    return enc.esp32_counts_exact(enc.loop_volts(ma))
 
 
 def _relax(value: float, target: float, tau_s: float, dt_s: float) -> float:
@@ -418,9 +420,10 @@ class FireSensor(VirtualSensor):
     def _adc_counts(self) -> dict[str, float]:
         smoke = self.obscuration_pct_m + self.rng.gauss(0.0, 0.02)   # chamber dust, amp noise
         heat_c = self.detector_c + self.rng.gauss(0.0, 0.03)
+        smoke_v = enc.counts_to_volts(enc.smoke_counts_exact(smoke))   # amplifier output
         return {
-            "smoke": enc.smoke_counts_exact(smoke) + self._adc_noise(),
-            "heat": enc.volts_to_counts_exact(enc.ntc_volts(heat_c)) + self._adc_noise(),
+            "smoke": enc.esp32_counts_exact(smoke_v) + self._adc_noise(),
+            "heat": enc.esp32_counts_exact(enc.ntc_volts(heat_c)) + self._adc_noise(),
         }
 
 
@@ -643,7 +646,7 @@ class WaterSensor(VirtualSensor):
         chlorine = max(0.0, self.chlorine_mg_l + g(0.0, 0.004))
         ph = self.ph + g(0.0, 0.01)
         turbidity = max(0.0, self.turbidity_ntu + g(0.0, 0.01))
-        exact = enc.volts_to_counts_exact
+        exact = enc.esp32_counts_exact
         return {
             "pressure": _loop_counts_saturated(enc.pressure_ma(pressure)) + self._adc_noise(),
             "ph": exact(enc.ph_volts(ph)) + self._adc_noise(),

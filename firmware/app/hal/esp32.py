@@ -8,9 +8,20 @@ import time
 
 import machine
 
+from app import hwdef
 from app.boards import BOARDS
 
 _WDT_TIMEOUT_MS = 8000  # sampling + a worst-case flash write stay far below this
+
+# ADC readings: the calibrated read_uv() (eFuse line fitting), reported as counts on the
+# 0..vref = 0..4095 scale every decoder in app.drivers.analog uses. read_u16() is the raw code:
+# ~0.13 V of dead zone and nonlinear above ~2.5 V at 11 dB, never used. The scaling
+# counts = uv * 4095 / 3300000 = (uv / 4) * 819 / 165000 stays inside small ints (< 2**30).
+_ADC = hwdef.SENSORS["adc"]
+_FULL_SCALE = (1 << _ADC["bits"]) - 1
+_UV_NUM = 819            # 4095 / 3 300 000 reduced, with uv pre-divided by 4
+_UV_DEN = 165000
+assert _ADC["bits"] == 12 and _ADC["vref"] == 3.3
 
 
 class Hal:
@@ -34,9 +45,8 @@ class Hal:
             pass
         self._adcs = {}
         for channel, pin in board["adc"].items():
-            adc = machine.ADC(machine.Pin(pin))
-            adc.atten(machine.ADC.ATTN_11DB)  # 0-3.3 V span (calibrated by read_uv where used)
-            self._adcs[channel] = adc
+            # 11 dB: the only attenuation spanning the front-ends (accurate 0.15-2.45 V)
+            self._adcs[channel] = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)
         self._pms = None
         if "pms_rx" in board:
             self._pms = machine.UART(board["pms_uart"], baudrate=9600, rx=board["pms_rx"],
@@ -72,7 +82,10 @@ class Hal:
     # -- sensors ------------------------------------------------------------------------
     def adc(self, channel):
         adc = self._adcs.get(channel)
-        return adc.read_u16() >> 4 if adc is not None else 0
+        if adc is None:
+            return 0
+        counts = ((adc.read_uv() >> 2) * _UV_NUM + _UV_DEN // 2) // _UV_DEN
+        return counts if counts < _FULL_SCALE else _FULL_SCALE
 
     def sensor_uart_read(self, name):
         if name != "pms" or self._pms is None:

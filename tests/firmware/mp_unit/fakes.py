@@ -40,7 +40,8 @@ def ph_counts(ph):
 
 
 def turbidity_counts(ntu):
-    return counts_from_volts(ntu * S["water"]["turbidity_v_per_ntu"])
+    w = S["water"]
+    return counts_from_volts(w["turbidity_offset_v"] + ntu * w["turbidity_v_per_ntu"])
 
 
 def pms_frame(pm1, pm25, pm10, counts03=1200):
