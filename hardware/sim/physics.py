@@ -6,7 +6,15 @@ a small state machine advanced by :meth:`VirtualSensor.step`; :meth:`VirtualSens
 renders it into the raw-feed contract read by the firmware's unix HAL::
 
     {"adc": {channel: counts}, "uart": {"pms": "<hex since last snapshot>"},
-     "i2c": {"98": "<hex of the 9-byte SCD41 read_measurement response>"}}
+     "i2c": {"98": "<hex of the 9 bytes an SCD41 measurement would give now>"},
+     "power": {"98": <supply cycles of that chip>}}
+
+ADC counts are what the ESP32's calibrated ``read_uv()`` gives (encoders.esp32_counts_exact),
+not an ideal converter. The I2C entry is the air the SCD41 measures, not its answer: the chip's
+command state machine (idle at power-up, NACK until started, data every 5 s) is synchronous
+with the firmware's transfers, so it runs beside the HAL (firmware/app/hal/scd41_chip.py); an
+address missing from "i2c" does not acknowledge, and a new "power" count is a power cycle,
+after which the chip is idle until the firmware starts it again.
 
 and :meth:`VirtualSensor.truth` gives the noiseless engineering values (register names) that
 tests and displays compare the firmware against. Scenario events arrive through
@@ -164,7 +172,8 @@ class VirtualSensor:
     def snapshot(self) -> dict[str, Any]:
         """The raw feed now. UART bytes are drained: each snapshot carries only the new ones."""
         adc = {ch: self._faulted_counts(ch, counts) for ch, counts in self._adc_counts().items()}
-        return {"adc": adc, "uart": self._uart_feed(), "i2c": self._i2c_feed()}
+        return {"adc": adc, "uart": self._uart_feed(), "i2c": self._i2c_feed(),
+                "power": self._power_feed()}
 
     def truth(self) -> dict[str, float]:
         """Noiseless engineering values (register names and units) for displays and tests."""
@@ -186,6 +195,9 @@ class VirtualSensor:
         return {}
 
     def _i2c_feed(self) -> dict[str, str]:
+        return {}
+
+    def _power_feed(self) -> dict[str, int]:
         return {}
 
     def _freeze(self, channel: str) -> Any:
@@ -243,8 +255,8 @@ class VirtualSensor:
         kind = self.faults.get(channel)
         if kind is None:
             return self._faulted_counts_clean(counts)
-        if kind == "open":
-            return 0
+        if kind == "open":       # nothing drives the pin: the converter's floor (read_uv offset)
+            return self._faulted_counts_clean(enc.esp32_counts_exact(0.0))
         if kind == "short":
             return enc.ADC_MAX
         if kind == "stuck":
@@ -689,6 +701,8 @@ class AirSensor(VirtualSensor):
             "temp_c": Param(default=31.0, minimum=-10.0, maximum=60.0),
             "rh_pct": Param(default=75.0, minimum=0.0, maximum=100.0),
         },
+        scd41_power_cycle={"off_s": Param(default=2.0, minimum=0.0, maximum=3600.0,
+                                          doc="seconds without supply (a brown-out)")},
     )
 
     BACKGROUND_PM25 = 18.0     # µg/m³, regional background
@@ -717,6 +731,8 @@ class AirSensor(VirtualSensor):
         self._next_frame_t = self.PMS_PERIOD_S
         self._next_scd_t = self.SCD41_PERIOD_S
         self._scd_response = self._measure_scd41()
+        self.scd_power_cycles = 0
+        self._scd_off_until: float | None = None
 
     @property
     def hour(self) -> float:
@@ -745,6 +761,17 @@ class AirSensor(VirtualSensor):
 
     def _on_weather(self, p: dict[str, ParamValue]) -> None:
         self.temp_c, self.rh_pct = float(p["temp_c"]), float(p["rh_pct"])
+
+    def _on_scd41_power_cycle(self, p: dict[str, ParamValue]) -> None:
+        """The SCD41 loses its supply for off_s and powers up again, idle (not measuring)."""
+        self._scd_off_until = self.t + float(p["off_s"])
+        if float(p["off_s"]) == 0.0:
+            self._scd_off_until = None
+            self.scd_power_cycles += 1
+
+    @property
+    def scd41_powered(self) -> bool:
+        return self._scd_off_until is None
 
     def _evolve(self, dt_s: float) -> None:
         self.pm25 = _relax(self.pm25, self._pm25_target(), self.pm_tau_s, dt_s)
@@ -784,6 +811,9 @@ class AirSensor(VirtualSensor):
         while self.t >= self._next_scd_t - 1e-9:
             self._next_scd_t += self.SCD41_PERIOD_S
             self._scd_response = self._measure_scd41()
+        if self._scd_off_until is not None and self.t >= self._scd_off_until - 1e-9:
+            self._scd_off_until = None
+            self.scd_power_cycles += 1
 
     def _emit_pms(self) -> None:
         kind = self.faults.get("pms")
@@ -818,9 +848,12 @@ class AirSensor(VirtualSensor):
         self._pending.clear()
         return {"pms": data.hex()}
 
+    def _power_feed(self) -> dict[str, int]:
+        return {"98": self.scd_power_cycles}
+
     def _i2c_feed(self) -> dict[str, str]:
         kind = self.faults.get("98")
-        if kind in ("open", "short", "nack"):
+        if kind in ("open", "short", "nack") or not self.scd41_powered:
             return {}                                # no ACK on the bus
         response = self._scd_response
         if kind == "stuck":
