@@ -8,6 +8,7 @@ prove round trips. Everything is a pure function; the electrical constants are r
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def esp32_raw_code(volts: float) -> float:
     curve = ESP32_11DB_CURVE
     if volts <= curve[0][0]:
         return 0.0
-    for (v0, c0), (v1, c1) in zip(curve, curve[1:], strict=False):
+    for (v0, c0), (v1, c1) in itertools.pairwise(curve):
         if volts <= v1:
             return c0 + (c1 - c0) * (volts - v0) / (v1 - v0)
     return 4095.0

@@ -90,7 +90,10 @@ def response_time_s(rate_k_min: float, limit_s: float, seed: int = 1) -> tuple[f
     return None, fire
 
 
-@pytest.mark.parametrize("rate", sorted(A1_RESPONSE), ids=[f"{r}K_per_min" for r in sorted(A1_RESPONSE)])
+RATES = sorted(A1_RESPONSE)
+
+
+@pytest.mark.parametrize("rate", RATES, ids=[f"{r}K_per_min" for r in RATES])
 def test_heat_tunnel_response_inside_the_en54_5_a1_window(rate: int) -> None:
     lower, upper = A1_RESPONSE[rate]
     got, fire = response_time_s(rate, upper + 60)

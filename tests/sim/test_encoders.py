@@ -80,7 +80,8 @@ def test_ntc_round_trip(temp: float) -> None:
 def test_ntc_divider_keeps_the_a1_range_in_the_adc_linear_region_and_rises_with_heat() -> None:
     heat = SENSORS["heat"]
     vref = SENSORS["adc"]["vref"]
-    assert enc.ntc_volts(25.0) == pytest.approx(vref * heat["r_fixed"] / (heat["r25"] + heat["r_fixed"]))
+    divider = heat["r_fixed"] / (heat["r25"] + heat["r_fixed"])
+    assert enc.ntc_volts(25.0) == pytest.approx(vref * divider)
     low, high = enc.ESP32_LINEAR_V
     for temp in (0.0, 25.0, 54.0, 65.0, 85.0):   # room to well past the A1 static range
         assert low < enc.ntc_volts(temp) < high, temp

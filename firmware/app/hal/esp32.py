@@ -92,13 +92,18 @@ class Hal:
             return b""
         return self._pms.read() or b""
 
-    def i2c_read(self, addr, cmd, n):
+    def i2c_write(self, addr, cmd):
+        """A 16-bit send command (SCD41 start/stop). OSError(ENODEV) when not acknowledged."""
         if self._i2c is None:
             raise OSError(19)
         self._cmd[0] = cmd >> 8
         self._cmd[1] = cmd & 0xFF
         self._i2c.writeto(addr, self._cmd)  # raises OSError on NACK
-        time.sleep_ms(1)  # SCD41 read_measurement execution time
+
+    def i2c_read(self, addr, cmd, n):
+        """A 16-bit read command, its 1 ms execution time, then n bytes. OSError on NACK."""
+        self.i2c_write(addr, cmd)
+        time.sleep_ms(1)  # SCD41 read_measurement / get_data_ready_status execution time
         return self._i2c.readfrom(addr, n)
 
     # -- outputs, watchdog, reset -------------------------------------------------------
