@@ -4,8 +4,11 @@ EN 54-5:2017 (point heat detectors), Table 5, response time limits for class A1 
 A1R limits are the A1 ones; class R adds the rate-of-rise behaviour from low temperatures). The
 air around the detector rises linearly from the typical application temperature (25 °C for
 A1) at each rate of the table; the detector must respond no earlier than the lower limit and no
-later than the upper one. The numbers are the standard's (quoted in EN 54-5 Table 5 and in
-firmware/app/classes/fire.py).
+later than the upper one. The numbers are EN 54-5:2017 Table 5's as quoted in issue 6 (the
+standard is not public; the search tool's sources do not reproduce the table, so they are not
+re-verified here). The A1 application temperatures (typical 25 °C, maximum 50 °C) agree with
+manufacturer documentation of EN 54-5 A1R detectors (e.g. Siemens FDOOT241-A3 manual, heat
+parameter set "A1R": 25 / 50 °C).
 
 The firmware code is the real one (app.classes.fire.Fire, imported from firmware/), fed with
 the ADC counts the simulator's heat physics produces (thermistor lag, ADC noise, the ESP32

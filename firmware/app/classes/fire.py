@@ -11,7 +11,8 @@
 #     from any starting temperature, which is what class R adds: a fire in a cold room is caught
 #     long before the air reaches the fixed threshold.
 #
-# Response times, EN 54-5:2017 class A1 (Table 5; the A1R limits are the A1 ones). An A1
+# Response times, EN 54-5:2017 class A1 (Table 5, as quoted in issue 6; the A1R limits are the
+# A1 ones). An A1
 # detector must respond no earlier than the lower and no later than the upper limit, from a
 # typical application temperature of 25 °C:
 #       rate      lower      upper          what answers here

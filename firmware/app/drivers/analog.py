@@ -6,8 +6,9 @@
 # scale: on an ESP32 the HAL reads machine.ADC.read_uv() (factory-calibrated microvolts) and
 # scales it, never the raw read_u16() code, which is off by ~0.13 V and nonlinear. The
 # calibrated reading is only accurate from 0.15 V to 2.45 V (11 dB attenuation), so every
-# front-end keeps its working range inside that window (the loop shunt is 100 Ω: 21 mA = 2.1 V). The simulator's encoders are the exact inverses of these functions,
-# so the formulas are spelled out in each docstring:
+# front-end keeps its working range inside that window (the loop shunt is 100 Ω: 21 mA = 2.1 V).
+# The simulator's ideal encoders are the exact inverses of these functions (its feed adds the
+# ESP32 transfer curve on top), so the formulas are spelled out in each docstring:
 #
 #   volts      V      = counts * vref / (2**bits - 1)                (4095 counts = vref = 3.3 V)
 #   smoke      %/m    = (counts - clean_counts) / counts_per_pct_m

@@ -1,8 +1,8 @@
 # HAL for ESP32 boards: RS-485 UART with a driver-enable (DE/RE) pin, ADC1 inputs, a PMS5003 on
 # a second UART, an SCD41 on I2C, relay outputs and the hardware watchdog.
 #
-# Pins come from the board table (app/boards.py, generated from in hardware/boards/*.toml), overridden
-# per device by data/node.json {"board": "...", "pins": {...}}.
+# Pins come from the board table (app/boards.py, generated from hardware/boards/*.toml),
+# overridden per device by data/node.json {"board": "...", "pins": {...}}.
 
 import time
 
