@@ -10,8 +10,8 @@
 #     which the sensor answers nothing for 500 ms: the driver waits without blocking;
 #   - a measurement is ready every 5 s; get_data_ready_status (0xE4B8) says whether the
 #     buffer holds one (low 11 bits not 0) and read_measurement empties it;
-#   - nack_limit NACKs in a row (a sensor that browned out, a glitch on the bus), or
-#     stale_intervals intervals in a row without data while the bus answers (a sensor
+#   - NACK_LIMIT NACKs in a row (a sensor that browned out, a glitch on the bus), or
+#     STALE_INTERVALS intervals in a row without data while the bus answers (a sensor
 #     power-cycled back to idle), restart it: stop, 500 ms, start.
 # poll(now_ms) is called at every sample and returns NEW (co2/t_word/rh_word hold a fresh
 # measurement), MISSED (a measurement interval ended without a good one: the class counts a
@@ -31,8 +31,13 @@ from app import hwdef
 
 try:
     from time import ticks_add, ticks_diff
+
+    from micropython import const
 except ImportError:  # CPython
     from app.filters import ticks_add, ticks_diff
+
+    def const(x):
+        return x
 
 ADDR = hwdef.SENSORS["scd41"]["i2c_addr"]
 READ_MEASUREMENT = hwdef.SENSORS["scd41"]["read_cmd"]
@@ -42,16 +47,19 @@ STOP_PERIODIC = 0x3F86
 GET_DATA_READY = 0xE4B8
 STOP_MS = 500          # stop_periodic_measurement execution time
 INTERVAL_MS = 5000     # periodic measurement signal update interval
-POLL_MS = 500          # data-ready polling while a measurement is due
-GRACE_MS = 1500        # a measurement later than interval + this is missed
+# private constants: const() makes MicroPython inline them (no globals, no heap)
+_POLL_MS = const(500)          # data-ready polling while a measurement is due
+_GRACE_MS = const(1500)        # a measurement later than interval + this is missed
+_NACK_LIMIT = const(3)         # NACKs in a row that restart the sensor
+_STALE_INTERVALS = const(2)    # intervals in a row without data ready that restart it
 
 NOTHING = 0
 NEW = 1
 MISSED = 2
 
-_RESTART = 0    # send stop, then wait
-_STOPPING = 1   # waiting STOP_MS before start
-_RUNNING = 2
+_RESTART = const(0)    # send stop, then wait
+_STOPPING = const(1)   # waiting STOP_MS before start
+_RUNNING = const(2)
 
 
 def crc8(buf, start=0, end=None):
@@ -99,15 +107,12 @@ def decode(buf):
 class Scd41:
     """Start-up, data-ready polling and NACK recovery of one SCD41 (see the module comment)."""
 
-    def __init__(self, hal, interval_ms=INTERVAL_MS, nack_limit=3, stale_intervals=2):
+    def __init__(self, hal, interval_ms=INTERVAL_MS):
         self.hal = hal
         self.interval_ms = interval_ms
-        self.nack_limit = nack_limit
-        self.stale_intervals = stale_intervals
         self.co2 = self.t_word = self.rh_word = None
         self.restarts = 0        # stop/start sequences sent (the first one at boot)
         self.nacks = 0           # consecutive NACKs
-        self.crc_errors = 0
         self._stale = 0          # consecutive intervals in which data was never ready
         self._ready_seen = False
         self._state = _RESTART
@@ -115,12 +120,9 @@ class Scd41:
         self._next_poll = 0
         self._due = None         # a measurement should have arrived by then
 
-    def running(self):
-        return self._state == _RUNNING
-
     def poll(self, now_ms):
         if self._due is None:
-            self._due = ticks_add(now_ms, STOP_MS + self.interval_ms + GRACE_MS)
+            self._due = ticks_add(now_ms, STOP_MS + self.interval_ms + _GRACE_MS)
         state = self._state
         if state == _RESTART:
             self.restarts += 1
@@ -143,7 +145,7 @@ class Scd41:
                     self._ready_seen = False
                     self._state = _RUNNING
                     self._next_poll = ticks_add(now_ms, self.interval_ms)
-                    self._due = ticks_add(now_ms, self.interval_ms + GRACE_MS)
+                    self._due = ticks_add(now_ms, self.interval_ms + _GRACE_MS)
         elif ticks_diff(now_ms, self._next_poll) >= 0:
             if self._read(now_ms):
                 return NEW
@@ -151,7 +153,7 @@ class Scd41:
             self._due = ticks_add(now_ms, self.interval_ms)
             if self._state == _RUNNING and not self._ready_seen:
                 self._stale += 1
-                if self._stale >= self.stale_intervals:
+                if self._stale >= _STALE_INTERVALS:
                     self._state = _RESTART  # answering but not measuring: back in idle
             self._ready_seen = False
             return MISSED
@@ -159,7 +161,7 @@ class Scd41:
 
     def _read(self, now_ms):
         hal = self.hal
-        self._next_poll = ticks_add(now_ms, POLL_MS)
+        self._next_poll = ticks_add(now_ms, _POLL_MS)
         try:
             if not word(hal.i2c_read(ADDR, GET_DATA_READY, 3), 0) & 0x7FF:
                 self.nacks = 0
@@ -172,18 +174,17 @@ class Scd41:
             rh_word = word(buf, 2)
         except OSError:
             self.nacks += 1
-            if self.nacks >= self.nack_limit:
+            if self.nacks >= _NACK_LIMIT:
                 self.nacks = 0
                 self._state = _RESTART
             return False
         except ValueError:   # CRC: the buffer is gone, the next measurement comes in 5 s
             self.nacks = 0
-            self.crc_errors += 1
             return False
         self.nacks = 0
         self.co2 = co2
         self.t_word = t_word
         self.rh_word = rh_word
-        self._next_poll = ticks_add(now_ms, self.interval_ms - POLL_MS)
-        self._due = ticks_add(now_ms, self.interval_ms + GRACE_MS)
+        self._next_poll = ticks_add(now_ms, self.interval_ms - _POLL_MS)
+        self._due = ticks_add(now_ms, self.interval_ms + _GRACE_MS)
         return True

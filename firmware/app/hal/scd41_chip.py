@@ -25,68 +25,41 @@
 # Times are ticks_ms values passed in by the caller (real ticks on the unix port, a fake clock
 # in the unit tests); they are compared with ticks_diff only.
 
-try:
-    from time import ticks_add, ticks_diff
-except ImportError:  # CPython
-    from app.filters import ticks_add, ticks_diff
+from app.drivers.scd41 import (
+    GET_DATA_READY, INTERVAL_MS, READ_MEASUREMENT, START_PERIODIC, STOP_MS, STOP_PERIODIC, const,
+    crc8, ticks_add, ticks_diff,
+)
 
-ENODEV = 19
-
-START_PERIODIC = 0x21B1
-READ_MEASUREMENT = 0xEC05
-STOP_PERIODIC = 0x3F86
-GET_DATA_READY = 0xE4B8
-REINIT = 0x3646
-
-INTERVAL_MS = 5000
-POWER_UP_MS = 30
-STOP_MS = 500
-REINIT_MS = 20
+_POWER_UP_MS = const(30)
+_REINIT = const(0x3646)        # idle only, 20 ms
 READ_EXEC_MS = 1
-
 IDLE = 0
 PERIODIC = 1
-
-
-def _crc8(b0, b1):
-    crc = 0xFF
-    for b in (b0, b1):
-        crc ^= b
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-def _word(value):
-    hi = (value >> 8) & 0xFF
-    lo = value & 0xFF
-    return bytes((hi, lo, _crc8(hi, lo)))
+_READY = b"\x80\x06" + bytes((crc8(b"\x80\x06"),))        # low 11 bits not 0: data ready
+_NOT_READY = b"\x80\x00" + bytes((crc8(b"\x80\x00"),))    # top bits set, low 11 bits 0
 
 
 class Scd41Chip:
     def __init__(self, now_ms):
         self.source = None        # 9 bytes: what a measurement would give now (None: off the bus)
         self.power_on(now_ms)
-        self.commands = {}        # command -> times received (acknowledged), for tests
 
     def power_on(self, now_ms):
         """A fresh supply: idle, measurements gone, deaf for the power-up time."""
         self.mode = IDLE
-        self._busy_until = ticks_add(now_ms, POWER_UP_MS)
-        self._next_meas = None
+        self._busy = ticks_add(now_ms, _POWER_UP_MS)
+        self._next = 0            # next measurement (periodic mode)
         self._buffer = None
         self._pending = None      # (command, time written) awaiting the read phase
 
-    def _advance(self, now_ms):
-        # Take every measurement due by now (only the latest stays in the buffer).
-        while self.mode == PERIODIC and ticks_diff(now_ms, self._next_meas) >= 0:
-            self._buffer = self.source
-            self._next_meas = ticks_add(self._next_meas, INTERVAL_MS)
-
     def _ack(self, now_ms):
-        if self.source is None or ticks_diff(now_ms, self._busy_until) < 0:
-            raise OSError(ENODEV)
-        self._advance(now_ms)
+        # NACK when off the bus or busy; otherwise take every measurement due by now (only the
+        # latest stays in the buffer).
+        if self.source is None or ticks_diff(now_ms, self._busy) < 0:
+            raise OSError(19)     # ENODEV
+        while self.mode == PERIODIC and ticks_diff(now_ms, self._next) >= 0:
+            self._buffer = self.source
+            self._next = ticks_add(self._next, INTERVAL_MS)
 
     def write(self, now_ms, cmd):
         """The write phase of a transfer: the 16-bit command. OSError when not acknowledged."""
@@ -94,19 +67,18 @@ class Scd41Chip:
         self._pending = None
         if cmd == START_PERIODIC and self.mode == IDLE:
             self.mode = PERIODIC
-            self._next_meas = ticks_add(now_ms, INTERVAL_MS)
+            self._next = ticks_add(now_ms, INTERVAL_MS)
             self._buffer = None
         elif cmd == STOP_PERIODIC:
             self.mode = IDLE
             self._buffer = None
-            self._busy_until = ticks_add(now_ms, STOP_MS)
-        elif cmd == REINIT and self.mode == IDLE:
-            self._busy_until = ticks_add(now_ms, REINIT_MS)
-        elif cmd in (READ_MEASUREMENT, GET_DATA_READY):
+            self._busy = ticks_add(now_ms, STOP_MS)
+        elif cmd == _REINIT and self.mode == IDLE:
+            self._busy = ticks_add(now_ms, 20)
+        elif cmd == READ_MEASUREMENT or cmd == GET_DATA_READY:
             self._pending = (cmd, now_ms)
         else:
-            raise OSError(ENODEV)   # unknown, or not allowed in this mode
-        self.commands[cmd] = self.commands.get(cmd, 0) + 1
+            raise OSError(19)     # unknown, or not allowed in this mode
 
     def read(self, now_ms, n):
         """The read phase after a read command. OSError when not acknowledged."""
@@ -114,11 +86,11 @@ class Scd41Chip:
         pending = self._pending
         self._pending = None
         if pending is None or ticks_diff(now_ms, pending[1]) < READ_EXEC_MS:
-            raise OSError(ENODEV)
+            raise OSError(19)
         if pending[0] == GET_DATA_READY:
-            return _word(0x8006 if self._buffer is not None else 0x8000)[:n]
-        if self._buffer is None:
-            raise OSError(ENODEV)   # no data in the buffer
+            return (_NOT_READY if self._buffer is None else _READY)[:n]
         data = self._buffer
-        self._buffer = None         # emptied upon read-out
+        if data is None:
+            raise OSError(19)     # no data in the buffer
+        self._buffer = None       # emptied upon read-out
         return data[:n]

@@ -5,7 +5,20 @@
 import math
 
 from app import hwdef
-from app.hal.scd41_chip import READ_EXEC_MS, READ_MEASUREMENT, Scd41Chip
+from app.drivers.scd41 import READ_MEASUREMENT
+from app.hal.scd41_chip import READ_EXEC_MS, Scd41Chip
+
+
+class CountingChip(Scd41Chip):
+    """The SCD41 stand-in, counting the commands it acknowledged (for the tests)."""
+
+    def __init__(self, now_ms):
+        Scd41Chip.__init__(self, now_ms)
+        self.commands = {}
+
+    def write(self, now_ms, cmd):
+        Scd41Chip.write(self, now_ms, cmd)
+        self.commands[cmd] = self.commands.get(cmd, 0) + 1
 
 S = hwdef.SENSORS
 FS = (1 << S["adc"]["bits"]) - 1
@@ -96,7 +109,7 @@ class FakeHal:
         self._ticks = {}
         self.uart = []
         self.now = 0
-        self.scd = Scd41Chip(0)
+        self.scd = CountingChip(0)
         self._reply = None
         self.i2c_calls = 0      # read_measurement transfers
 
