@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Self
 
 from pymodbus.exceptions import ConnectionException, ModbusException
 
@@ -100,7 +100,7 @@ class ModbusBus:
     def close(self) -> None:
         self._client.close()
 
-    async def __aenter__(self) -> ModbusBus:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

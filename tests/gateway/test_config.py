@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from edgefleet.cli import cmd_gateway_check
 from gateway.config import (
     ConfigError,
     GatewayConfig,
     TomlLocator,
-    check_main,
     load_config,
     validate_config,
 )
@@ -149,6 +150,10 @@ def test_a_broken_config_names_file_line_and_field(tmp_path: Path, old: str, new
     assert old in BASE
     path = write(tmp_path, BASE.replace(old, new, 1))
     assert errors_of(path) == [f"{path}:{line}" for line in expected]
+
+
+def check_main(path: str) -> int:
+    return cmd_gateway_check(argparse.Namespace(config=path))
 
 
 def test_check_prints_ok_or_the_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
