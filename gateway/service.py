@@ -324,18 +324,27 @@ class Gateway:
                "Telemetry dropped by the disk bound", "counter")
         metric("edgefleet_outbox_dead_letters_total", h["outbox"]["dead_letters"],
                "Messages refused by the broker", "counter")
+        metric("edgefleet_storage_held_in_memory", h["storage"]["held_in_memory"],
+               "Messages waiting in memory because the disk refuses writes")
+        metric("edgefleet_storage_lost_by_disk_total", h["storage"]["lost_by_disk"],
+               "Messages given up because the disk refused them too long", "counter")
         for name, bus in h["buses"].items():
             lb = f',bus="{name}"'
             metric("edgefleet_bus_transactions_total", bus["transactions"],
                    "Modbus transactions", "counter", lb)
             metric("edgefleet_bus_failures_total", bus["failures"],
                    "Modbus transactions without a valid answer", "counter", lb)
+            metric("edgefleet_bus_link_up", 1 if bus["link"] == "up" else 0,
+                   "1 while the bus port (or TCP link) is open", labels=lb)
             for dev_id, dev in bus["devices"].items():
                 ld = f'{lb},device="{dev_id}"'
                 metric("edgefleet_device_online", 1 if dev["online"] else 0,
                        "1 while the node answers", labels=ld)
                 metric("edgefleet_device_timeouts_total", dev["timeouts"],
                        "Polls without an answer", "counter", ld)
+                metric("edgefleet_device_bad_replies_total", dev["bad_replies"],
+                       "Replies that did not answer the request (protocol faults)",
+                       "counter", ld)
         for key, value in h["mqtt"].items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metric(f"edgefleet_mqtt_{key}", value, f"MQTT session {key}")

@@ -38,6 +38,8 @@ DEFAULT_PASSWORDS = frozenset({"admin", "password", "public", "mosquitto", "edge
 TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Parity = Literal["N", "E", "O"]
+# /dev/serial/by-id/ names carry the adapter's vendor, model and serial number: often > 64 chars
+DevicePath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 def _fail(issues: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
@@ -213,7 +215,7 @@ class _BusBase(_Section):
 
 class RtuBusConfig(_BusBase):
     type: Literal["rtu"]
-    port: Name  # /dev/ttyUSB0, /dev/serial/by-id/...
+    port: DevicePath  # /dev/ttyUSB0, /dev/serial/by-id/...
     baudrate: Annotated[int, Field(ge=300, le=1_000_000)] = 19200
     parity: Parity = "E"  # the Modbus serial-line default, 8E1
     stopbits: Literal[1, 2] = 1
@@ -234,7 +236,7 @@ class SerialInputConfig(_Section):
     """A panel's printer port (see gateway/lineproto.py)."""
 
     name: TopicId
-    port: Name
+    port: DevicePath
     baudrate: Annotated[int, Field(ge=300, le=1_000_000)] = 9600
     parity: Parity = "N"
     bytesize: Literal[7, 8] = 8
