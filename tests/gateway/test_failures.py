@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -312,9 +314,11 @@ def test_a_corrupt_outbox_is_moved_aside_and_the_gateway_starts(
 # --------------------------------------------------------------------------- side failures
 
 def test_a_dead_usb_adapter_on_bus_2_leaves_bus_1s_siren_working(
-        gateway: Gateway, broker: Broker, sims: list[SimBus], tmp_path: Path) -> None:
+        gateway: Gateway, broker: Broker, sims: list[SimBus]) -> None:
     bus1, feed = start_sim(sims, [(1, "fire"), (9, "flood")])
-    adapter = tmp_path / "ttyUSB1"  # what /dev/serial/by-id/... is: a link udev makes on plug-in
+    # what /dev/serial/by-id/... is: a link udev makes when the adapter is plugged in
+    links = Path(tempfile.mkdtemp(prefix="ef-by-id-"))
+    adapter = links / "ttyUSB1"
     gateway.body = (rtu_bus("riser-1", bus1.master_path, [
         device(1, "fire", "fire-1"), device(9, "flood", "siren-9")]) + "\n"
         + rtu_bus("riser-2", str(adapter), [device(2, "flood", "flood-2")]) + SIREN_RULE)
@@ -341,6 +345,7 @@ def test_a_dead_usb_adapter_on_bus_2_leaves_bus_1s_siren_working(
         assert gateway.alive()
         assert gateway.stop() < 5
     assert "riser-2" in gateway.log() and "offline" in gateway.log()
+    shutil.rmtree(links)
 
 
 def test_a_metrics_port_already_in_use_is_logged_not_fatal(
