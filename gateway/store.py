@@ -74,7 +74,7 @@ class Store:
         self.disk_errors = 0
         self.last_error = ""
         self._retry_at = 0.0
-        self._logged_at = -LOG_EVERY_S
+        self._logged_at = self._full_logged_at = -LOG_EVERY_S
 
     def put(self, messages: Sequence[Message]) -> bool:
         """Store now if the disk takes it (True), else hold in memory (False). Never raises
@@ -148,8 +148,11 @@ class Store:
             excess -= 1
             self.lost_by_disk += 1
         self.held = kept
-        log.error("store: memory hold full (%d messages) while the disk refuses writes; "
-                  "%d message(s) lost by disk in total", self.hold_max, self.lost_by_disk)
+        t = self._clock()
+        if t - self._full_logged_at >= LOG_EVERY_S:
+            log.error("store: memory hold full (%d messages) while the disk refuses writes; "
+                      "%d message(s) lost by disk in total", self.hold_max, self.lost_by_disk)
+            self._full_logged_at = t
 
     def stats(self) -> dict[str, object]:
         return {"held_in_memory": len(self.held), "lost_by_disk": self.lost_by_disk,

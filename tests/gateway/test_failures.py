@@ -9,6 +9,7 @@ the fleet would see (retained states, alarms, events), not on fixed sleeps.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -419,3 +420,34 @@ def test_a_device_with_a_short_timeout_is_declared_offline_sooner(
     from datetime import datetime
     gap = (datetime.fromisoformat(slow["ts"]) - datetime.fromisoformat(quick["ts"]))
     assert gap.total_seconds() > 2.0, gap
+
+
+def test_a_full_disk_holds_alarms_in_memory_and_gives_up_telemetry_first(
+        tiny_disk: Path) -> None:
+    from gateway.outbox import Message, Outbox
+    from gateway.store import Store
+
+    def msg(kind: str, n: int) -> Message:
+        return Message(f"edgefleet/v1/{GW}/d1/{kind}", {"v": 1, "n": n, "pad": "x" * 200},
+                       kind, device="d1")
+
+    outbox = Outbox(tiny_disk / "outbox.db", max_bytes=10 * 1024 * 1024)
+    ticks = itertools.count(0, 5)  # a clock that moves past every retry delay
+    store = Store(outbox, hold_max=50, clock=lambda: float(next(ticks)))
+    try:
+        assert store.put([msg("telemetry", 0)])
+        filler = fill(tiny_disk)
+        for i in range(1, 400):
+            store.put([msg("alarm" if i % 10 == 0 else "telemetry", i)])
+        assert store.held, "the disk refused, and nothing was raised to the producer"
+        assert len(store.held) == 50 and store.lost_by_disk > 0
+        assert sum(m.kind == "alarm" for m in store.held) == 39, \
+            "telemetry is given up before alarms"
+        filler.unlink()
+        assert store.flush() and not store.held
+        kept = [json.loads(s.payload)["n"] for s in outbox.peek(1000)]
+        assert kept == sorted(kept), "held messages are stored in the order they came"
+        assert {n for n in kept if n and n % 10 == 0} == set(range(10, 400, 10))
+        assert store.stored + store.lost_by_disk == 400
+    finally:
+        outbox.close()
