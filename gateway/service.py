@@ -31,13 +31,13 @@ from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig
 from gateway.decode import DeviceDecoder, DeviceInfo, now
 from gateway.lineproto import LineParser, PanelEvent, read_serial_lines
 from gateway.mqtt import Command, MqttSession
-from gateway.outbox import Message, OutboxError
+from gateway.outbox import Message, Outbox, OutboxError
 from gateway.panel import PanelAlarms, PanelEdge
 from gateway.poller import BusPoller, DevicePoll
 from gateway.rtu import RtuBus
 from gateway.rules import Action, RuleEngine
 from gateway.schedule import Timing
-from gateway.store import Store, open_outbox
+from gateway.store import Store
 from gateway.tcp import TcpBus
 from hardware.regmap import load_maps
 
@@ -61,11 +61,8 @@ class Gateway:
         self.config = config
         self.id = config.gateway.id
         storage = Path(config.gateway.storage)
-        storage.mkdir(parents=True, exist_ok=True)
-        outbox, quarantined, why = open_outbox(
-            storage / "outbox.db", int(config.gateway.max_outbox_mb * 1024 * 1024))
-        self.outbox = outbox
-        self.store = Store(outbox)
+        self.store = Store.at(storage / "outbox.db",
+                              int(config.gateway.max_outbox_mb * 1024 * 1024))
         self._alarms_path = storage / "alarms.json"
         saved = self._load_alarms()
         self.rules = RuleEngine(list(config.rule))
@@ -104,12 +101,17 @@ class Gateway:
         self.rule_failures = 0
         self.metrics_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
-        if quarantined is not None:
+        if self.store.quarantined is not None:
             self.publish([Message(event_topic(self.id), {
                 "v": 1, "ts": rfc3339(now()), "event": "outbox_quarantined",
-                "file": str(quarantined), "reason": why}, "event")])
+                "file": str(self.store.quarantined), "reason": self.store.quarantine_reason},
+                "event")])
 
     # -- producing --------------------------------------------------------------------
+    @property
+    def outbox(self) -> Outbox | None:
+        return self.store.outbox
+
     @property
     def published(self) -> int:
         return self.store.stored
@@ -285,16 +287,19 @@ class Gateway:
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        try:
-            stats = self.outbox.stats()
-            outbox: dict[str, Any] = {
-                "depth": stats.depth, "bytes": stats.bytes,
-                "oldest_age_s": round(stats.oldest_age_s, 1),
-                "dropped_telemetry": stats.dropped_telemetry, "dead_letters": stats.dead_letters}
-        except (OutboxError, sqlite3.Error) as exc:  # a failing disk: health still reports
-            outbox = {"depth": self.outbox._depth, "bytes": self.outbox._bytes,
-                      "oldest_age_s": 0.0, "dropped_telemetry": self.outbox._dropped,
-                      "dead_letters": self.outbox._dead, "error": str(exc)}
+        outbox: dict[str, Any] = {"depth": 0, "bytes": 0, "oldest_age_s": 0.0,
+                                  "dropped_telemetry": 0, "dead_letters": 0}
+        if self.outbox is None:
+            outbox["error"] = "not open: " + self.store.last_error
+        else:
+            try:
+                stats = self.outbox.stats()
+                outbox.update(depth=stats.depth, bytes=stats.bytes,
+                              oldest_age_s=round(stats.oldest_age_s, 1),
+                              dropped_telemetry=stats.dropped_telemetry,
+                              dead_letters=stats.dead_letters)
+            except (OutboxError, sqlite3.Error) as exc:  # a failing disk: health still reports
+                outbox["error"] = str(exc)
         return {
             "uptime_s": round(time.monotonic() - self.started, 1),
             "outbox": outbox,
@@ -380,7 +385,7 @@ class Gateway:
                  len(self.config.rule), self.config.mqtt.host, self.config.mqtt.broker_port)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.session.pump(self.outbox, stop), name="mqtt")
+                tg.create_task(self._mqtt(stop), name="mqtt")
                 tg.create_task(self._flush_held(stop), name="store")
                 for name, poller in self.pollers.items():
                     tg.create_task(poller.run(stop), name=f"bus-{name}")
@@ -393,13 +398,21 @@ class Gateway:
             for task in list(self._tasks):
                 task.cancel()
             self.store.flush()
-            self.outbox.close()
+            if self.outbox is not None:
+                self.outbox.close()
+
+    async def _mqtt(self, stop: asyncio.Event) -> None:
+        """The MQTT session publishes from the outbox, so it starts once the outbox is open."""
+        while self.outbox is None and not stop.is_set():
+            await _until(stop, asyncio.sleep(1.0))
+        if self.outbox is not None:
+            await self.session.pump(self.outbox, stop)
 
     async def _flush_held(self, stop: asyncio.Event) -> None:
         """Messages held in memory while the disk refused them go out once it takes writes."""
         while not stop.is_set():
             await _until(stop, asyncio.sleep(1.0))
-            if self.store.held and self.store.flush():
+            if (self.store.held or self.outbox is None) and self.store.flush():
                 self.session.notify()
 
 

@@ -12,6 +12,9 @@ when the disk under it fails, because local safety must never depend on the disk
   held telemetry (then the oldest of any kind) is given up and counted as ``lost_by_disk``, with
   an ERROR in the log. Held messages have no ``seq`` yet, so a consumer never sees a gap for
   them: a loss of held messages is a loss the gateway counts and says, not a hole in ``seq``.
+- **A disk that refuses even to open the outbox** (full or read-only at boot) is the same case:
+  messages are held, and opening is retried with every retry; the MQTT session starts once the
+  outbox is open (it only ever publishes from the outbox).
 - **A corrupt outbox at start** (``OutboxCorrupt``: a power cut mid-write, a failing SD card) is
   moved aside with its WAL, renamed ``outbox.db.corrupt-<UTC time>`` and kept for forensics; a
   new outbox is started and the event is published on the gateway's event topic. Without this
@@ -27,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.outbox import Message, Outbox, OutboxCorrupt, OutboxError
 
@@ -61,27 +65,63 @@ def open_outbox(path: Path, max_bytes: int) -> tuple[Outbox, Path | None, str]:
 
 
 class Store:
-    """Puts messages into the outbox, or holds them while the disk refuses."""
+    """Puts messages into the outbox, or holds them while the disk refuses.
 
-    def __init__(self, outbox: Outbox, *, hold_max: int = HOLD_MAX,
-                 clock: Callable[[], float] = time.monotonic):
+    The outbox may be missing (the disk refused even to open it, e.g. full at boot): then every
+    message is held and opening is retried with each retry, through ``opener``."""
+
+    def __init__(self, outbox: Outbox | None, *, hold_max: int = HOLD_MAX,
+                 clock: Callable[[], float] = time.monotonic,
+                 opener: Callable[[], Outbox] | None = None):
         self.outbox = outbox
         self.hold_max = hold_max
         self._clock = clock
+        self._opener = opener
         self.held: deque[Message] = deque()
         self.stored = 0
         self.lost_by_disk = 0
         self.disk_errors = 0
         self.last_error = ""
+        self.quarantined: Path | None = None
+        self.quarantine_reason = ""
         self._retry_at = 0.0
         self._logged_at = self._full_logged_at = -LOG_EVERY_S
+
+    @classmethod
+    def at(cls, path: Path, max_bytes: int, **kwargs: Any) -> Store:
+        """The store for the outbox at ``path``; never raises for a disk failure (a corrupt
+        outbox is moved aside, see :func:`open_outbox`; any other failure leaves the outbox
+        closed and retried later, with messages held in memory meanwhile)."""
+        def opener() -> Outbox:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            outbox, aside, why = open_outbox(path, max_bytes)
+            if aside is not None:
+                store.quarantined, store.quarantine_reason = aside, why
+            return outbox
+
+        store = cls(None, opener=opener, **kwargs)
+        store._open()
+        return store
+
+    def _open(self) -> bool:
+        if self.outbox is not None:
+            return True
+        if self._opener is None:
+            return False
+        try:
+            self.outbox = self._opener()
+        except DISK_ERRORS as exc:
+            self._refused(exc)
+            return False
+        log.info("store: outbox %s open", self.outbox.path)
+        return True
 
     def put(self, messages: Sequence[Message]) -> bool:
         """Store now if the disk takes it (True), else hold in memory (False). Never raises
         for a disk failure; a malformed message (ValueError, a bug) is logged and dropped."""
         if self.held:
             self.flush()
-        if self.held:  # the disk still refuses: keep the order, wait behind the held ones
+        if self.held or self.outbox is None:  # the disk still refuses: keep the order
             self._hold(messages)
             return False
         try:
@@ -98,12 +138,14 @@ class Store:
         return True
 
     def flush(self) -> bool:
-        """Try to store what is held (at most every RETRY_S); True when nothing is held."""
+        """Open the outbox if it is not, then store what is held (at most every RETRY_S);
+        True when the outbox is open and nothing is held."""
+        waiting = self.outbox is None or bool(self.held)
+        if waiting and (self._clock() < self._retry_at or not self._open()):
+            return False
         if not self.held:
             return True
-        t = self._clock()
-        if t < self._retry_at:
-            return False
+        assert self.outbox is not None
         batch = list(self.held)
         try:
             self.outbox.put_many(batch)

@@ -293,6 +293,26 @@ def test_a_full_disk_still_switches_the_siren(
     assert "held message(s) stored" in gateway.log()
 
 
+def test_a_disk_full_at_boot_still_switches_the_siren(
+        gateway: Gateway, broker: Broker, sims: list[SimBus], tiny_disk: Path) -> None:
+    sim, feed = start_sim(sims, [(1, "fire"), (9, "flood")])
+    gateway.storage = tiny_disk / "state"
+    gateway.body = rtu_bus("riser", sim.master_path, [
+        device(1, "fire", "fire-1"), device(9, "flood", "siren-9")]) + SIREN_RULE
+    filler = fill(tiny_disk)  # the card filled up while the gateway was down
+    with Subscriber(broker, f"edgefleet/v1/{GW}/#") as sub:
+        gateway.start()
+        wait_for(lambda: "refuses writes" in gateway.log(), 20,
+                 what="the gateway to report the full disk")
+        ignite(feed, sim)
+        wait_for(lambda: siren_on(sim), 60, what="the siren on node 9 with the disk full")
+        assert gateway.alive(), "a disk full at boot must never stop the gateway"
+        filler.unlink()
+        sub.wait_for(lambda ms: any(a["state"] == "raised" for a in of(ms, "fire-1", "alarm")),
+                     30, "the fire alarm once the outbox could be opened")
+        assert gateway.stop() < 5
+
+
 def test_a_corrupt_outbox_is_moved_aside_and_the_gateway_starts(
         gateway: Gateway, broker: Broker, sims: list[SimBus]) -> None:
     sim, _ = start_sim(sims, [(1, "fire")])
