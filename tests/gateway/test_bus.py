@@ -164,3 +164,61 @@ stopbits = {stopbits}
     finally:
         os.close(master)
         os.close(slave)
+
+
+def _crc(frame: bytes) -> bytes:
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+REPLY = bytes.fromhex("01040400010002")  # node 1, FC04, 2 registers: 1, 2
+
+
+@pytest.mark.parametrize(("mode", "frame", "expected"), [
+    ("short", REPLY + _crc(REPLY), bytes.fromhex("0104020001")),
+    ("function", REPLY + _crc(REPLY), bytes.fromhex("01030400010002")),
+    # not a register read, or a frame already damaged: passed on unchanged
+    ("short", bytes.fromhex("0105000000ff") + _crc(bytes.fromhex("0105000000ff")), None),
+    ("short", REPLY + b"\0\0", None),
+])
+def test_the_simulators_bad_reply_fault_keeps_a_valid_crc(mode: str, frame: bytes,
+                                                          expected: bytes | None) -> None:
+    from hardware.sim.bushub import bad_reply
+
+    out = bad_reply(frame, mode)
+    if expected is None:
+        assert out == frame
+    else:
+        assert out == expected + _crc(expected)
+
+
+@pytest.mark.parametrize(("mode", "detail"), [("short", "15 registers for 16 asked"),
+                                              ("function", "answered function 0x03")])
+@run_async
+async def test_a_reply_that_does_not_answer_the_request_is_a_bad_reply(
+        mode: str, detail: str) -> None:
+    from gateway.bus import BadReply
+    from gateway.rtu import RtuBus
+    from hardware.sim.simbus import SimBus
+
+    sim = SimBus([(1, "fire")])
+    sim.start()
+    try:
+        async with RtuBus(sim.master_path, timeout=0.5) as bus:
+            for _ in range(50):  # the node boots
+                try:
+                    await bus.read_input(1, 0, 16)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            sim.hub.faults.bad_replies[1] = mode
+            with pytest.raises(BadReply, match=detail):
+                await bus.read_input(1, 0, 16)
+            sim.hub.faults.bad_replies.clear()
+            assert len(await bus.read_input(1, 0, 16)) == 16
+    finally:
+        sim.stop()
