@@ -155,6 +155,11 @@ class BusPoller:
                     self._link_down(str(exc))
                     self.bus.close()
                     await self._sleep(stop, self.reconnect_s)
+                except Exception as exc:  # a bug or an error nobody foresaw: this bus only
+                    log.exception("bus %s: unexpected error; re-opening the bus", self.name)
+                    self._link_down(f"unexpected error: {exc!r}")
+                    self.bus.close()
+                    await self._sleep(stop, self.reconnect_s)
         finally:
             waker.cancel()
             self.link_up = False
