@@ -471,3 +471,56 @@ def test_a_full_disk_holds_alarms_in_memory_and_gives_up_telemetry_first(
         assert store.stored + store.lost_by_disk == 400
     finally:
         outbox.close()
+
+
+def test_a_fire_panel_cable_pulled_and_plugged_back_still_clears_the_alarm(
+        gateway: Gateway, broker: Broker) -> None:
+    import tty
+
+    links = Path(tempfile.mkdtemp(prefix="ef-panel-"))
+    port = links / "ttyUSB-panel"
+    fds: list[int] = []
+
+    def plug() -> int:
+        master, slave = os.openpty()
+        tty.setraw(master)
+        fds.extend((master, slave))
+        with contextlib.suppress(FileNotFoundError):
+            port.unlink()
+        port.symlink_to(os.ttyname(slave))
+        return master
+
+    try:
+        first = plug()
+        gateway.body = f"""
+[[serial_input]]
+name = "facp"
+port = "{port}"
+profile = "notifier"
+device_id = "facp-1"
+"""
+        with Subscriber(broker, f"edgefleet/v1/{GW}/facp-1/alarm") as sub:
+            gateway.start()
+            wait_for(lambda: gateway.log().count("reading panel events") == 1, 20,
+                     what="the gateway to open the panel port")
+            os.write(first, b"FIRE ALARM  SMOKE(PHOTO)  3RD FLOOR CORRIDOR            Z003  "
+                            b"02:03P 111226 1D012\r\n")
+            sub.wait_for(lambda ms: len(ms) == 1, 20, "the fire raised")
+            for fd in fds:  # the cable is pulled: both ends of this pty go away
+                os.close(fd)
+            fds.clear()
+            port.unlink()
+            second = plug()
+            wait_for(lambda: gateway.log().count("reading panel events") == 2, 20,
+                     what="the gateway to re-open the panel port")
+            os.write(second, b"CLR ALM     SMOKE(PHOTO)  3RD FLOOR CORRIDOR            Z003  "
+                             b"02:07P 111226 1D012\r\n")
+            got = sub.wait_for(lambda ms: len(ms) == 2, 20, "the fire cleared")
+            raised, cleared = (body(m) for m in got)
+            assert (raised["state"], cleared["state"]) == ("raised", "cleared")
+            assert raised["alarm_id"] == cleared["alarm_id"]
+            assert gateway.stop() < 5
+    finally:
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(links)
