@@ -14,12 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pymodbus.datastore import (
-    ModbusDeviceContext,
-    ModbusSequentialDataBlock,
-    ModbusServerContext,
-)
 from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.bus import ModbusError
 from gateway.config import validate_config
@@ -53,22 +49,24 @@ def flood_node_inputs(level_m: float) -> list[int]:
 
 
 @asynccontextmanager
-async def tcp_node(port: int, level_m: float = 1.25) -> AsyncIterator[ModbusDeviceContext]:
-    """pymodbus' own server with one unit that looks like one of our flood gauges."""
-    # pymodbus' device context reads address+1 of its data blocks (a 1-based legacy), so the
-    # blocks start at 1 to serve register 0 at protocol address 0.
-    device = ModbusDeviceContext(ir=ModbusSequentialDataBlock(1, flood_node_inputs(level_m)),
-                                 hr=ModbusSequentialDataBlock(1, [0] * 16),
-                                 co=ModbusSequentialDataBlock(1, [False] * 8))
-    server = ModbusTcpServer(ModbusServerContext(devices={UNIT: device}, single=False),
-                             address=("127.0.0.1", port))
+async def tcp_node(port: int, level_m: float = 1.25) -> AsyncIterator[None]:
+    """pymodbus' own server with one unit that looks like one of our flood gauges: four
+    separate tables (coils, discrete inputs, holding, input registers), as our nodes have."""
+    regs = DataType.REGISTERS
+    unit = SimDevice(id=UNIT, simdata=(
+        [SimData(0, values=[0] * 8, datatype=DataType.BITS)],  # coils
+        [SimData(0, values=[0] * 8, datatype=DataType.BITS)],  # discrete inputs
+        [SimData(0, values=[0] * 16, datatype=regs)],  # holding registers
+        [SimData(0, values=flood_node_inputs(level_m), datatype=regs)],  # input registers
+    ))
+    server = ModbusTcpServer(unit, address=("127.0.0.1", port))
     task = asyncio.create_task(server.serve_forever())
     try:
         for _ in range(100):
             if server.transport is not None:
                 break
             await asyncio.sleep(0.02)
-        yield device
+        yield
     finally:
         await server.shutdown()
         task.cancel()
