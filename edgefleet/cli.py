@@ -152,15 +152,36 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- gateway
 def cmd_gateway_check(args: argparse.Namespace) -> int:
-    from gateway.config import check_main
+    from gateway.config import ConfigError, load_config, missing_files
 
-    return check_main(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(*exc.issues, sep="\n", file=sys.stderr)
+        return 1
+    devices = sum(len(bus.device) for bus in config.bus)
+    print(f"OK: {args.config}: gateway {config.gateway.id}: {len(config.bus)} bus(es), "
+          f"{devices} device(s), {len(config.serial_input)} serial input(s), "
+          f"{len(config.rule)} rule(s); broker {config.mqtt.host}:{config.mqtt.broker_port} "
+          f"({'TLS' if config.mqtt.tls else 'no TLS'})")
+    for warning in missing_files(config):
+        print(f"warning: {args.config}: {warning} (needed on the gateway)", file=sys.stderr)
+    return 0
 
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
-    from gateway.service import run_main
+    import asyncio
 
-    return run_main(args.config)
+    from gateway.config import ConfigError, load_config
+    from gateway.service import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(*exc.issues, sep="\n", file=sys.stderr, flush=True)
+        return 1
+    asyncio.run(serve(config))
+    return 0
 
 
 # ----------------------------------------------------------------------------- ca
