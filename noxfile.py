@@ -16,7 +16,9 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
-PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway"]
+PARTS = [
+    "architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "provisioning",
+]
 
 
 def _install(session: nox.Session, *extras: str) -> None:
@@ -52,7 +54,7 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy on the CPython parts; generated files fresh."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
-    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway")
+    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway", "provisioning")
     session.run("edgefleet", "hw", "check")
 
 

@@ -54,7 +54,6 @@ class Node:
         self._commands = hwdef.COMMANDS
         # slot_state from main.py: {"slot": "a", "wdt": <watchdog>, "wdt_ms": 8000}
         self.slot_state = slot_state = slot_state or {}
-        self._wdt = slot_state.get("wdt")
         self._wdt_ms = slot_state.get("wdt_ms", 0)
         self.slot_flags = {}
         self._refresh_slot_flags()
@@ -310,8 +309,6 @@ class Node:
             # The watchdog is fed only while the duties keep their schedule: a loop that is
             # busy with the bus but no longer samples lets the watchdog reset the board.
             if late < postpone_ms:
-                if self._wdt is not None:
-                    self._wdt.feed()
                 hal.wdt_feed()
                 self._clock(now)  # uptime stays current between long sample periods
             if self._held_n:
@@ -336,6 +333,6 @@ def main(root, slot_state=None):
     # {"class": "fire", "address": 1, "baud": 19200, "board": "...", "uart": "/dev/pts/N"}
     with open(root + "data/node.json") as fh:
         node_cfg = json.load(fh)
-    hal = hal_mod.make(root, node_cfg)
+    hal = hal_mod.make(root, node_cfg, (slot_state or {}).get("wdt"))
     node = Node(hal, node_cfg.get("class", "fire"), node_cfg.get("address", 1), slot_state)
     node.run()

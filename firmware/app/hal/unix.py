@@ -2,14 +2,18 @@
 # simulator's bus hub, and its sensors are fed by the simulator through standard input.
 #
 # Sensor feed: one JSON object per line on stdin, a snapshot of the node's raw hardware inputs:
-#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}, "i2c": {"<addr>": "<hex>"}}
-# ADC channels absent from the snapshot read 0 (an open input); an i2c address absent from it
-# does not acknowledge (OSError). {"diag": 1} asks for a heap report on stdout.
+#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}, "i2c": {"<addr>": "<hex>"},
+#    "power": {"<addr>": cycles}}
+# ADC channels absent from the snapshot read 0 (an open input). The I2C device (the SCD41) is
+# app.hal.scd41_chip's datasheet state machine, measuring the feed's bytes; an address absent
+# from "i2c" does not acknowledge (OSError), a new "power" count power-cycles the chip (idle
+# until started). {"diag": 1} asks for a heap report on stdout.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
 # End of stdin means the simulator is gone: the node exits rather than run orphaned.
 #
 # The watchdog is main.py's (a software one on this port: the process dies when it is not fed in
-# time and the simulator's supervisor restarts it, as a reset would); wdt_feed() here only counts.
+# time and the simulator's supervisor restarts it, as a reset would), handed over by
+# hal.make() and fed by wdt_feed().
 # data/node.json may hold "adc_delay_ms": a converter that takes that long per reading (a test
 # knob for slow samples); the wait goes through wait_ms(), which keeps the node on the bus.
 
@@ -27,7 +31,7 @@ EXIT_REBOOT = 75  # the simulator's supervisor restarts a node that exits with t
 
 
 class Hal:
-    def __init__(self, root, node_cfg):
+    def __init__(self, root, node_cfg, wdt=None):
         self.root = root
         self.baud = node_cfg.get("baud", 19200)
         self._uart = open(node_cfg["uart"], "r+b")
@@ -42,9 +46,11 @@ class Hal:
         self._poll.register(self._uart, select.POLLIN)
         self._poll.register(sys.stdin, select.POLLIN)
         self._adc = {}
-        self._i2c = {}
+        self._i2c = {}        # address -> chip model
+        self._i2c_power = {}  # address -> last power-cycle count
         self._sensor_uart = {}
         self.wdt_feeds = 0
+        self._wdt = wdt  # main.py's SoftWatchdog (None: no watchdog, a bare REPL session)
         self.peak_alloc = 0
         self.on_idle = None  # set by the node: called with a timeout while the HAL waits
         self._adc_delay_ms = node_cfg.get("adc_delay_ms", 0)
@@ -105,11 +111,20 @@ class Hal:
         self._sensor_uart[name] = b""
         return data
 
+    def i2c_write(self, addr, cmd):
+        self._chip(addr).write(time.ticks_ms(), cmd)
+
     def i2c_read(self, addr, cmd, n):
-        data = self._i2c.get(addr)
-        if data is None:
+        chip = self._chip(addr)
+        chip.write(time.ticks_ms(), cmd)
+        time.sleep_ms(1)  # the command's execution time, as on the board
+        return chip.read(time.ticks_ms(), n)
+
+    def _chip(self, addr):
+        chip = self._i2c.get(addr)
+        if chip is None:
             raise OSError(19)  # ENODEV: no acknowledge
-        return data[:n]
+        return chip
 
     def _read_feed(self):
         line = self._stdin.readline()
@@ -127,7 +142,22 @@ class Hal:
             self._adc = adc
         i2c = snap.get("i2c")
         if i2c is not None:
-            self._i2c = {int(k): binascii.unhexlify(v) for k, v in i2c.items()}
+            now = time.ticks_ms()
+            for chip in self._i2c.values():
+                chip.source = None                 # off the bus unless the feed names it
+            for k, v in i2c.items():
+                addr = int(k)
+                if addr not in self._i2c:
+                    # imported here: only a node with an I2C device pays for the model
+                    from app.hal.scd41_chip import Scd41Chip
+                    self._i2c[addr] = Scd41Chip(now)
+                self._i2c[addr].source = binascii.unhexlify(v)
+            for k, cycles in snap.get("power", {}).items():
+                addr = int(k)
+                chip = self._i2c.get(addr)
+                if chip is not None and self._i2c_power.get(addr, cycles) != cycles:
+                    chip.power_on(now)
+                self._i2c_power[addr] = cycles
         for name, hexdata in snap.get("uart", {}).items():
             if hexdata:
                 self._sensor_uart[name] = self._sensor_uart.get(name, b"") \
@@ -144,7 +174,8 @@ class Hal:
         print(json.dumps({"outputs": list(coils)}))
 
     def wdt_feed(self):
-        # The watchdog itself is main.py's SoftWatchdog; count feeds for diagnostics.
+        if self._wdt is not None:
+            self._wdt.feed()
         self.wdt_feeds += 1
 
     def gc_point(self):
