@@ -9,12 +9,13 @@ progress bar per file, and a read-back of each file (SHA-256 computed by the boa
 
 What a node holds after flashing (the layout firmware/main.py and app.node read)::
 
-    boot.py, main.py        the slot picker (never changed by an update)
-    slots.json              slot a active, no trial
+    boot.py, main.py,       the slot picker and its flash records (never changed by an
+    picker.py, record.py    update; firmware/docs: docs/firmware-boot.md)
+    slots.json              slot a active, no trial (a CRC'd record, as record.py writes it)
     a/app/...               the application from the release (.mpy)
     a/manifest.json, .sig   the release's manifest, so the node can check its own slot
     data/node.json          identity: device id, class, Modbus address, baud, board (+ extra)
-    data/config.json        thresholds as a store record (CRC line + JSON), when any are given
+    data/config.json        thresholds as a record (CRC line + JSON), when any are given
     data/trust.json         release trust: key set and anti-rollback floor (app.ota_verify)
 
 Paths are relative: on a board the working directory is the flash root, and on the MicroPython
@@ -43,6 +44,8 @@ __all__ = ["FlashError", "NodeIdentity", "plan", "thresholds_record", "write"]
 log = logging.getLogger(__name__)
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+#: Files at the root of the flash, outside the A/B slots: the picker and what it imports.
+ROOT_FILES = ("boot.py", "main.py", "picker.py", "record.py")
 CHUNK = 512
 
 
@@ -68,7 +71,7 @@ class NodeIdentity:
 
 
 def thresholds_record(device_class: str, values: Mapping[str, float]) -> bytes:
-    """data/config.json as app.store writes it, from engineering values checked against the
+    """data/config.json as the node's record module writes it, from engineering values checked against the
     class's holding registers (name, range, one register wide)."""
     maps = load_maps()
     cmap = maps.classes.get(device_class)
@@ -88,8 +91,14 @@ def thresholds_record(device_class: str, values: Mapping[str, float]) -> bytes:
                              f"{reg.unit}")
         word = reg.encode(value)[0]
         raw[name] = word - 0x10000 if reg.type == "i16" and word & 0x8000 else word
-    body = json.dumps({"class": device_class, "holding": raw}).encode()
-    return b"%08x\n" % (binascii.crc32(body) & 0xFFFFFFFF) + body
+    return flash_record({"class": device_class, "holding": raw})
+
+
+def flash_record(body: Mapping[str, Any]) -> bytes:
+    """A record file as firmware/record.py writes and reads it: the CRC-32 of the JSON body in
+    lower-case hex on the first line, then the body."""
+    data = json.dumps(dict(body)).encode()
+    return b"%08x\n" % (binascii.crc32(data) & 0xFFFFFFFF) + data
 
 
 def plan(release: Path, identity: NodeIdentity, trust: Mapping[str, Any], *,
@@ -101,10 +110,10 @@ def plan(release: Path, identity: NodeIdentity, trust: Mapping[str, Any], *,
     verifier = ReleaseVerifier(keys, (floor[0], floor[1], floor[2]))
     verify(release, verifier, device_class=identity.device_class, board=identity.board)
     files: dict[str, bytes] = {}
-    for name in ("boot.py", "main.py"):
+    for name in ROOT_FILES:
         files[name] = (firmware_dir / name).read_bytes()
-    files["slots.json"] = json.dumps({"active": "a", "previous": None, "trial": False,
-                                      "tries": 0}).encode()
+    files["slots.json"] = flash_record({"active": "a", "previous": None, "trial": False,
+                                        "tries": 0, "pending": None, "rolled_back": False})
     root = release / "files"
     for path in sorted(root.rglob("*")):
         if path.is_file():

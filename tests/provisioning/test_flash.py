@@ -93,11 +93,11 @@ def test_the_plan_refuses_a_release_the_node_would_refuse(signed: tuple[Path, Pa
 
 def test_thresholds_are_checked_against_the_register_map_and_stored_as_the_node_reads_them(
         firmware_path: Path, tmp_path: Path) -> None:
-    from app import store
+    import record as node_record  # firmware/record.py, the node's own reader
 
     record = thresholds_record("fire", {"smoke_alarm": 4.5, "heat_fixed": 60.0})
     (tmp_path / "config.json").write_bytes(record)
-    assert store.read(str(tmp_path / "config.json")) == {
+    assert node_record.read(str(tmp_path / "config.json")) == {
         "class": "fire", "holding": {"smoke_alarm": 450, "heat_fixed": 600}}
     with pytest.raises(FlashError, match="outside"):
         thresholds_record("fire", {"smoke_alarm": 50.0})
@@ -194,3 +194,20 @@ def test_flashing_writes_reads_back_and_the_node_boots_with_its_identity(
         if booted is not None:
             _stop(booted)
         _stop(wire)
+
+
+def test_the_slot_record_and_the_picker_are_written_as_the_node_reads_them(
+        signed: tuple[Path, Path], firmware_path: Path, tmp_path: Path) -> None:
+    """The picker and its record module sit at the flash root, and slots.json is a record the
+    picker accepts as it is (a rejected one would silently fall back to slot a)."""
+    import picker
+    import record as node_record
+
+    release, trust_file = signed
+    trust = json.loads(trust_file.read_text())
+    files = plan(release, NodeIdentity("fire-1", "fire", 1), trust)
+    assert {"boot.py", "main.py", "picker.py", "record.py"} <= set(files)
+    (tmp_path / "slots.json").write_bytes(files["slots.json"])
+    stored = node_record.read(str(tmp_path / "slots.json"))
+    assert stored is not None and picker.clean(stored) == stored
+    assert stored["active"] == "a" and stored["trial"] is False
