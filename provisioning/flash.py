@@ -71,8 +71,8 @@ class NodeIdentity:
 
 
 def thresholds_record(device_class: str, values: Mapping[str, float]) -> bytes:
-    """data/config.json as the node's record module writes it, from engineering values checked against the
-    class's holding registers (name, range, one register wide)."""
+    """data/config.json as the node's record module writes it, from engineering values checked
+    against the class's holding registers (name, range, one register wide)."""
     maps = load_maps()
     cmap = maps.classes.get(device_class)
     if cmap is None:
