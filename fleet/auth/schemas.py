@@ -1,0 +1,68 @@
+"""Request and response bodies of the auth API (never the table classes themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ApiTokenCreate", "ApiTokenOut", "LoginIn", "LoginOut", "MeOut", "PasswordChange",
+           "UserCreate", "UserCreated", "UserOut"]
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime | None
+    must_change_password: bool
+
+
+class PasswordChange(BaseModel):
+    old_password: str = Field(min_length=1, max_length=1000)
+    new_password: str = Field(min_length=12, max_length=1000)
+
+
+class MeOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    area_path: str | None
+    fire_granted: bool
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+    role: str
+    area_id: int | None = None
+    fire_granted: bool = False
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    username: str
+    role: str
+    area_id: int | None
+    fire_granted: bool
+    disabled: bool
+    locked_until: datetime | None
+
+
+class UserCreated(UserOut):
+    #: Shown once; the user must change it at first login.
+    one_time_password: str
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    name: str
+    token: str
