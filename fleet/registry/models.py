@@ -85,6 +85,9 @@ class Device(Base):
                                                 index=True)
     firmware: Mapped[str | None] = mapped_column(String(50))
     connectivity: Mapped[str] = mapped_column(String(10), default="unknown", index=True)
+    #: What the device's own last state said (online or not), kept so that a gateway coming
+    #: back turns "unknown" into the last report, not into a guess.
+    reported_online: Mapped[bool | None] = mapped_column(Boolean)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     faults: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[list[str]] = mapped_column(JSON, default=list)

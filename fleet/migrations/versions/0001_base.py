@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-02 05:11:18.106469
+Create Date: 2026-12-02 05:13:46.571824
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def upgrade() -> None:
     sa.Column('site_id', sa.Integer(), nullable=True),
     sa.Column('firmware', sa.String(length=50), nullable=True),
     sa.Column('connectivity', sa.String(length=10), nullable=False),
+    sa.Column('reported_online', sa.Boolean(), nullable=True),
     sa.Column('last_seen', sa.DateTime(timezone=True), nullable=True),
     sa.Column('faults', sa.JSON(), nullable=False),
     sa.Column('status', sa.JSON(), nullable=False),
