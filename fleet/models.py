@@ -7,6 +7,7 @@ from fleet.alarms import models as alarms
 from fleet.audit import models as audit
 from fleet.auth import models as auth
 from fleet.core.db import Base
+from fleet.ingest import models as ingest
 from fleet.registry import models as registry
 
-__all__ = ["Base", "alarms", "audit", "auth", "registry"]
+__all__ = ["Base", "alarms", "audit", "auth", "ingest", "registry"]

@@ -28,6 +28,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from fleet.ingest.settings import IngestSettings
+from fleet.telemetry.settings import TelemetrySettings
+
 __all__ = ["ConfigError", "EscalationStep", "Settings", "load_settings"]
 
 #: Values people paste from examples; refusing them is the point.
@@ -84,6 +87,10 @@ class Settings(BaseSettings):
     push_poll_s: float = Field(default=0.1, gt=0)
     #: Start the background timers (escalation, push poller) with the app.
     run_timers: bool = True
+
+    #: MQTT ingest (empty host: this replica runs none) and the telemetry sink it writes to.
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     config_file: Path | None = Field(default=None, exclude=True)
 

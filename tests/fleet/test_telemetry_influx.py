@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.telemetry import InfluxSink, Reading, SinkError
-from fleet.telemetry.influx import line_protocol
+from fleet.telemetry import Reading, SinkError
+from fleet.telemetry.influx import InfluxSink, line_protocol
 from tests.fleet.victoria import Victoria
 from tests.gateway.mosquitto import free_port
 
