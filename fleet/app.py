@@ -4,6 +4,8 @@ released when the app shuts down."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,10 +13,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 import fleet.models  # noqa: F401  (every table registered on Base.metadata)
+from fleet.alarms.router import router as alarms_router
+from fleet.alarms.timer import run_escalation_timer
+from fleet.audit.router import router as audit_router
 from fleet.auth.router import router as auth_router
 from fleet.core.db import Database
 from fleet.core.errors import install_error_handlers
 from fleet.core.settings import Settings
+from fleet.notify.feed import AlarmFeed
+from fleet.notify.router import router as notify_router
+from fleet.registry.router import router as registry_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -28,13 +36,25 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     The schema is not created here: ``edgefleet fleet migrate`` (Alembic) owns it."""
     db = database or Database.from_url(settings.database_url)
+    feed = AlarmFeed(db, settings.push_poll_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("fleet manager starting on %s", db.engine.url.render_as_string())
+        tasks: list[asyncio.Task[None]] = [
+            asyncio.create_task(feed.run(), name="alarm-feed")]
+        if settings.run_timers:
+            tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
+                                             name="escalation-timer"))
+        # ingest/telemetry start here
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if database is None:
                 db.dispose()
 
@@ -43,10 +63,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                               "safety sensors. Errors are RFC 9457 problem+json.")
     app.state.settings = settings
     app.state.db = db
+    app.state.alarm_feed = feed
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(auth_router)
+    for router in (auth_router, registry_router, alarms_router, audit_router, notify_router):
+        api.include_router(router)
 
     @api.get("/health", tags=["meta"])
     def health() -> dict[str, str]:

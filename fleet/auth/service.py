@@ -248,7 +248,7 @@ def principal_for_token(session: Session, token: str, settings: Settings,
         .where(Token.token_hash == _token_hash(token, settings))).first()
     if row is None:
         return None
-    tok, user = row.tuple()
+    tok, user = row
     if tok.revoked_at is not None or user.disabled:
         return None
     if tok.expires_at is not None and now >= tok.expires_at:

@@ -167,3 +167,68 @@ def client(fleet_app):  # type: ignore[no-untyped-def]
 
     with TestClient(fleet_app) as c:
         yield c
+
+
+# -- a small city to test against --------------------------------------------------------------
+class World:
+    """HCMC since 2025: the city and two wards under it (no districts); one site per ward, each
+    with a gateway, a fire detector and one other sensor; one user per role scoped to ward A
+    (admin: the whole city; plus a utility user granted fire), and a session token for each."""
+
+    def __init__(self, db, settings) -> None:  # type: ignore[no-untyped-def]
+        from fleet.auth import service as auth
+        from fleet.auth.models import User
+        from fleet.auth.rbac import Principal
+        from fleet.registry import service as reg
+
+        root = Principal(user_id=0, username="setup", role="admin", area_path=None)
+        self.tokens: dict[str, str] = {}
+        with db.transaction() as s:
+            city = reg.create_area(s, name="Thành phố Hồ Chí Minh", kind="city")
+            ward_a = reg.create_area(s, name="Phường Bến Thành", kind="ward", parent_id=city.id)
+            ward_b = reg.create_area(s, name="Phường Sài Gòn", kind="ward", parent_id=city.id)
+            self.city, self.ward_a, self.ward_b = city.id, ward_a.id, ward_b.id
+            site_a = reg.create_site(s, root, name="Chợ Bến Thành", area_id=ward_a.id,
+                                     latitude=10.7725, longitude=106.6980)
+            site_b = reg.create_site(s, root, name="Nhà hát Thành phố", area_id=ward_b.id,
+                                     latitude=10.7767, longitude=106.7031)
+            self.site_a, self.site_b = site_a.id, site_b.id
+            gw_a = reg.create_gateway(s, root, key="gw-a", site_id=site_a.id)
+            gw_b = reg.create_gateway(s, root, key="gw-b", site_id=site_b.id)
+            self.gw_a, self.gw_b = gw_a.id, gw_b.id
+            self.devices: dict[str, int] = {}
+            for gw, site, key, cls in ((gw_a, site_a, "fire-a", "fire"),
+                                       (gw_a, site_a, "flood-a", "flood"),
+                                       (gw_b, site_b, "fire-b", "fire"),
+                                       (gw_b, site_b, "water-b", "water")):
+                dev = reg.create_device(s, root, gateway_id=gw.id, key=key, device_class=cls,
+                                        site_id=site.id, address=len(self.devices) + 1)
+                self.devices[key] = dev.id
+            users = [("admin", "admin", None, False)] + [
+                (role, role, ward_a.id, False)
+                for role in ("technician", "utility", "fire-safety", "viewer")] + [
+                ("utility-fire", "utility", ward_a.id, True)]
+            for name, role, area, fire in users:
+                auth.create_user(s, settings, username=name, password=f"pw-{name}-0123456789",
+                                 role=role, area_id=area, fire_granted=fire)
+            s.flush()
+            for name, *_ in users:
+                user = s.query(User).filter_by(username=name).one()
+                self.tokens[name] = auth.issue_token(s, settings, user, kind="session")
+
+    def headers(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+@pytest.fixture
+def world(fleet_db, fleet_settings) -> World:  # type: ignore[no-untyped-def]
+    return World(fleet_db, fleet_settings)
+
+
+def alarm_payload(device: str, alarm_id: str, state: str = "raised", cls: str = "fire",
+                  seq: int = 1, ts: str = "2026-12-02T05:00:00Z", type_: str = "smoke"):  # type: ignore[no-untyped-def]
+    from contracts.mqtt import AlarmPayload
+
+    return AlarmPayload.model_validate({
+        "device": device, "class": cls, "ts": ts, "epoch": "e1", "seq": seq,
+        "alarm_id": alarm_id, "type": type_, "state": state, "severity": "critical"})
