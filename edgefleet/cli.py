@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("edgefleet")
 
@@ -163,6 +164,29 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     return run_main(args.config)
 
 
+# ----------------------------------------------------------------------------- fleet
+def cmd_fleet_ingest(args: argparse.Namespace) -> int:
+    from fleet.core.settings import ConfigError, load_settings
+    from fleet.ingest.process import run_ingest
+
+    try:
+        settings = load_settings(Path(args.config))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    return run_ingest(settings)
+
+
+def cmd_fleet_broker_config(args: argparse.Namespace) -> int:
+    from fleet.ingest.broker import BrokerConfig, Listener, mosquitto_conf
+
+    include = Path(args.include_dir) if args.include_dir else None
+    print(mosquitto_conf(BrokerConfig(persistence_location=Path(args.persistence),
+                                      listeners=(Listener(args.port, args.host),),
+                                      max_queued_bytes=args.max_queued_mib << 20,
+                                      include_dir=include, run_as_root=False)), end="")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -218,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
                       ).set_defaults(func=cmd_hw_gen)
     hw_sub.add_parser("check", help="validate the maps; fail if generated files are stale"
                       ).set_defaults(func=cmd_hw_check)
+
+    fleet = sub.add_parser("fleet", help="the fleet manager: registry, ingest, alarms, API")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="FLEET_COMMAND",
+                                     required=True)
+    ingest = fleet_sub.add_parser(
+        "ingest", help="run MQTT ingest alone (no API) until SIGINT/SIGTERM",
+        description="Consume edgefleet/v1/# on the shared subscription named in the config's "
+                    "[ingest] section and write telemetry, alarms and state durably before "
+                    "acknowledging each message. Run several for more throughput.")
+    ingest.add_argument("config", help="fleet TOML file")
+    ingest.set_defaults(func=cmd_fleet_ingest)
+    broker = fleet_sub.add_parser(
+        "broker-config", help="print the mosquitto.conf that loss-proof ingest needs",
+        description="Persistence, queue bounds and in-flight window for Mosquitto "
+                    "(docs/fleet.md); TLS and ACLs come from provisioning via --include-dir.")
+    broker.add_argument("--persistence", default="/var/lib/mosquitto")
+    broker.add_argument("--host", default="127.0.0.1", help="plain listener address")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.add_argument("--max-queued-mib", type=int, default=1024,
+                        help="per-client queue bound in MiB, sized to the broker's RAM")
+    broker.add_argument("--include-dir", default="", help="provisioning's TLS/ACL fragments")
+    broker.set_defaults(func=cmd_fleet_broker_config)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "

@@ -1,0 +1,96 @@
+"""Ingest assembled from the fleet's Settings: the telemetry sink, the batch service and the
+coordinator, started and stopped together.
+
+Two ways in: ``edgefleet fleet serve`` starts it inside the app's lifespan (so it starts and
+stops with the API), and ``edgefleet fleet ingest CONFIG`` runs it alone (:func:`run_ingest`),
+e.g. as several processes on one shared subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from fleet.core.db import Database
+from fleet.core.settings import Settings
+from fleet.ingest.coordinator import Coordinator
+from fleet.ingest.metrics import IngestMetrics
+from fleet.ingest.service import BatchResult, Inbound, Ingestor
+from fleet.telemetry.embedded import EmbeddedStore, Retention
+from fleet.telemetry.sink import TelemetrySink
+
+__all__ = ["IngestProcess", "open_sink", "run_ingest"]
+
+log = logging.getLogger(__name__)
+
+
+def open_sink(settings: Settings) -> TelemetrySink:
+    """The telemetry sink the settings name (the embedded store by default)."""
+    t = settings.telemetry
+    if t.sink == "influx":
+        from fleet.telemetry.influx import InfluxSink
+
+        return InfluxSink(t.influx_url, t.influx_token.get_secret_value(), t.influx_org,
+                          t.influx_bucket)
+    return EmbeddedStore(t.embedded_path or settings.data_dir / "telemetry.db",
+                         Retention(raw_s=t.raw_retention_h * 3600,
+                                   minute_s=t.minute_retention_d * 86400))
+
+
+class IngestProcess:
+    """One replica's ingest: owns its sink and its coordinator (the database is shared)."""
+
+    def __init__(self, settings: Settings, db: Database, *,
+                 metrics: IngestMetrics | None = None,
+                 on_commit: Callable[[BatchResult], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or IngestMetrics()
+        self.sink = open_sink(settings)
+        self.ingestor = Ingestor(db, self.sink, metrics=self.metrics,
+                                 touch_interval_s=settings.ingest.touch_interval_s,
+                                 reject_log_interval_s=settings.ingest.reject_log_interval_s)
+        self._on_commit = on_commit
+        self.coordinator = Coordinator(settings.ingest, self._process, self.metrics)
+
+    def _process(self, batch: list[Inbound]) -> BatchResult:
+        result = self.ingestor.process(batch)
+        if self._on_commit is not None:
+            self._on_commit(result)
+        return result
+
+    def start(self) -> None:
+        log.info("ingest starting: broker %s:%d, share group %r, sink %s",
+                 self.settings.ingest.host, self.settings.ingest.port,
+                 self.settings.ingest.share_group, self.settings.telemetry.sink)
+        self.coordinator.start()
+
+    def stop(self) -> None:
+        self.coordinator.stop()
+        self.sink.close()
+        log.info("ingest stopped")
+
+
+def run_ingest(settings: Settings) -> int:
+    """Run ingest alone until SIGINT/SIGTERM (``edgefleet fleet ingest CONFIG``)."""
+    if not settings.ingest.enabled:
+        log.error("no broker configured: set [ingest] host in the config file")
+        return 2
+    stop = threading.Event()
+
+    def _signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    db = Database.from_url(settings.database_url)
+    process = IngestProcess(settings, db)
+    try:
+        process.start()
+        stop.wait()
+    finally:
+        process.stop()
+        db.dispose()
+    return 0
