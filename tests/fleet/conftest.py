@@ -133,16 +133,21 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
         postgres.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture
-def fleet_settings(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Settings on the test database: a random secret, a cheap argon2 profile (the production
-    profile costs 64 MiB and ~100 ms per hash), and no background timers unless a test starts
-    them."""
+def settings_for(url: str, tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    """Settings on a test database: a random secret, a cheap argon2 profile (the production
+    profile costs 64 MiB and ~100 ms per hash), and no escalation timer unless a test asks."""
     from fleet.core.settings import Settings
 
-    return Settings(data_dir=tmp_path / "data", database_url=db_url,
-                    secret_key=secrets.token_urlsafe(48), argon2_time_cost=1,
-                    argon2_memory_kib=1024, run_timers=False)
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data", "database_url": url,
+        "secret_key": secrets.token_urlsafe(48), "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024, "run_timers": False}
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture
+def fleet_settings(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return settings_for(db_url, tmp_path)
 
 
 @pytest.fixture
