@@ -70,7 +70,7 @@ def test_moving_a_ward_moves_everything_under_it(client, world, fleet_db) -> Non
         reg.move_area(s, world.ward_b, merged.id)
     # the technician of ward A still sees only ward A; ward B's devices are now under "merged"
     with fleet_db.transaction() as s:
-        total, devs = reg.list_devices(s, ADMIN, reg.DeviceFilter(area_id=merged.id))
+        _, devs = reg.list_devices(s, ADMIN, reg.DeviceFilter(area_id=merged.id))
     assert {d.key for d in devs} == {"fire-b", "water-b"}
     assert keys(client, "technician", world) == {"fire-a", "flood-a"}
 
