@@ -142,6 +142,19 @@ CASES = [
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}", {"json": {"name": "x"}})),
     Case("PATCH", "/api/v1/devices/{device_id}", "out", row(200, 404, 403, 403, 403),
          lambda w, db: (f"/api/v1/devices/{w.devices['water-b']}", {"json": {"name": "x"}})),
+    *[case for sub, params in (("telemetry", {"params": {"field": "level"}}), ("delivery", {}))
+      for case in (
+          Case("GET", f"/api/v1/devices/{{device_id}}/{sub}", "in", ALL,
+               lambda w, db, sub=sub, p=params: (
+                   f"/api/v1/devices/{w.devices['flood-a']}/{sub}", dict(p))),
+          Case("GET", f"/api/v1/devices/{{device_id}}/{sub}", "out", HIDDEN,
+               lambda w, db, sub=sub, p=params: (
+                   f"/api/v1/devices/{w.devices['water-b']}/{sub}", dict(p))),
+          Case("GET", f"/api/v1/devices/{{device_id}}/{sub}", "fire",
+               row(200, 200, 404, 200, 200, 200),
+               lambda w, db, sub=sub, p=params: (
+                   f"/api/v1/devices/{w.devices['fire-a']}/{sub}", dict(p))))],
+    Case("GET", "/metrics", "-", ADMIN_ONLY, fixed("/metrics")),
     Case("GET", "/api/v1/alarms", "-", ALL, fixed("/api/v1/alarms")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "in", ALL, alarm_call(ALARM_IN, "")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "out", HIDDEN, alarm_call(ALARM_OUT, "")),
