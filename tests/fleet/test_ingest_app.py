@@ -84,8 +84,9 @@ def test_the_apps_ingest_accounts_charts_and_exposes_what_a_gateway_sends(  # ty
 def test_a_gap_nobody_declared_shows_per_device_in_metrics(app_client, world, broker) -> None:  # type: ignore[no-untyped-def]
     lines = [telemetry_line("flood-a", "ep", s, T0_MS) for s in (1, 2, 3, 7)]
     publish_lines(broker, {device_topic("gw-a", "flood-a", "telemetry"): lines})
-    wait_until(lambda: 'edgefleet_device_gaps{gateway="gw-a",device="flood-a"} 3'
-               in app_client.get("/metrics", headers=world.headers("admin")).text, 20, "the gap in /metrics")
+    gap = 'edgefleet_device_gaps{gateway="gw-a",device="flood-a"} 3'
+    wait_until(lambda: gap in app_client.get("/metrics", headers=world.headers("admin")).text,
+               20, "the gap in /metrics")
     [stream] = app_client.get(f"/api/v1/devices/{world.devices['flood-a']}/delivery",
                               headers=world.headers("admin")).json()["streams"]
     assert stream["gap_ranges"] == [[4, 6]] and not stream["balanced"]

@@ -36,7 +36,8 @@ def test_a_ward_user_charts_a_detector_in_their_ward(client, world, fleet_settin
     assert all(p["n"] == 6 and p["mean"] == 2.5 and p["max"] == 5.0 for p in body["points"])
 
 
-def test_a_device_outside_the_users_area_or_role_is_not_found(client, world, fleet_settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_device_outside_the_users_area_or_role_is_not_found(  # type: ignore[no-untyped-def]
+        client, world, fleet_settings) -> None:
     _fill(fleet_settings, "fire-b", "gw-b")
     url = f"/api/v1/devices/{world.devices['fire-b']}/telemetry"
     assert client.get(url, params={"field": "temperature"},
