@@ -223,3 +223,29 @@ def test_two_replicas_on_one_shared_subscription_split_the_load_and_lose_nothing
             replica.stop()
         for store in stores:
             store.close()
+
+
+def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(
+        tmp_path: Path, broker: FleetBroker, sqlite_url: str) -> None:
+    """Ingest reconnects on its own; messages it held from the old connection are written but
+    acknowledged only through their redelivered copies (packet ids belong to a connection)."""
+    plan = Plan(gateways=1, devices_per_gateway=4, per_device=2_000, dropped={})
+    config = write_config(tmp_path / "fleet.toml", database_url=sqlite_url,
+                          data_dir=tmp_path / "data", broker=broker, client_id="ingest-r")
+    ingest = IngestProcess(config, tmp_path / "ingest.log")
+    ingest.start()
+    store = EmbeddedStore(tmp_path / "data" / "telemetry.db")
+    try:
+        _probe_until_subscribed(broker, store, 1)
+        publish_lines(broker, plan.streams(), chunk=500)
+        wait_until(lambda: store.count() >= plan.total // 3, 60, "ingest progress")
+        assert store.count() < plan.total, "the run ended before the restart"
+        broker.stop()
+        broker.start()
+        wait_for_count(store.count, plan.total + 1, stall_s=20, what="messages stored")
+        time.sleep(1.0)
+        _check_books(plan, store, sqlite_url)
+        assert ingest.alive
+    finally:
+        ingest.stop()
+        store.close()
