@@ -18,7 +18,7 @@ from fleet.alarms.timer import run_escalation_timer
 from fleet.audit.router import router as audit_router
 from fleet.auth.router import router as auth_router
 from fleet.core.db import Database
-from fleet.core.errors import install_error_handlers
+from fleet.core.errors import install_error_handlers, problem_responses
 from fleet.core.settings import Settings
 from fleet.ingest.metrics import IngestMetrics
 from fleet.ingest.process import embedded_store, start_in_app
@@ -79,7 +79,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.telemetry_store = None
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    # Every route may answer these as problem+json; declared so the OpenAPI says so.
+    api = APIRouter(prefix=API_PREFIX,
+                    responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
                    telemetry_router, ingest_router):
         api.include_router(router)
@@ -89,5 +91,5 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         return {"status": "ok"}
 
     app.include_router(api)
-    app.include_router(metrics_router)
+    app.include_router(metrics_router, responses=problem_responses(401, 403, 500))
     return app

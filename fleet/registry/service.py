@@ -378,6 +378,9 @@ def _parse_csv_row(session: Session, user: Principal, line: int,
     def get(col: str) -> str:
         return (raw.get(col) or "").strip()
 
+    for col, value in raw.items():
+        if isinstance(value, str) and "\x00" in value:
+            errs.append(CsvRowError(line, str(col), "contains a NUL character"))
     gateway, key, cls = get("gateway"), get("device"), get("class")
     if not valid_id(gateway):
         errs.append(CsvRowError(line, "gateway", f"{gateway!r} is not a valid gateway id"))
