@@ -159,13 +159,12 @@ def run() -> list[Metric]:
             for r in replicas:
                 r.start()
             # Warm-up (not timed): sessions subscribed, every device registered once.
-            for _ in range(100):
-                if "ingest connected" in "".join(r.log.read_text() for r in replicas
-                                                 if r.log.exists()) and \
-                        all("ingest connected" in r.log.read_text() for r in replicas):
-                    break
-                time.sleep(0.2)
-            time.sleep(0.5)  # the SUBACKs
+            deadline = time.monotonic() + 60
+            while not all(r.log.exists() and "ingest subscribed" in r.log.read_text()
+                          for r in replicas):
+                if time.monotonic() > deadline:
+                    raise SystemExit("ingest bench: the ingest processes never subscribed")
+                time.sleep(0.1)
             warm = _publish(broker, workdir, range(1, 2))
             wait_for_count(lambda: _stored(stores), warm, stall_s=60, what="warm-up")
             for r in replicas:

@@ -110,6 +110,7 @@ class Coordinator:
         if failed:
             log.error("broker refused ingest's subscription: %s", ", ".join(failed))
             return
+        log.info("ingest subscribed (share group %r)", self.settings.share_group)
         self._subscribed.set()
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any,
