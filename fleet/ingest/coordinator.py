@@ -14,6 +14,11 @@ messages. So each message carries the connection *generation* it arrived on, and
 acknowledged only on that same connection; older ones are written (idempotently) and left to
 their redelivered copies, which the accounting acknowledges as duplicates.
 
+With ``[ingest] client = "lean"`` the same coordinator runs on :class:`LeanClient` (the
+:mod:`fleet.ingest.wire` codec on one socket) instead of paho: the same session, subscription and
+acknowledgement rules, at a fraction of paho's per-message cost; the PUBACKs of a batch go out in
+one write, and only on the connection the messages arrived on.
+
 The subscription is ``$share/<group>/edgefleet/v1/#`` at QoS 1: replicas with the same group
 split the load. Shared subscriptions never receive retained messages, so a replica also
 subscribes to the retained channels (``+/status``, ``+/+/state``) unshared, asking for retained
