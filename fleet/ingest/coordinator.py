@@ -214,7 +214,7 @@ class Coordinator:
                 result = self.process(batch)
                 break
             except Exception as exc:  # the sink or the database is down: keep the batch
-                if self._stop.is_set() and not self.metrics.connected:
+                if self._stop.is_set():
                     log.warning("ingest stopping with %d messages unwritten; the broker "
                                 "redelivers them", len(batch))
                     return
