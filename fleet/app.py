@@ -26,6 +26,8 @@ from fleet.ingest.router import metrics_router
 from fleet.ingest.router import router as ingest_router
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
+from fleet.notify.webhook_router import router as webhook_router
+from fleet.notify.webhooks import run_webhook_worker
 from fleet.registry.router import router as registry_router
 from fleet.telemetry.router import router as telemetry_router
 
@@ -51,6 +53,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.run_timers:
             tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
                                              name="escalation-timer"))
+            tasks.append(asyncio.create_task(run_webhook_worker(db, settings.webhook_poll_s),
+                                             name="webhook-worker"))
         # ingest/telemetry start here
         app.state.telemetry_store = embedded_store(settings)
         ingest = start_in_app(settings, db, app.state.ingest_metrics, feed.poke)
@@ -83,7 +87,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     api = APIRouter(prefix=API_PREFIX,
                     responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   telemetry_router, ingest_router):
+                   webhook_router, telemetry_router, ingest_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])
