@@ -108,6 +108,8 @@ def apply_alarm(session: Session, gateway_id: str, payload: AlarmPayload,
                     "flapping": alarm.flapping})
             log.warning("alarm %s %s on %s/%s (%s)", payload.alarm_id, payload.type,
                         gateway_id, payload.device, payload.severity)
+            if alarm.active:
+                _correlate(session, alarm, device, gateway_id)
             return alarm
     outcome = lifecycle.on_device(_view(alarm), payload.state)
     if outcome.changed:
@@ -134,6 +136,36 @@ def _classify(session: Session, alarm: Alarm, device: Device, policy: AlarmPolic
                    Alarm.raised_at <= alarm.raised_at + window)).all()
         group = grouping.storm_group(site_alarms, alarm.raised_at, policy.storm)
     alarm.group_id = group if group is not None else alarm.id
+
+
+def _correlate(session: Session, alarm: Alarm, device: Device, gateway_id: str) -> None:
+    """Raise a confirmed alarm when this one completes a correlation rule at its site. Keyed
+    by site, rule and storm group, so one incident makes one confirmed alarm however many
+    detectors (and gateways) report it."""
+    if device.site_id is None:
+        return
+    active = session.execute(
+        select(Alarm.type, Alarm.raised_at).join(Device, Alarm.device_id == Device.id)
+        .where(Device.site_id == device.site_id, Alarm.active.is_(True),
+               Alarm.state != "resolved")).all()
+    for rule in grouping.correlate([(kind, at) for kind, at in active]):
+        key = f"site:{device.site_id}:{rule.name}:{alarm.group_id}"
+        if session.scalar(select(Alarm.id).where(Alarm.alarm_key == key)) is not None:
+            continue
+        confirmed = Alarm(gateway_id=alarm.gateway_id, device_id=device.id, alarm_key=key,
+                          type=rule.name, severity=rule.severity,
+                          device_class=alarm.device_class, state="raised", active=True,
+                          location=alarm.location, raised_at=alarm.raised_at,
+                          received_at=utcnow(), escalation_level=0, group_id=alarm.group_id,
+                          flapping=False, ack_comment="", resolve_comment="",
+                          description=f"{rule.name}: correlated at site {device.site_id}")
+        session.add(confirmed)
+        session.flush()
+        _apply(session, confirmed, lifecycle.on_device(None, "raised"), "system",
+               alarm.raised_at, {"rule": rule.name, "site_id": device.site_id,
+                                 "trigger": alarm.id})
+        log.warning("%s at site %d (triggered by %s via %s)", rule.name, device.site_id,
+                    alarm.alarm_key, gateway_id)
 
 
 def alarm_counts(session: Session) -> dict[tuple[str, str], int]:

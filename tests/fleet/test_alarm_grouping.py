@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from fleet.alarms import service
-from fleet.alarms.grouping import FlapPolicy, StormPolicy, is_flapping, storm_group
+from fleet.alarms.grouping import FlapPolicy, StormPolicy, correlate, is_flapping, storm_group
 from fleet.alarms.models import Alarm
 from fleet.auth.rbac import Principal
 from fleet.registry import service as reg
@@ -83,3 +83,51 @@ def test_a_detector_raising_again_and_again_is_marked_flapping(world, fleet_db) 
                 "flood-a", f"flood-a:level:1:{n}", "cleared", cls="flood", type_="level",
                 seq=2, ts=_ts(T0 + n * 2 * M + M)))
     assert flags == [False, False, False, True, True]
+
+
+# -- correlation ---------------------------------------------------------------------------
+@pytest.mark.parametrize("active, expected", [
+    ([], []),
+    ([("smoke", T0)], []),                                            # a dusty chamber alone
+    ([("heat_rise", T0)], []),
+    ([("smoke", T0), ("heat_rise", T0 + M)], ["confirmed_fire"]),
+    ([("smoke", T0), ("heat_fixed", T0 + 5 * M)], ["confirmed_fire"]),  # the window's edge
+    ([("smoke", T0), ("heat_fixed", T0 + 6 * M)], []),                 # too far apart
+    ([("heat_fixed", T0), ("smoke", T0 + 20 * M), ("heat_rise", T0 + 22 * M)],
+     ["confirmed_fire"]),                                              # a later pair counts
+    ([("prealarm", T0), ("heat_rise", T0)], []),                       # pre-alarm is not smoke
+    ([("stage2", T0), ("fast_rise", T0 + 9 * M)], ["confirmed_flood"]),
+    ([("stage1", T0), ("fast_rise", T0)], []),                         # alert I is not enough
+    ([("smoke", T0), ("heat_rise", T0), ("stage3", T0), ("fast_rise", T0)],
+     ["confirmed_fire", "confirmed_flood"]),
+])
+def test_correlation_within_a_site(active: list[tuple[str, datetime]],
+                                   expected: list[str]) -> None:
+    assert [r.name for r in correlate(active)] == expected
+
+
+def test_smoke_and_heat_at_one_site_raise_one_confirmed_fire(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    admin = Principal(user_id=0, username="t", role="admin", area_path=None)
+    with fleet_db.transaction() as s:
+        for key in ("heat-2", "heat-3"):
+            reg.create_device(s, admin, gateway_id=world.gw_a, key=key, device_class="fire",
+                              site_id=world.site_a)
+    with fleet_db.transaction() as s:
+        service.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:1", ts=_ts(T0)))
+        service.apply_alarm(s, "gw-b", alarm_payload("fire-b", "fb:heat:1:1",  # other ward
+                                                     type_="heat_rise", ts=_ts(T0)))
+    with fleet_db.transaction() as s:
+        assert s.scalar(select(Alarm.id).where(Alarm.type == "confirmed_fire")) is None
+    with fleet_db.transaction() as s:
+        service.apply_alarm(s, "gw-a", alarm_payload("heat-2", "h2:heat_rise:1:1",
+                                                     type_="heat_rise", ts=_ts(T0 + M)))
+        service.apply_alarm(s, "gw-a", alarm_payload("heat-3", "h3:heat_fixed:1:1",
+                                                     type_="heat_fixed", ts=_ts(T0 + 2 * M)))
+        service.apply_alarm(s, "gw-a", alarm_payload("heat-2", "h2:heat_rise:1:1",  # replay
+                                                     type_="heat_rise", ts=_ts(T0 + M)))
+    with fleet_db.transaction() as s:
+        confirmed = s.scalars(select(Alarm).where(Alarm.type == "confirmed_fire")).all()
+        assert len(confirmed) == 1
+        assert confirmed[0].severity == "critical" and confirmed[0].state == "raised"
+        group = s.scalar(select(Alarm.group_id).where(Alarm.alarm_key == "fa:smoke:1:1"))
+        assert confirmed[0].group_id == group
