@@ -21,6 +21,9 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "Database", "UTCDateTime", "connect", "optimize", "utcnow"]
 
+#: Execution option marking a read-only unit of work (SQLite then begins without the write lock).
+READ_ONLY = "fleet_read_only"
+
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -82,8 +85,12 @@ def connect(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE: take the write lock at the start, so two writers serialise instead of
-            # one failing at commit with "database is locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # one failing at commit with "database is locked". Readers (the live-push poller)
+            # say so and take no lock, so they never queue behind ingest's writes.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN DEFERRED")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -122,6 +129,12 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any exception."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit of work (rolled back when closed; no write lock on SQLite)."""
+        with Session(self.engine.execution_options(**{READ_ONLY: True})) as session:
             yield session
 
     def dispose(self) -> None:

@@ -126,7 +126,7 @@ class AlarmFeed:
         self._wake.set()
 
     def _poll(self) -> list[AlarmEvent]:
-        with self._db.transaction() as session:
+        with self._db.reading() as session:
             if self._cursor is None:
                 # Start at the present: what is already in the window counts as delivered
                 # (clients catch up on the past with Last-Event-ID, not from the feed).

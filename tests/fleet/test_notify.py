@@ -147,3 +147,27 @@ def test_a_restarted_fleet_does_not_replay_old_alarms_to_new_subscribers(  # typ
     with fleet_db.transaction() as s:
         alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:new:1:1"))
     assert [e.data["alarm"]["alarm_key"] for e in feed._poll()] == ["fa:new:1:1"]
+
+
+def test_the_live_push_poller_never_waits_behind_a_writer_on_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from fleet.core.db import Database
+    from fleet.core.migrate import upgrade
+    from fleet.notify.feed import AlarmFeed
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    upgrade(url)
+    db = Database.from_url(url)
+    feed = AlarmFeed(db, poll_s=0.1)
+    feed._poll()
+    done = threading.Event()
+    try:
+        with db.transaction() as writer:  # ingest in the middle of a batch: write lock held
+            writer.execute(text("INSERT INTO audit_log (at, actor, action, entity_type, "
+                                "entity_id, detail) VALUES ('2026-12-02 06:00:00', 'x', "
+                                "'x', 'x', 'x', '{}')"))
+            threading.Thread(target=lambda: (feed._poll(), done.set()), daemon=True).start()
+            assert done.wait(2.0), "the poller queued behind the writer's lock"
+    finally:
+        db.dispose()
