@@ -2,7 +2,8 @@
 role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, user: CurrentUser``.
 
 The session is one unit of work per request: committed when the route returns, rolled back when
-it raises. Routes never commit on their own.
+it raises. Routes never commit on their own. GET and HEAD requests get a read-only session
+(nothing they do is committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def get_database(request: Request) -> Database:
     return db
 
 
-def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+def get_session(request: Request,
+                db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    # GET and HEAD never change state (the RBAC and fuzz tests hold routes to that), so they
+    # read without taking SQLite's write lock; anything else is one write transaction.
+    if request.method in ("GET", "HEAD"):
+        with db.reading() as session:
+            yield session
+        return
     with db.transaction() as session:
         yield session
 

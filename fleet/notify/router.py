@@ -45,7 +45,7 @@ async def alarm_stream(
         raise Unauthorized("a bearer token is required")
 
     def auth() -> tuple[Principal | None, list[AlarmEvent]]:
-        with db.transaction() as session:
+        with db.reading() as session:
             user = principal_for_token(session, token, settings)
             backlog = (alarm_events_after(session, last_event_id)
                        if user is not None and last_event_id is not None else [])

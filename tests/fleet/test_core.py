@@ -74,3 +74,35 @@ def test_the_openapi_document_is_generated_by_fastapi(client) -> None:  # type: 
     doc = client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert "/api/v1/auth/login" in doc["paths"]
+
+
+def test_reading_the_api_never_waits_behind_an_ingest_batch_on_sqlite(tmp_path: Path) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+
+    from fleet.app import create_app
+    from fleet.core.db import Database
+    from fleet.core.migrate import upgrade
+    from tests.fleet.conftest import World, settings_for
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    upgrade(url)
+    settings = settings_for(url, tmp_path)
+    db = Database.from_url(url)
+    world = World(db, settings)
+    answered = threading.Event()
+    try:
+        with TestClient(create_app(settings, database=db)) as client:
+            def read() -> None:
+                r = client.get("/api/v1/devices", headers=world.headers("viewer"))
+                if r.status_code == 200:
+                    answered.set()
+
+            with db.transaction() as ingest:  # a batch in flight holds the write lock
+                ingest.execute(text("UPDATE devices SET last_seen = NULL"))
+                threading.Thread(target=read, daemon=True).start()
+                assert answered.wait(5.0), "a GET queued behind the writer's lock"
+    finally:
+        db.dispose()
