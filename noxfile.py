@@ -1,7 +1,8 @@
 """Developer sessions: `nox -s tests` (default, CI), `nox -s lint`, `nox -s bench`, `nox -s soak`.
 
 Every session installs what it needs into its own virtualenv; system packages (mbpoll for the
-independent-Modbus-master test, mosquitto for the gateway; later victoria-metrics, chromium)
+independent-Modbus-master test, mosquitto for the gateway, postgresql for the fleet; later
+victoria-metrics, chromium)
 come from
 scripts/system-deps.sh, which `./dev.sh` runs first.
 """
@@ -16,7 +17,7 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
-PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway"]
+PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "fleet"]
 
 
 def _install(session: nox.Session, *extras: str) -> None:
