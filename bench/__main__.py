@@ -1,7 +1,7 @@
 """`python -m bench` (nox -s bench): run every benchmark, write bench/results.json, print a table.
 
 Usage: python -m bench [NAME ...]
-(names: modbus, heap, outbox, mqtt, latency, ingest, api; default all)
+(names: modbus, heap, outbox, mqtt, latency, ingest, api, push; default all)
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from bench import (
     bench_modbus,
     bench_mqtt,
     bench_outbox,
+    bench_push,
 )
 from bench.results import RESULTS_FILE, table, write
 
 SUITES = {"modbus": bench_modbus.run, "heap": bench_heap.run, "outbox": bench_outbox.run,
           "mqtt": bench_mqtt.run, "latency": bench_latency.run, "ingest": bench_ingest.run,
-          "api": bench_api.run}
+          "api": bench_api.run, "push": bench_push.run}
 
 
 def main(argv: list[str]) -> int:
