@@ -17,6 +17,7 @@ from fleet.alarms.router import router as alarms_router
 from fleet.alarms.timer import run_escalation_timer
 from fleet.audit.router import router as audit_router
 from fleet.auth.router import router as auth_router
+from fleet.control.router import router as control_router
 from fleet.core.db import Database
 from fleet.core.errors import install_error_handlers, problem_responses
 from fleet.core.settings import Settings
@@ -87,7 +88,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     api = APIRouter(prefix=API_PREFIX,
                     responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   webhook_router, telemetry_router, ingest_router):
+                   webhook_router, control_router, telemetry_router, ingest_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])

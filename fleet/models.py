@@ -6,9 +6,10 @@ from __future__ import annotations
 from fleet.alarms import models as alarms
 from fleet.audit import models as audit
 from fleet.auth import models as auth
+from fleet.control import models as control
 from fleet.core.db import Base
 from fleet.ingest import models as ingest
 from fleet.notify import models as notify
 from fleet.registry import models as registry
 
-__all__ = ["Base", "alarms", "audit", "auth", "ingest", "notify", "registry"]
+__all__ = ["Base", "alarms", "audit", "auth", "control", "ingest", "notify", "registry"]
