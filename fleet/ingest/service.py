@@ -46,6 +46,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import (
+    AckPayload,
     AlarmPayload,
     DropsPayload,
     GatewayStatusPayload,
@@ -109,15 +110,23 @@ def _gateway_status(session: Session, gateway: str, payload: object) -> None:
     apply_gateway_status(session, gateway, payload)
 
 
+def _command_ack(session: Session, gateway: str, payload: object) -> None:
+    from fleet.control.service import apply_ack
+
+    assert isinstance(payload, AckPayload)
+    apply_ack(session, gateway, payload)
+
+
 Handler = Callable[[Session, str, object], None]
 
 #: Channels handed to another domain's service inside the batch's transaction. Telemetry goes
-#: to the sink (batched), drops to the accounting; ack, events and the fleet's own commands are
+#: to the sink (batched), drops to the accounting; events and the fleet's own commands are
 #: accounted where numbered and otherwise only acknowledged.
 HANDLERS: dict[str, Handler] = {
     "alarm": _alarm,
     "state": _state,
     "status": _gateway_status,
+    "ack": _command_ack,
 }
 
 #: Channels whose messages carry (epoch, seq) and are therefore de-duplicated and accounted.

@@ -190,3 +190,23 @@ def test_last_seen_follows_the_newest_message_and_never_goes_back(db: Database,
         gateway = session.scalars(select(Gateway)).one()
         assert device.last_seen is not None and device.last_seen.second == 9
         assert gateway.last_seen == device.last_seen
+
+
+def test_a_gateways_command_ack_is_recorded_on_the_command(db: Database,
+                                                           store: EmbeddedStore) -> None:
+    from contracts.mqtt import ack_topic
+    from fleet.control.models import DeviceCommand
+
+    ingest = Ingestor(db, store)
+    ingest.process([telemetry("gw-1", "fire-1", 1)])  # the device, first heard
+    command_id = "c0ffee"
+    with db.transaction() as session:  # a reset, already published to the gateway
+        device = session.scalars(select(Device)).one()
+        session.add(DeviceCommand(command_id=command_id, device_id=device.id, action="reset",
+                                  body={}, state="sent", error=""))
+    ack = {"v": 1, "id": command_id, "ok": False, "error": "device busy", "ts": TS}
+    result = ingest.process([Inbound(ack_topic("gw-1"), json.dumps(ack).encode())])
+    assert result.by_channel["ack"] == 1
+    with db.transaction() as session:
+        command = session.scalars(select(DeviceCommand)).one()
+        assert (command.state, command.error) == ("failed", "device busy")
