@@ -240,6 +240,19 @@ class Coordinator:
         age = time.time() - newest.timestamp() if newest is not None else None
         self.metrics.acknowledged(acked, time.monotonic() - batch[0].received_at, age)
 
+    # -- the fleet's own publishes (commands to gateways) --------------------------------------
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """Publish at QoS 1 on ingest's connection (the one owner of the broker session) and
+        wait for the broker's PUBACK; False if it did not come in ``timeout``."""
+        if self.lean is not None:
+            return self.lean.publish(topic, payload, timeout)
+        info = self.client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
     # -- lifecycle ----------------------------------------------------------------------------
     def _connect(self) -> None:
         if self.lean is not None:

@@ -45,6 +45,9 @@ class LeanClient:
         self._sock: socket.socket | None = None
         #: Which connection this is (1, 2, ...): packet ids belong to one connection.
         self.connection = 0
+        #: Our own QoS 1 publishes (commands) waiting for the broker's PUBACK, by packet id.
+        self._outgoing: dict[int, threading.Event] = {}
+        self._next_id = 0
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,6 +79,26 @@ class LeanClient:
                 return True
             except OSError:
                 return False
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """Publish at QoS 1 and wait for the broker's PUBACK; False if it did not come."""
+        done = threading.Event()
+        with self._send_lock:
+            if self._sock is None:
+                return False
+            self._next_id = self._next_id % 65535 + 1
+            packet_id = self._next_id
+            self._outgoing[packet_id] = done
+            try:
+                self._sock.sendall(wire.publish(topic, payload, packet_id))
+            except OSError:
+                self._outgoing.pop(packet_id, None)
+                return False
+        try:
+            return done.wait(timeout)
+        finally:
+            with self._send_lock:
+                self._outgoing.pop(packet_id, None)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,6 +175,11 @@ class LeanClient:
             except UnicodeDecodeError:
                 topic = "<invalid UTF-8>"
             self.on_message(topic, packet.payload, packet.packet_id, packet.qos)
+        elif isinstance(packet, wire.Puback):
+            with self._send_lock:
+                done = self._outgoing.get(packet.packet_id)
+            if done is not None and packet.reason < 0x80:
+                done.set()
         elif isinstance(packet, wire.Connack):
             if packet.reason >= 0x80:
                 raise OSError(f"broker refused the connection (reason {packet.reason:#x})")

@@ -63,7 +63,10 @@ class IngestProcess:
                                  touch_interval_s=settings.ingest.touch_interval_s,
                                  reject_log_interval_s=settings.ingest.reject_log_interval_s)
         self._on_commit = on_commit
+        self.db = db
         self.coordinator = Coordinator(settings.ingest, self._process, self.metrics)
+        self._stop = threading.Event()
+        self._commands: threading.Thread | None = None
 
     def _process(self, batch: list[Inbound]) -> BatchResult:
         result = self.ingestor.process(batch)
@@ -75,12 +78,39 @@ class IngestProcess:
         log.info("ingest starting: broker %s:%d, share group %r, sink %s",
                  self.settings.ingest.host, self.settings.ingest.port,
                  self.settings.ingest.share_group, self.settings.telemetry.sink)
+        self._stop.clear()
         self.coordinator.start()
+        self._commands = threading.Thread(target=self._send_commands, name="ingest-commands",
+                                          daemon=True)
+        self._commands.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._commands is not None:
+            self._commands.join(15)
         self.coordinator.stop()
         self.sink.close()
         log.info("ingest stopped")
+
+    def _send_commands(self) -> None:
+        """Publish the commands the API queued (fleet.control) to their gateways' cmd/ topics
+        and mark them sent once the broker has them. Any replica may send a command; the
+        gateway's ack, keyed by the command id, is applied once whatever arrives twice."""
+        from fleet.control.service import mark_sent, pending
+
+        while not self._stop.wait(self.settings.ingest.command_poll_s):
+            if not self.coordinator.wait_subscribed(0):
+                continue
+            try:
+                with self.db.transaction() as session:
+                    outgoing = pending(session)
+                sent = [o.id for o in outgoing if self.coordinator.publish(o.topic, o.payload)]
+                if sent:
+                    with self.db.transaction() as session:
+                        mark_sent(session, sent)
+                    log.info("published %d command(s) to gateways", len(sent))
+            except Exception:  # the database is down: try again next round
+                log.exception("publishing commands failed; retrying")
 
 
 def start_in_app(settings: Settings, db: Database, metrics: IngestMetrics,

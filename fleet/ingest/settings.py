@@ -45,6 +45,8 @@ class IngestSettings(BaseModel):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    #: How often queued commands (fleet.control) are looked for and published.
+    command_poll_s: float = Field(default=0.5, gt=0)
     #: At most one log line per gateway and reason in this many seconds.
     reject_log_interval_s: float = Field(default=10.0, ge=0)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["Connack", "Disconnect", "Packet", "Pingresp", "Publish", "Suback", "WireError",
-           "connect", "disconnect", "pingreq", "puback", "puback_many", "split", "subscribe"]
+__all__ = ["Connack", "Disconnect", "Packet", "Pingresp", "Puback", "Publish", "Suback",
+           "WireError", "connect", "disconnect", "pingreq", "puback", "puback_many", "publish",
+           "split", "subscribe"]
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
@@ -61,6 +62,12 @@ def subscribe(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
     return _packet(SUBSCRIBE, body)
 
 
+def publish(topic: str, payload: bytes, packet_id: int) -> bytes:
+    """A QoS 1 PUBLISH (no properties), for the fleet's commands to gateways."""
+    return _packet(PUBLISH | 0x02, _string(topic) + struct.pack("!H", packet_id) + b"\x00"
+                   + payload)
+
+
 def puback(packet_id: int) -> bytes:
     return b"\x40\x02" + struct.pack("!H", packet_id)
 
@@ -102,6 +109,14 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class Puback:
+    """The broker's acknowledgement of one of our QoS 1 PUBLISHes."""
+
+    packet_id: int
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pingresp:
     pass
 
@@ -111,7 +126,7 @@ class Disconnect:
     reason: int
 
 
-Packet = Connack | Suback | Publish | Pingresp | Disconnect
+Packet = Connack | Suback | Publish | Puback | Pingresp | Disconnect
 
 
 def _read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int] | None:
@@ -157,11 +172,15 @@ def _decode(first: int, body: bytes) -> Packet | None:
             raise WireError("SUBACK ends inside its properties")
         plen, pos = props
         return Suback(packet_id, tuple(body[pos + plen:]))
+    if kind == PUBACK:
+        if len(body) < 2:
+            raise WireError("short PUBACK")
+        return Puback(struct.unpack_from("!H", body)[0], body[2] if len(body) > 2 else 0)
     if kind == PINGRESP:
         return Pingresp()
     if kind == DISCONNECT:
         return Disconnect(body[0] if body else 0)
-    return None  # PUBACK/PUBREC... for a publisher; AUTH: not used by this consumer
+    return None  # PUBREC/PUBREL/PUBCOMP (QoS 2) and AUTH: not used here
 
 
 def split(buf: bytearray) -> list[Packet]:

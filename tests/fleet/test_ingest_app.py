@@ -28,14 +28,15 @@ def broker(tmp_path: Path) -> Iterator[FleetBroker]:
     b.stop()
 
 
-@pytest.fixture
-def app_client(fleet_settings, fleet_db, broker):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["paho", "lean"])
+def app_client(request, fleet_settings, fleet_db, broker):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from fleet.app import create_app
 
     settings = fleet_settings.model_copy(update={"ingest": IngestSettings(
-        host=broker.host, port=broker.port, client_id="app-ingest", batch_wait_s=0.01)})
+        host=broker.host, port=broker.port, client_id="app-ingest", batch_wait_s=0.01,
+        command_poll_s=0.1, client=request.param)})
     app = create_app(settings, database=fleet_db)
     with TestClient(app) as client:
         assert app.state.ingest_metrics is not None
@@ -93,3 +94,28 @@ def test_a_gap_nobody_declared_shows_per_device_in_metrics(app_client, world, br
     [stream] = app_client.get(f"/api/v1/devices/{world.devices['flood-a']}/delivery",
                               headers=world.headers("admin")).json()["streams"]
     assert stream["gap_ranges"] == [[4, 6]] and not stream["balanced"]
+
+
+def test_a_command_from_the_api_reaches_the_gateway_and_its_ack_is_recorded(  # type: ignore[no-untyped-def]
+        app_client, world, broker) -> None:
+    from contracts.mqtt import ack_topic, command_filter
+    from tests.gateway.mosquitto import Subscriber
+
+    url = f"/api/v1/devices/{world.devices['flood-a']}/commands"
+    h = world.headers("technician")
+    with Subscriber(broker, command_filter("gw-a")) as gateway:
+        r = app_client.post(url, json={"action": "reset"}, headers=h)
+        assert r.status_code == 201, r.text
+        command_id = r.json()["command_id"]
+        [msg] = gateway.wait_count(1, timeout=10)
+    assert msg.topic == "edgefleet/v1/gw-a/cmd/flood-a/reset"
+    assert json.loads(msg.payload)["id"] == command_id
+
+    def state() -> str:
+        [cmd] = app_client.get(url, headers=h).json()
+        return str(cmd["state"])
+
+    wait_until(lambda: state() == "sent", 10, "the command marked sent")
+    publish_lines(broker, {ack_topic("gw-a"): [json.dumps({"v": 1, "id": command_id,
+                                                           "ok": True})]})
+    wait_until(lambda: state() == "ok", 10, "the gateway's ack recorded")
