@@ -75,6 +75,6 @@ def test_the_codec_agrees_with_paho_on_a_subscribe() -> None:
 
 
 def test_a_command_goes_out_as_a_qos1_publish_and_its_puback_is_read_back() -> None:
-    assert wire.publish("a/b", b"{}", 5) == b"\x32\x08\x00\x03a/b\x00\x05\x00{}"
+    assert wire.publish("a/b", b"{}", 5) == b"\x32\x0a\x00\x03a/b\x00\x05\x00{}"
     buf = bytearray(b"\x40\x02\x00\x05" b"\x40\x03\x00\x06\x87")
     assert wire.split(buf) == [wire.Puback(5, 0), wire.Puback(6, 0x87)]
