@@ -1,7 +1,8 @@
 """Developer sessions: `nox -s tests` (default, CI), `nox -s lint`, `nox -s bench`, `nox -s soak`.
 
 Every session installs what it needs into its own virtualenv; system packages (mbpoll for the
-independent-Modbus-master test, mosquitto for the gateway; later victoria-metrics, chromium)
+independent-Modbus-master test, mosquitto for the gateway, postgresql for the fleet; later
+victoria-metrics, chromium)
 come from
 scripts/system-deps.sh, which `./dev.sh` runs first.
 """
@@ -18,6 +19,7 @@ PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
 PARTS = [
     "architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "provisioning",
+    "fleet",
 ]
 
 
@@ -54,7 +56,7 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy on the CPython parts; generated files fresh."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
-    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway", "provisioning")
+    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway", "fleet", "provisioning")
     session.run("edgefleet", "hw", "check")
 
 

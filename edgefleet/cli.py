@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("edgefleet")
 
@@ -214,6 +215,69 @@ def cmd_flash(args: argparse.Namespace) -> int:
         raise SystemExit(f"edgefleet flash: {exc}") from None
 
 
+# ----------------------------------------------------------------------------- fleet
+def cmd_fleet_ingest(args: argparse.Namespace) -> int:
+    from fleet.core.settings import ConfigError, load_settings
+    from fleet.ingest.process import run_ingest
+
+    try:
+        settings = load_settings(Path(args.config))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    return run_ingest(settings)
+
+
+def _fleet_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from fleet.commands import ConfigError, cli_settings
+
+    try:
+        return cli_settings(args.config, args.data)
+    except ConfigError as exc:
+        raise SystemExit(f"edgefleet fleet: {exc}") from None
+
+
+def cmd_fleet_serve(args: argparse.Namespace) -> int:
+    from fleet.commands import ConfigError, serve
+
+    try:
+        serve(_fleet_settings(args), args.host, args.port)
+    except ConfigError as exc:
+        raise SystemExit(f"edgefleet fleet serve: {exc}") from None
+    return 0
+
+
+def cmd_fleet_migrate(args: argparse.Namespace) -> int:
+    from fleet.commands import migrate
+
+    migrate(_fleet_settings(args))
+    print("fleet database is at the current schema")
+    return 0
+
+
+def cmd_fleet_create_admin(args: argparse.Namespace) -> int:
+    from fleet.commands import ConfigError, create_admin
+    from fleet.core.errors import FleetError
+
+    try:
+        password = create_admin(_fleet_settings(args), args.username)
+    except (ConfigError, FleetError) as exc:
+        raise SystemExit(f"edgefleet fleet create-admin: {exc}") from None
+    print(f"admin account: {args.username}\none-time password: {password}\n"
+          "(shown once; it must be changed at first login)")
+    return 0
+
+
+def cmd_fleet_broker_config(args: argparse.Namespace) -> int:
+    from fleet.ingest.broker import BrokerConfig, Listener, mosquitto_conf
+
+    include = Path(args.include_dir) if args.include_dir else None
+    print(mosquitto_conf(BrokerConfig(persistence_location=Path(args.persistence),
+                                      listeners=(Listener(args.port, args.host),),
+                                      max_queued_bytes=args.max_queued_mib << 20,
+                                      include_dir=include, run_as_root=False)), end="")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgefleet.demo import run_demo
@@ -355,6 +419,42 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no soft reset before writing (needed for the MicroPython unix port)")
     fl.add_argument("--baudrate", type=int, default=115200, help="USB serial speed")
     fl.set_defaults(func=cmd_flash)
+    fleet = sub.add_parser("fleet", help="the fleet manager: registry, ingest, alarms, API")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="FLEET_COMMAND",
+                                     required=True)
+    ingest = fleet_sub.add_parser(
+        "ingest", help="run MQTT ingest alone (no API) until SIGINT/SIGTERM",
+        description="Consume edgefleet/v1/# on the shared subscription named in the config's "
+                    "[ingest] section and write telemetry, alarms and state durably before "
+                    "acknowledging each message. Run several for more throughput.")
+    ingest.add_argument("config", help="fleet TOML file")
+    ingest.set_defaults(func=cmd_fleet_ingest)
+    for name, func, help_ in (
+            ("serve", cmd_fleet_serve, "run the fleet manager's API (uvicorn)"),
+            ("migrate", cmd_fleet_migrate, "bring the fleet database to the current schema"),
+            ("create-admin", cmd_fleet_create_admin,
+             "make an admin account and print its one-time password")):
+        p = fleet_sub.add_parser(name, help=help_, description=help_ + ". With no CONFIG: "
+                                 "embedded defaults (SQLite under --data).")
+        p.add_argument("config", nargs="?", metavar="CONFIG", help="fleet TOML file (optional)")
+        p.add_argument("--data", metavar="DIR", help="data directory (default ./fleet-data)")
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8080)
+        if name == "create-admin":
+            p.add_argument("--username", default="admin")
+        p.set_defaults(func=func)
+    broker = fleet_sub.add_parser(
+        "broker-config", help="print the mosquitto.conf that loss-proof ingest needs",
+        description="Persistence, queue bounds and in-flight window for Mosquitto "
+                    "(docs/fleet.md); TLS and ACLs come from provisioning via --include-dir.")
+    broker.add_argument("--persistence", default="/var/lib/mosquitto")
+    broker.add_argument("--host", default="127.0.0.1", help="plain listener address")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.add_argument("--max-queued-mib", type=int, default=1024,
+                        help="per-client queue bound in MiB, sized to the broker's RAM")
+    broker.add_argument("--include-dir", default="", help="provisioning's TLS/ACL fragments")
+    broker.set_defaults(func=cmd_fleet_broker_config)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "

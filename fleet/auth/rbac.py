@@ -1,0 +1,93 @@
+"""Who may do what, said once as data, and what a user may see, as pure functions.
+
+A role says which actions a user may take (a table, not an if-chain); an area subtree says where.
+Everything outside the subtree is invisible (404, never 403, so existence is not leaked).
+Fire devices and their alarms are hidden from the utility role unless the user is granted them.
+Devices with no area ("unassigned", auto-created when first seen on MQTT) are for admins only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["ROLES", "ROLE_PERMISSIONS", "Permission", "Principal", "Role", "allowed", "can_see",
+           "in_subtree"]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    TECHNICIAN = "technician"
+    UTILITY = "utility"
+    FIRE_SAFETY = "fire-safety"
+    VIEWER = "viewer"
+
+
+ROLES = tuple(r.value for r in Role)
+
+
+class Permission(StrEnum):
+    READ = "read the registry and alarms"
+    MANAGE_REGISTRY = "change areas, sites, gateways and devices"
+    MANAGE_AREAS = "change the area tree"
+    ACK_ALARMS = "acknowledge or resolve alarms"
+    MANAGE_USERS = "manage users and tokens"
+    READ_AUDIT = "read the audit log"
+    MANAGE_WEBHOOKS = "manage webhooks to outside systems"
+
+
+_ALL = frozenset(Permission)
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    Role.ADMIN.value: _ALL,
+    Role.TECHNICIAN.value: frozenset({Permission.READ, Permission.MANAGE_REGISTRY,
+                                      Permission.ACK_ALARMS}),
+    Role.UTILITY.value: frozenset({Permission.READ, Permission.ACK_ALARMS}),
+    Role.FIRE_SAFETY.value: frozenset({Permission.READ, Permission.ACK_ALARMS}),
+    Role.VIEWER.value: frozenset({Permission.READ}),
+}
+
+#: The device class whose devices and alarms the utility role sees only when granted.
+FIRE_CLASS = "fire"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user, possibly acting through an API token.
+
+    ``area_path`` is the materialised path of the user's area ("/1/7/"); None means the whole
+    tree (every area, but unassigned devices still only for admins)."""
+
+    user_id: int
+    username: str
+    role: str
+    area_path: str | None
+    fire_granted: bool = False
+    token_id: int | None = None
+    must_change_password: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN.value
+
+    @property
+    def sees_fire(self) -> bool:
+        return self.role != Role.UTILITY.value or self.fire_granted
+
+
+def allowed(role: str, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def in_subtree(scope: str | None, area_path: str | None) -> bool:
+    """Is an object with ``area_path`` inside a user's ``scope``? Unassigned (None) is not."""
+    if area_path is None:
+        return False
+    return scope is None or area_path.startswith(scope)
+
+
+def can_see(user: Principal, area_path: str | None, device_class: str | None) -> bool:
+    if user.is_admin:
+        return True
+    if device_class == FIRE_CLASS and not user.sees_fire:
+        return False
+    return in_subtree(user.area_path, area_path)

@@ -1,0 +1,1 @@
+"""Commands to devices through their gateway's ``cmd/`` topics, and the gateway's acks."""

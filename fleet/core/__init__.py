@@ -1,0 +1,1 @@
+"""What every fleet domain shares: settings, the database, the error type and dependencies."""

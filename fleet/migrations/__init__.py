@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet database (SQLite, PostgreSQL); see fleet.core.migrate."""

@@ -1,0 +1,85 @@
+"""HTTP for live push: ``GET /notify/alarms`` streams alarm changes the user may see as
+server-sent events (``text/event-stream``), resumable with ``Last-Event-ID``.
+
+A browser's EventSource cannot send an Authorization header, so this one endpoint also takes
+the token as ``?access_token=``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from fleet.auth.rbac import Permission, Principal, allowed, can_see
+from fleet.auth.service import principal_for_token
+from fleet.core.deps import DatabaseDep, SettingsDep
+from fleet.core.errors import Forbidden, Unauthorized
+from fleet.notify.feed import AlarmEvent, AlarmFeed, alarm_events_after
+
+router = APIRouter(prefix="/notify", tags=["notify"])
+KEEPALIVE_S = 15.0
+
+
+def _frame(event: AlarmEvent) -> bytes:
+    return (f"id: {event.id}\nevent: alarm\n"
+            f"data: {json.dumps(event.data, separators=(',', ':'))}\n\n").encode()
+
+
+@router.get("/alarms", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "server-sent events, one per alarm change"}})
+async def alarm_stream(
+    request: Request, db: DatabaseDep, settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    access_token: Annotated[str | None, Query()] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    token = access_token
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:]
+    if not token:
+        raise Unauthorized("a bearer token is required")
+
+    def auth() -> tuple[Principal | None, list[AlarmEvent]]:
+        with db.reading() as session:
+            user = principal_for_token(session, token, settings)
+            backlog = (alarm_events_after(session, last_event_id)
+                       if user is not None and last_event_id is not None else [])
+            return user, backlog
+
+    user, backlog = await asyncio.to_thread(auth)
+    if user is None:
+        raise Unauthorized("the token is unknown, expired or revoked")
+    if user.must_change_password or not allowed(user.role, Permission.READ):
+        raise Forbidden("this account may not read alarms")
+    feed: AlarmFeed = request.app.state.alarm_feed
+    sub = feed.subscribe(user)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            sent = 0
+            for old in backlog:
+                if can_see(user, old.area_path, old.device_class):
+                    sent = old.id
+                    yield _frame(old)
+            while not sub.closed:
+                try:
+                    event = await asyncio.wait_for(sub.next(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if event is None:
+                    return
+                if event.id <= sent and last_event_id is not None:
+                    continue  # already replayed from the backlog
+                yield _frame(event)
+        finally:
+            feed.unsubscribe(sub)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

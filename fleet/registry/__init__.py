@@ -1,0 +1,1 @@
+"""The device registry: an area tree of any depth, sites, gateways, devices and their state."""

@@ -1,0 +1,204 @@
+"""Registry on SQLite and PostgreSQL: the area tree, what each user sees, connectivity from the
+gateway's own reports, auto-registration of devices first heard on MQTT, CSV import/export."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from contracts.mqtt import GatewayStatusPayload, StatePayload
+from fleet.auth.rbac import Principal
+from fleet.registry import service as reg
+from fleet.registry.models import Device
+
+T0 = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+ADMIN = Principal(user_id=0, username="t", role="admin", area_path=None)
+
+
+def state(device: str, online: bool, seq: int, ts: datetime = T0, epoch: str = "e1",
+          cls: str = "fire", firmware: str = "1.2.0") -> StatePayload:
+    return StatePayload.model_validate({"device": device, "class": cls, "ts": ts.isoformat(),
+                                        "epoch": epoch, "seq": seq, "online": online,
+                                        "firmware": firmware})
+
+
+def status(gateway: str, online: bool, ts: datetime = T0) -> GatewayStatusPayload:
+    return GatewayStatusPayload(gateway=gateway, online=online, ts=ts)
+
+
+def connectivity(db, key: str) -> str:  # type: ignore[no-untyped-def]
+    with db.transaction() as s:
+        return s.scalar(select(Device.connectivity).where(Device.key == key))  # type: ignore[no-any-return]
+
+
+def keys(client, who: str, world, **params) -> set[str]:  # type: ignore[no-untyped-def]
+    r = client.get("/api/v1/devices", headers=world.headers(who), params=params)
+    assert r.status_code == 200, r.text
+    return {d["key"] for d in r.json()["items"]}
+
+
+def test_an_area_tree_of_any_depth_and_a_ward_user_sees_only_their_ward(  # type: ignore[no-untyped-def]
+        client, world, fleet_db) -> None:
+    # City -> ward (HCMC since 2025), and elsewhere city -> district -> ward -> block: no fixed
+    # depth anywhere.
+    with fleet_db.transaction() as s:
+        district = reg.create_area(s, name="Huyện Cần Giờ", kind="district",
+                                   parent_id=world.city)
+        commune = reg.create_area(s, name="Xã Thạnh An", kind="commune", parent_id=district.id)
+        hamlet = reg.create_area(s, name="Ấp Thiềng Liềng", kind="hamlet",
+                                 parent_id=commune.id)
+        site = reg.create_site(s, ADMIN, name="Trạm y tế", area_id=hamlet.id)
+        gw = reg.create_gateway(s, ADMIN, key="gw-deep", site_id=site.id)
+        reg.create_device(s, ADMIN, gateway_id=gw.id, key="air-deep", device_class="air",
+                          site_id=site.id)
+    assert hamlet.path == f"/{world.city}/{district.id}/{commune.id}/{hamlet.id}/"
+    assert keys(client, "admin", world, area_id=district.id) == {"air-deep"}
+    assert keys(client, "technician", world) == {"fire-a", "flood-a"}
+    assert keys(client, "viewer", world) == {"fire-a", "flood-a"}
+    r = client.get(f"/api/v1/devices/{world.devices['fire-b']}",
+                   headers=world.headers("technician"))
+    assert r.status_code == 404  # another ward's device does not exist for this user
+    areas = {a["name"] for a in client.get("/api/v1/areas",
+                                           headers=world.headers("viewer")).json()}
+    assert areas == {"Phường Bến Thành"}
+
+
+def test_moving_a_ward_moves_everything_under_it(client, world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    with fleet_db.transaction() as s:
+        merged = reg.create_area(s, name="Phường mới", kind="ward", parent_id=world.city)
+        reg.move_area(s, world.ward_b, merged.id)
+    # the technician of ward A still sees only ward A; ward B's devices are now under "merged"
+    with fleet_db.transaction() as s:
+        _, devs = reg.list_devices(s, ADMIN, reg.DeviceFilter(area_id=merged.id))
+    assert {d.key for d in devs} == {"fire-b", "water-b"}
+    assert keys(client, "technician", world) == {"fire-a", "flood-a"}
+
+
+def test_a_utility_user_sees_no_fire_detector_unless_granted(client, world) -> None:  # type: ignore[no-untyped-def]
+    assert keys(client, "utility", world) == {"flood-a"}
+    assert keys(client, "utility-fire", world) == {"fire-a", "flood-a"}
+    assert keys(client, "fire-safety", world) == {"fire-a", "flood-a"}
+    r = client.get(f"/api/v1/devices/{world.devices['fire-a']}",
+                   headers=world.headers("utility"))
+    assert r.status_code == 404
+
+
+def test_a_device_first_heard_on_mqtt_is_registered_unassigned_for_admins_only(  # type: ignore[no-untyped-def]
+        client, world, fleet_db) -> None:
+    with fleet_db.transaction() as s:
+        reg.apply_state(s, "gw-a", state("stranger-7", True, 1, cls="flood"))
+        reg.apply_state(s, "gw-new", state("stranger-8", True, 1, cls="air"))
+    assert {"stranger-7", "stranger-8"} <= keys(client, "admin", world, unassigned=True)
+    for who in ("technician", "utility", "fire-safety", "viewer"):
+        assert not keys(client, who, world) & {"stranger-7", "stranger-8"}
+    gws = {g["key"]: g for g in client.get("/api/v1/gateways",
+                                           headers=world.headers("admin")).json()}
+    assert gws["gw-new"]["auto_created"] is True and gws["gw-new"]["site_id"] is None
+
+
+def test_a_gateway_that_goes_offline_makes_its_devices_unknown_not_ok(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", True))
+        reg.apply_state(s, "gw-a", state("fire-a", True, 1))
+        reg.apply_state(s, "gw-a", state("flood-a", False, 1, cls="flood"))
+    assert connectivity(fleet_db, "fire-a") == "online"
+    assert connectivity(fleet_db, "flood-a") == "offline"
+    # the Last Will: the broker publishes {"online": false} for the gateway
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", False, T0 + timedelta(minutes=1)))
+    assert connectivity(fleet_db, "fire-a") == "unknown"
+    assert connectivity(fleet_db, "flood-a") == "unknown"
+    assert connectivity(fleet_db, "fire-b") == "unknown"  # never reported: still unknown
+    # a retained device state delivered while the gateway is offline does not make it "ok"
+    with fleet_db.transaction() as s:
+        reg.apply_state(s, "gw-a", state("fire-a", True, 2, T0 + timedelta(minutes=2)))
+    assert connectivity(fleet_db, "fire-a") == "unknown"
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", True, T0 + timedelta(minutes=3)))
+    assert connectivity(fleet_db, "fire-a") == "online"
+    assert connectivity(fleet_db, "flood-a") == "offline"
+
+
+def test_a_replayed_older_status_or_state_changes_nothing(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", True, T0 + timedelta(minutes=5)))
+        reg.apply_state(s, "gw-a", state("fire-a", False, 9, T0 + timedelta(minutes=5)))
+        reg.apply_state(s, "gw-a", state("fire-a", True, 8, T0 + timedelta(minutes=6)))
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", False, T0))
+    assert connectivity(fleet_db, "fire-a") == "offline"
+    # a new epoch (a replaced SD card) starts seq again; its newer timestamp wins
+    with fleet_db.transaction() as s:
+        reg.apply_state(s, "gw-a", state("fire-a", True, 1, T0 + timedelta(minutes=7),
+                                         epoch="e2", firmware="1.3.0"))
+        dev = s.get(Device, world.devices["fire-a"])
+        assert dev is not None and dev.firmware == "1.3.0"
+    assert connectivity(fleet_db, "fire-a") == "online"
+
+
+def test_last_seen_never_goes_backwards(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    with fleet_db.transaction() as s:
+        reg.touch_device(s, "gw-a", "fire-a", T0 + timedelta(seconds=10))
+        reg.touch_device(s, "gw-a", "fire-a", T0)
+        assert reg.touch_device(s, "gw-a", "nobody", T0) is None
+        ctx = reg.device_context(s, "gw-a", "fire-a")
+    with fleet_db.transaction() as s:
+        dev = s.get(Device, world.devices["fire-a"])
+        assert dev is not None and dev.last_seen == T0 + timedelta(seconds=10)
+    assert ctx is not None and ctx.area_id == world.ward_a and ctx.site_id == world.site_a
+
+
+def test_csv_import_reports_every_bad_row_by_line_and_imports_nothing(  # type: ignore[no-untyped-def]
+        client, world) -> None:
+    csv_text = ("gateway,device,class,name,address,site_id,tags\n"
+                f"gw-a,smoke-1,fire,Kho 1,10,{world.site_a},kho;tầng 1\n"
+                f"gw-a,smoke-2,plasma,Kho 2,11,{world.site_a},\n"
+                f"gw-a,smoke-3,fire,Kho 3,300,{world.site_a},\n"
+                f"gw-a,smoke-1,fire,again,12,{world.site_a},\n"
+                f"gw-a,smoke-4,fire,Kho 4,13,{world.site_b},\n")
+    r = client.post("/api/v1/devices/import", content=csv_text.encode(),
+                    headers={**world.headers("technician"), "Content-Type": "text/csv"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    errors = {(e["row"], e["column"]) for e in r.json()["errors"]}
+    # row 3: bad class; row 4: address out of 1-247; row 5: duplicate of row 2; row 6: a site
+    # in another ward is invisible to this technician
+    assert errors == {(3, "class"), (4, "address"), (5, "device"), (6, "site_id")}
+    assert "smoke-1" not in keys(client, "admin", world)
+
+
+def test_csv_export_then_import_round_trips(client, world) -> None:  # type: ignore[no-untyped-def]
+    csv_text = ("gateway,device,class,name,address,site_id,tags\n"
+                f"gw-a,smoke-1,fire,Kho 1,10,{world.site_a},kho;tầng 1\n"
+                f"gw-c,level-1,flood,Cống,,{world.site_a},kho-2\n")
+    r = client.post("/api/v1/devices/import", content=csv_text.encode(),
+                    headers={**world.headers("technician"), "Content-Type": "text/csv"})
+    assert r.status_code == 200 and r.json() == {"created": 2, "updated": 0}
+    exported = client.get("/api/v1/devices/export.csv", headers=world.headers("technician"))
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert f"gw-a,smoke-1,fire,Kho 1,10,{world.site_a},kho;tầng 1" in lines
+    assert len(lines) == 1 + 4  # header, fire-a, flood-a, smoke-1, level-1
+    r = client.post("/api/v1/devices/import", content=exported.text.encode(),
+                    headers={**world.headers("technician"), "Content-Type": "text/csv"})
+    assert r.json() == {"created": 0, "updated": 4}
+    assert keys(client, "technician", world, tag="kho") == {"smoke-1"}
+    assert keys(client, "technician", world, tag="tầng 1") == {"smoke-1"}
+    assert keys(client, "technician", world, tag="kho-2") == {"level-1"}
+
+
+def test_a_device_list_filters_and_pages(client, world) -> None:  # type: ignore[no-untyped-def]
+    r = client.get("/api/v1/devices", headers=world.headers("admin"),
+                   params={"limit": 2, "offset": 1})
+    page = r.json()
+    assert page["total"] == 4 and [d["key"] for d in page["items"]] == ["flood-a", "fire-b"]
+    assert keys(client, "admin", world, **{"class": "fire"}) == {"fire-a", "fire-b"}
+    assert keys(client, "admin", world, gateway="gw-b") == {"fire-b", "water-b"}
+
+
+def test_a_broken_csv_file_is_a_problem_report_not_a_server_error(client, world) -> None:  # type: ignore[no-untyped-def]
+    headers = {**world.headers("admin"), "Content-Type": "text/csv"}
+    for body in ("gateway,device,class\ngw-a,x\ry,fire\n",       # a bare CR inside a field
+                 "gateway,device,class\ngw-a," + "x" * 200_000 + ",fire\n"):  # over csv's limit
+        r = client.post("/api/v1/devices/import", content=body.encode(), headers=headers)
+        assert r.status_code == 422, r.text[:300]
+        assert r.headers["content-type"] == "application/problem+json"
