@@ -299,15 +299,17 @@ def _fw_class(cmap: ClassMap) -> dict[str, Any]:
     }
 
 
-def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = None) -> str:
+def render_firmware(maps: Maps | None = None) -> str:
     """Source of firmware/app/hwdef.py: what every node needs, nothing MicroPython lacks.
 
-    Each class's tables live in their own module (app/maps/<class>.py, :func:`render_class`)
-    and board pin maps in app/boards.py, so a node loads only its own map: on a 110 KB heap
+    Data only: on MicroPython a module that defines a function keeps its whole top-level
+    bytecode alive, so the loader for the class tables (``class_map``) lives in app/regbank.py.
+    Each class's tables live in their own module (app/maps/<class>.py, :func:`render_class`),
+    each sensor front-end's parameters in app/sensors/<name>.py (:func:`render_sensor`) and
+    board pin maps in app/boards.py, so a node loads only what it uses: under a 64 KB heap
     every kilobyte of tables counts.
     """
     maps = maps or load_maps()
-    sensors = sensors if sensors is not None else load_sensors()
     parts = [
         _FW_HEADER,
         f"MAP_VERSION = {maps.map_version}\n",
@@ -315,15 +317,16 @@ def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = N
         f"COMMANDS = {pprint.pformat(maps.commands)}\n",
         f"COILS = {pprint.pformat({c.name: c.bit for c in maps.coils})}\n",
         f"CLASS_IDS = {pprint.pformat({n: c.class_id for n, c in maps.classes.items()})}\n",
-        f"SENSORS = {pprint.pformat(sensors, width=100)}\n",
-        "",
-        "def class_map(name):",
-        '    """The register tables of one class (app/maps/<name>.py), imported on first use."""',
-        '    module = __import__("app.maps." + name, None, None, ["CLASS"])',
-        "    return module.CLASS",
-        "",
     ]
     return "\n".join(parts)
+
+
+def render_sensor(name: str, params: dict[str, Any]) -> str:
+    """Source of firmware/app/sensors/<name>.py: one front-end's parameters as module globals
+    (one dict on the device, no nested ones), from the [name] table of hardware/sensors.toml."""
+    lines = [_FW_HEADER, f"# [{name}] of hardware/sensors.toml\n"]
+    lines += [f"{key} = {value!r}" for key, value in params.items()]
+    return "\n".join(lines) + "\n"
 
 
 def render_class(cmap: ClassMap) -> str:
@@ -458,4 +461,7 @@ def generated_files() -> dict[Path, str]:
              FIRMWARE_HWDEF.parent / "maps" / "__init__.py": _FW_HEADER}
     for name, cmap in maps.classes.items():
         files[FIRMWARE_HWDEF.parent / "maps" / f"{name}.py"] = render_class(cmap)
+    files[FIRMWARE_HWDEF.parent / "sensors" / "__init__.py"] = _FW_HEADER
+    for name, params in load_sensors().items():
+        files[FIRMWARE_HWDEF.parent / "sensors" / f"{name}.py"] = render_sensor(name, params)
     return files

@@ -31,6 +31,13 @@ def _to_raw(value, kind, mul):
 _MULTIPLIERS = (1, 10, 100, 1000)
 
 
+def class_map(name):
+    """The register tables of one class (the generated app/maps/<name>.py), imported on first
+    use. Here, not in the generated app/hwdef.py: a module with a function keeps its top-level
+    bytecode alive on MicroPython, and hwdef is data only."""
+    return __import__("app.maps." + name, None, None, ["CLASS"]).CLASS
+
+
 def unpack(reg):
     """A packed register (see app/maps/*.py) -> (address, type, multiplier)."""
     return reg & 0xFF, (reg >> 8) & 3, _MULTIPLIERS[(reg >> 10) & 3]
@@ -40,7 +47,7 @@ class RegBank:
     """Registers of one node class. Names come from hardware/registers/*.toml."""
 
     def __init__(self, class_name):
-        spec = hwdef.class_map(class_name)
+        spec = class_map(class_name)
         self.class_name = class_name
         self.class_id = spec["id"]
         self._inputs = spec["input"]

@@ -16,12 +16,11 @@
 # A constant 0 is eventually reported as stuck. (Hardware note: a live-zero offset on this
 # input would make an open circuit detectable.)
 
-from app import hwdef
 from app.classes._base import SensorClass, options
-from app.drivers import analog
+from app.drivers import analog, water_probes
 from app.filters import Debounce, Median, StuckDetector, above, below
+from app.sensors import water as _W
 
-_W = hwdef.SENSORS["water"]
 
 _LOOP = 0        # 4-20 mA, span from sensors.toml
 _PH = 1          # amplifier output, both rails are faults
@@ -30,12 +29,12 @@ _TURBIDITY = 2   # 0 V is clear water: only the upper rail is a fault
 # (register name, ADC channel, kind, span, fault bit, low alarm, high alarm, hysteresis).
 # The low/high alarm names are both the holding register with the limit and the alarm bit.
 _PROBES = (
-    ("pressure", _W["pressure_channel"], _LOOP, _W["pressure_span"], "pressure_loop",
+    ("pressure", _W.pressure_channel, _LOOP, _W.pressure_span, "pressure_loop",
      "pressure_low", "pressure_high", "pressure_hysteresis"),
-    ("ph", _W["ph_channel"], _PH, None, "ph_probe", "ph_low", "ph_high", "ph_hysteresis"),
-    ("turbidity", _W["turbidity_channel"], _TURBIDITY, None, "turbidity_probe",
+    ("ph", _W.ph_channel, _PH, None, "ph_probe", "ph_low", "ph_high", "ph_hysteresis"),
+    ("turbidity", _W.turbidity_channel, _TURBIDITY, None, "turbidity_probe",
      None, "turbidity_high", "turbidity_hysteresis"),
-    ("chlorine", _W["chlorine_channel"], _LOOP, _W["chlorine_span"], "chlorine_loop",
+    ("chlorine", _W.chlorine_channel, _LOOP, _W.chlorine_span, "chlorine_loop",
      "chlorine_low", "chlorine_high", "chlorine_hysteresis"),
 )
 
@@ -88,10 +87,10 @@ class Water(SensorClass):
             ma = analog.loop_ma(counts)
             return analog.loop_value(ma, span), analog.loop_state(ma) != analog.OK, False
         if kind == _PH:
-            v = analog.ph(counts)
+            v = water_probes.ph(counts)
             bad = analog.rail(counts) != analog.OK
             return v, bad, not bad and not o["ph_min"] <= v <= o["ph_max"]
-        v = analog.turbidity_ntu(counts)
+        v = water_probes.turbidity_ntu(counts)
         return v, analog.rail(counts) == analog.SHORT, False
 
     def _sample(self, now_ms):

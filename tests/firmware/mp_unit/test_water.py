@@ -1,15 +1,16 @@
 # Water-quality station through a fake HAL: QCVN limits with hysteresis, probe faults win.
 # ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
 import mptest
-from fakes import Clock, FakeHal, loop_counts_for, ph_counts, run_for, turbidity_counts
+from fakes import (
+    Clock, FakeHal, loop_counts_for, ph_counts, run_for, sensor, turbidity_counts,
+)
 
-from app import hwdef
 from app.classes.water import Water
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-BITS = hwdef.class_map("water")["alarm_bits"]
-FAULTS = hwdef.class_map("water")["fault_bits"]
-W = hwdef.SENSORS["water"]
+BITS = class_map("water")["alarm_bits"]
+FAULTS = class_map("water")["fault_bits"]
+W = sensor("water")
 approx = mptest.approx
 
 
