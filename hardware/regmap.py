@@ -264,7 +264,9 @@ _CLASS_HEADER = '''\
 # Packed for a small heap: a register is one small int (no heap object on the device),
 #   address | type << 8 | scale << 10,  type 0 u16, 1 i16, 2 u32;  multiplier = 10 ** scale,
 #   encoded = round(value * multiplier).
-# Holding limits are tuples indexed by address (raw register values); None = no register.
+# Holding defaults and limits are bytes, one big-endian u16 per address (raw register values,
+#   2 bytes an entry instead of an 8-byte tuple slot); an address without a register has
+#   minimum 0xFFFF > maximum 0, so no value fits it.
 '''
 
 _SCALE_CODES = {1: 0, 10: 1, 100: 2, 1000: 3}
@@ -274,23 +276,29 @@ def pack_register(reg: Register) -> int:
     return reg.address | _TYPE_CODES[reg.type] << 8 | _SCALE_CODES[reg.multiplier] << 10
 
 
+def _u16_bytes(values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(2, "big") for v in values)
+
+
 def _fw_class(cmap: ClassMap) -> dict[str, Any]:
     count = cmap.holding_count
-    default: list[int | None] = [None] * count
-    minimum: list[int | None] = [None] * count
-    maximum: list[int | None] = [None] * count
+    default = [0] * count
+    minimum = [0xFFFF] * count   # no register here: no value fits
+    maximum = [0] * count
     for reg in cmap.holding:
         assert reg.default is not None and reg.minimum is not None and reg.maximum is not None
         default[reg.address] = round(reg.default * reg.multiplier)
         minimum[reg.address] = round(reg.minimum * reg.multiplier)
         maximum[reg.address] = round(reg.maximum * reg.multiplier)
+        if not 0 <= minimum[reg.address] <= maximum[reg.address] <= 0xFFFF:
+            raise RegisterMapError(f"{cmap.name}.{reg.name}: raw range outside u16")
     return {
         "id": cmap.class_id,
         "input": {r.name: pack_register(r) for r in cmap.input},
         "holding": {r.name: pack_register(r) for r in cmap.holding},
-        "hold_default": tuple(default),
-        "hold_min": tuple(minimum),
-        "hold_max": tuple(maximum),
+        "hold_default": _u16_bytes(default),
+        "hold_min": _u16_bytes(minimum),
+        "hold_max": _u16_bytes(maximum),
         "alarm_bits": {b.name: b.bit for b in cmap.alarm_bits},
         "fault_bits": {b.name: b.bit for b in cmap.fault_bits},
         "warning_mask": sum(1 << b.bit for b in cmap.alarm_bits if b.severity == "warning"),

@@ -26,7 +26,7 @@ from app.regbank import RegBank, class_map
 from app.version import VERSION
 
 _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"}
-_GC_THRESHOLD = 4096  # collect after this many bytes allocated: keeps the heap peak small
+_GC_THRESHOLD = 2048  # collect after this many bytes allocated: the heap peak is live + this
 _MAX_POSTPONE_MS = 100  # the longest a frame in reception may postpone due duties
 _SLOT_CHECK_MS = 30000  # how often the OTA/trial flags are re-read from the slot record
 

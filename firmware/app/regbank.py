@@ -38,6 +38,11 @@ def class_map(name):
     return __import__("app.maps." + name, None, None, ["CLASS"]).CLASS
 
 
+def _u16(table, addr):
+    """Entry addr of a generated u16 table (bytes, big-endian; see app/maps/*.py)."""
+    return (table[2 * addr] << 8) | table[2 * addr + 1]
+
+
 def unpack(reg):
     """A packed register (see app/maps/*.py) -> (address, type, multiplier)."""
     return reg & 0xFF, (reg >> 8) & 3, _MULTIPLIERS[(reg >> 10) & 3]
@@ -83,9 +88,8 @@ class RegBank:
 
     # -- holdings -----------------------------------------------------------------------
     def load_defaults(self):
-        for addr, raw in enumerate(self._default):
-            if raw is not None:
-                self.holding[addr] = raw
+        for addr in range(len(self.holding)):
+            self.holding[addr] = _u16(self._default, addr)
 
     def threshold(self, name):
         """A holding register as an engineering value (thresholds, periods)."""
@@ -104,9 +108,13 @@ class RegBank:
         lo, hi = self._min, self._max
         for i in range(len(values)):
             a = address + i
-            if a >= len(lo) or lo[a] is None:
+            if a >= len(self.holding):
                 return 2
-            if not lo[a] <= values[i] <= hi[a]:
+            low = _u16(lo, a)
+            high = _u16(hi, a)
+            if low > high:
+                return 2                    # no register at this address
+            if not low <= values[i] <= high:
                 return 3
         return None
 
@@ -128,7 +136,7 @@ class RegBank:
                 skipped += 1
                 continue
             addr = reg & 0xFF
-            if not self._min[addr] <= raw <= self._max[addr]:
+            if not _u16(self._min, addr) <= raw <= _u16(self._max, addr):
                 skipped += 1
                 continue
             self.holding[addr] = raw

@@ -138,17 +138,16 @@ class I2cBus:
             chip.source = None                 # off the bus unless the feed names it
         for key, value in i2c.items():
             addr = int(key)
-            chip = self.chips.get(addr)
-            if chip is None:
-                chip = self.chips[addr] = Scd41Chip(now_ms)
-            chip.source = bytes.fromhex(str(value))
+            if addr not in self.chips:
+                self.chips[addr] = Scd41Chip(now_ms)
+            self.chips[addr].source = bytes.fromhex(str(value))
         power = snapshot.get("power")
         if isinstance(power, dict):
             for key, cycles in power.items():
                 addr = int(key)
-                chip = self.chips.get(addr)
-                if chip is not None and self._power.get(addr, cycles) != cycles:
-                    chip.power_on(now_ms)
+                powered = self.chips.get(addr)
+                if powered is not None and self._power.get(addr, cycles) != cycles:
+                    powered.power_on(now_ms)
                 self._power[addr] = int(cycles)
 
     def transfer(self, addr: int, cmd: int, n: int, now_ms: float) -> bytes | None:

@@ -20,13 +20,16 @@ from app.regbank import class_map
 
 
 def options(defaults, overrides):
-    """The class defaults dict, with per-device overrides applied (a new dict)."""
+    """The class defaults dict, with per-device overrides applied. Without overrides it is the
+    defaults dict itself (read-only by convention: no copy of it on a small heap); with them, a
+    new dict."""
+    if not overrides:
+        return defaults
     out = dict(defaults)
-    if overrides:
-        for k in overrides:
-            if k not in out:
-                raise KeyError(k)
-            out[k] = overrides[k]
+    for k in overrides:
+        if k not in out:
+            raise KeyError(k)
+        out[k] = overrides[k]
     return out
 
 
