@@ -8,7 +8,7 @@
 # I2C: the devices (the SCD41) live in the simulator, as the chip lives outside the MCU on a
 # board: each phase of a transfer goes out on stdout as {"i2c": [seq, addr, cmd, n]} (n == 0:
 # the command write; n > 0: read n bytes) and the simulator answers on stdin with
-# {"i2c_r": [seq, "<hex>" or null]}; null, or no answer within I2C_TIMEOUT_MS, is a NACK
+# {"i2c_r": [seq, "<hex>" or null]}; null (or no answer within _I2C_TIMEOUT_MS) is a NACK
 # (OSError, as machine.I2C raises on the board). Feed lines arriving meanwhile are taken.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
 # End of stdin means the simulator is gone: the node exits rather than run orphaned.
@@ -31,7 +31,10 @@ import micropython
 from micropython import const
 
 EXIT_REBOOT = 75  # the simulator's supervisor restarts a node that exits with this code
-_I2C_TIMEOUT_MS = const(250)  # the simulator's answer to one transfer phase
+# The simulator's answer to one transfer phase. A board's transfer takes about a millisecond;
+# the simulator is a Python thread on a shared machine and can be scheduled late, which a chip
+# never is, so the wait is generous: only a simulator that is gone makes it a NACK.
+_I2C_TIMEOUT_MS = const(1000)
 
 
 class Hal:
