@@ -129,6 +129,22 @@ class I2cBus:
     def __init__(self) -> None:
         self.chips: dict[int, Scd41Chip] = {}
         self._power: dict[int, int] = {}
+        self._offset: float | None = None
+
+    def node_started(self) -> None:
+        """The node process (re)started: its clock is matched afresh."""
+        self._offset = None
+
+    def chip_time(self, node_ms: float, sim_ms: float) -> float:
+        """The chip's time for a transfer the node stamped node_ms and the simulator read at
+        sim_ms: the node's clock moved onto the simulator's by the smallest delay seen so far.
+        A chip answers at once; the simulator reads a request late by a varying delay (a
+        thread on a loaded machine), and timing phases by arrival would squeeze the 1 ms
+        between a read command and its read-out below 1 ms, a NACK no board would see."""
+        offset = sim_ms - node_ms
+        if self._offset is None or offset < self._offset:
+            self._offset = offset
+        return node_ms + self._offset
 
     def feed(self, snapshot: dict[str, object], now_ms: float) -> None:
         i2c = snapshot.get("i2c")

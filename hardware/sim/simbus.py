@@ -140,6 +140,7 @@ class NodeProcess:
 
     def start(self) -> None:
         self._armed_ms = None
+        self.i2c.node_started()  # a new process: its ticks_ms may count from elsewhere
         cmd = [micropython_executable()]
         if self.heap:
             cmd += ["-X", f"heapsize={self.heap}"]
@@ -226,14 +227,16 @@ class NodeProcess:
         del ev.lines[:-200]
 
     def _i2c_transfer(self, request: Any) -> None:
-        """One phase of an I2C transfer the node makes ([seq, addr, cmd, n]; n == 0: the
-        command write), answered on its stdin as {"i2c_r": [seq, hex or null for a NACK]}."""
+        """One phase of an I2C transfer the node makes ([seq, addr, cmd, n, node ticks_ms];
+        n == 0: the command write), answered on its stdin as
+        {"i2c_r": [seq, hex or null for a NACK]}."""
         try:
-            seq, addr, cmd, n = (int(v) for v in request)
+            seq, addr, cmd, n, node_ms = (int(v) for v in request)
         except (TypeError, ValueError):
             return
         with self._i2c_lock:
-            data = self.i2c.transfer(addr, cmd, n, time.monotonic() * 1000.0)
+            now = self.i2c.chip_time(node_ms, time.monotonic() * 1000.0)
+            data = self.i2c.transfer(addr, cmd, n, now)
         self._send(json.dumps({"i2c_r": [seq, None if data is None else data.hex()]}))
 
     def feed(self, snapshot: dict[str, Any]) -> None:

@@ -90,3 +90,14 @@ def test_the_bus_answers_transfers_and_a_power_cycle_puts_the_chip_back_in_idle(
     assert bus.transfer(0x62, START_PERIODIC, 0, 5402.0) == b""     # and it can be started
     bus.feed({"i2c": {}}, 5500.0)                                   # a cut wire
     assert bus.transfer(0x62, STOP_PERIODIC, 0, 5600.0) is None
+
+
+def test_a_late_read_request_keeps_the_nodes_1_ms_between_command_and_read_out() -> None:
+    # The node sends a read command at its t=1000 and the read-out 1 ms later; the simulator
+    # reads the command 30 ms late (a busy thread) and the read-out 0.2 ms after it. Timed by
+    # arrival the chip would NACK (0.2 ms < 1 ms execution time); timed by the node, it answers.
+    bus = I2cBus()
+    bus.feed({"i2c": {"98": MEASUREMENT.hex()}, "power": {"98": 0}}, 0.0)
+    bus.chip_time(0.0, 100.0)                                       # node clock 0 = sim 100
+    assert bus.transfer(0x62, GET_DATA_READY, 0, bus.chip_time(1000.0, 1130.0)) == b""
+    assert bus.transfer(0x62, GET_DATA_READY, 3, bus.chip_time(1001.0, 1130.2)) == NOT_READY

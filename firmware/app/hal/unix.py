@@ -6,8 +6,9 @@
 # ADC channels absent from the snapshot read 0 (an open input). {"diag": 1} asks for a heap
 # report on stdout.
 # I2C: the devices (the SCD41) live in the simulator, as the chip lives outside the MCU on a
-# board: each phase of a transfer goes out on stdout as {"i2c": [seq, addr, cmd, n]} (n == 0:
-# the command write; n > 0: read n bytes) and the simulator answers on stdin with
+# board: each phase of a transfer goes out on stdout as {"i2c": [seq, addr, cmd, n, ticks_ms]}
+# (n == 0: the command write; n > 0: read n bytes; the node's clock, so the chip times the
+# phases as the node made them, not as the simulator happened to read them) and the simulator answers on stdin with
 # {"i2c_r": [seq, "<hex>" or null]}; null (or no answer within _I2C_TIMEOUT_MS) is a NACK
 # (OSError, as machine.I2C raises on the board). Feed lines arriving meanwhile are taken.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
@@ -132,7 +133,7 @@ class Hal:
         """One transfer phase, answered by the simulator's chip; OSError(ENODEV) on a NACK."""
         self._i2c_seq = seq = (self._i2c_seq + 1) & 0xFFFF
         self._i2c_reply = None
-        print('{"i2c":[%d,%d,%d,%d]}' % (seq, addr, cmd, n))
+        print('{"i2c":[%d,%d,%d,%d,%d]}' % (seq, addr, cmd, n, time.ticks_ms()))
         deadline = time.ticks_add(time.ticks_ms(), _I2C_TIMEOUT_MS)
         while True:
             reply = self._i2c_reply
