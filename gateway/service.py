@@ -43,8 +43,7 @@ class Gateway:
         storage.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(storage / "outbox.db",
                              max_bytes=int(config.gateway.max_outbox_mb * 1024 * 1024))
-        self._alarms_path = storage / "alarms.json"
-        saved = self._load_alarms()
+        saved = self._active_alarms(storage / "alarms.json")
         self.rules = RuleEngine(list(config.rule))
         self.pollers: dict[str, BusPoller] = {}
         self.device_bus: dict[str, BusPoller] = {}
@@ -86,34 +85,42 @@ class Gateway:
 
     # -- producing --------------------------------------------------------------------
     def publish(self, messages: list[Message]) -> None:
-        """Store messages durably (assigning seq), then wake the MQTT pump."""
-        self.outbox.put_many(messages)
+        """Store messages durably (assigning seq), then wake the MQTT pump.
+
+        The active alarm ids of every device with an alarm edge in ``messages`` are stored in
+        the same transaction (outbox ``active_alarms``), so what the gateway remembers after
+        a crash is exactly what it has promised the fleet.
+        """
+        alarm_state = {m.device: self._alarm_snapshot(m.device) for m in messages
+                       if m.kind == "alarm" and m.device is not None}
+        self.outbox.put_many(messages, alarm_state=alarm_state)
         self.published += len(messages)
-        if any(m.kind == "alarm" for m in messages):
-            self._save_alarms()
         self.session.notify()
 
-    def _load_alarms(self) -> dict[str, dict[str, str]]:
-        try:
-            data = json.loads(self._alarms_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            log.error("%s is unreadable; active alarms will be re-raised with new ids",
-                      self._alarms_path)
-            return {}
-        return {str(k): dict(v) for k, v in data.items()}
+    def _alarm_snapshot(self, device: str) -> dict[str, str]:
+        poller = self.device_bus.get(device)
+        if poller is not None and device in poller.devices:
+            return poller.devices[device].decoder.snapshot()
+        return dict(self.panel_alarms.get(device, {}))
 
-    def _save_alarms(self) -> None:
-        data: dict[str, dict[str, str]] = {}
-        for poller in self.pollers.values():
-            for dev in poller.devices.values():
-                if dev.decoder.active:
-                    data[dev.id] = dev.decoder.snapshot()
-        data.update({k: v for k, v in self.panel_alarms.items() if v})
-        tmp = self._alarms_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self._alarms_path)
+    def _active_alarms(self, legacy: Path) -> dict[str, dict[str, str]]:
+        """Active alarm ids from the outbox; a previous release's alarms.json is taken over
+        once (stored in the outbox, then removed)."""
+        if legacy.exists():
+            try:
+                data = json.loads(legacy.read_text())
+                state = {str(k): {str(t): str(i) for t, i in dict(v).items()}
+                         for k, v in data.items()}
+            except (ValueError, TypeError, AttributeError):
+                log.error("%s is unreadable; its active alarms are not taken over", legacy)
+            else:
+                known = self.outbox.active_alarms()
+                self.outbox.put_many([], alarm_state={k: v for k, v in state.items()
+                                                      if k not in known})
+                log.info("took over %d device(s) with active alarms from %s", len(state),
+                         legacy)
+            legacy.unlink()
+        return self.outbox.active_alarms()
 
     # -- rules ------------------------------------------------------------------------
     async def _after_poll(self, decoder: DeviceDecoder) -> None:
