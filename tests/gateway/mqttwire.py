@@ -7,8 +7,9 @@ Receive Maximum rule, which Mosquitto 2.0 does not enforce for QoS 1 and so cann
 Fault injection at the wire, for reason codes Mosquitto cannot be made to produce: ``refuse``
 maps a text found in a PUBLISH's topic or payload to a list of PUBACK reason codes to put in
 place of the broker's next PUBACKs for such messages (0x97 quota exceeded, 0x80 unspecified
-error), and ``suback_code`` replaces the reason codes of every SUBACK (Mosquitto 2.0 grants subscriptions that its ACL will never
-deliver on). The real broker still receives, stores and forwards everything.
+error), and ``suback_code`` replaces the reason codes of every SUBACK (Mosquitto 2.0 grants
+subscriptions that its ACL will never deliver on). The real broker still receives, stores and
+forwards everything.
 """
 
 from __future__ import annotations
