@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -55,8 +56,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REFUSAL = 0x80  # PUBACK reason codes at or above this are refusals (MQTT 5, 3.4.2.1)
-#: Codes paho knows by name for a PUBACK (packet type 4).
-_PUBACK_CODES = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,8 +385,7 @@ class MqttSession:
             if value >= REFUSAL:
                 log.warning("MQTT broker %s:%d refused the command subscription %s: %s (%d); "
                             "this gateway will receive no commands", self.host, self.port,
-                            self.command_filter, reason_name(code)
-                            if isinstance(code, ReasonCode) else "refused", value)
+                            self.command_filter, reason_name(value, PacketTypes.SUBACK), value)
         window = PubackWindow(self.window, client.receive_maximum, self.retry_backoff.next,
                               on_delivered=self.retry_backoff.reset,
                               max_attempts=self.max_attempts)
@@ -425,10 +423,9 @@ class MqttSession:
         finally:
             window.give_back()
             self._slot_freed.set()
-        if code.value >= REFUSAL:
-            self.stats.refused[code.value] = self.stats.refused.get(code.value, 0) + 1
-            log.warning("broker refused the gateway status: %s (%d)", reason_name(code),
-                        code.value)
+        if code >= REFUSAL:
+            self.stats.refused[code] = self.stats.refused.get(code, 0) + 1
+            log.warning("broker refused the gateway status: %s (%d)", reason_name(code), code)
 
     async def _say_goodbye(self, client: PubackClient) -> None:
         """A clean DISCONNECT discards the Will, so say offline ourselves (retained)."""
@@ -450,12 +447,12 @@ class MqttSession:
         was in flight when the link dropped is sent again (a duplicate at worst, never a gap).
         The window decides what each PUBACK means (gateway/pubwindow.py); this loop does the I/O.
         """
-        inflight: deque[tuple[StoredLike, asyncio.Future[ReasonCode], float]] = deque()
+        inflight: deque[tuple[StoredLike, asyncio.Future[int], float]] = deque()
         waiting: deque[StoredLike] = deque()
         after_id = 0
         acked: list[int] = []
         stats = self.stats
-        publish = client.publish_tracked
+        publish_many = client.publish_many
         try:
             while True:
                 rewind = window.rewind(time.monotonic())
@@ -464,19 +461,21 @@ class MqttSession:
                     waiting.clear()
                     after_id = rewind
                 room = window.room() if not stop.is_set() else 0
-                while room > 0:
-                    if not waiting:
+                if room > 0:
+                    if len(waiting) < room:
                         batch = outbox.peek(self.peek_batch, after_id)
-                        if not batch:
-                            break
-                        waiting.extend(batch)
-                        after_id = batch[-1].id
-                    msg = waiting.popleft()
-                    fut = publish(msg.topic, msg.payload, msg.qos, msg.retain)
-                    window.sent(msg.id)
-                    inflight.append((msg, fut, time.perf_counter()))
-                    stats.published += 1
-                    room -= 1
+                        if batch:
+                            waiting.extend(batch)
+                            after_id = batch[-1].id
+                    sending = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+                    if sending:
+                        futures = publish_many([(m.topic, m.payload, m.qos, m.retain)
+                                                for m in sending])
+                        sent_at = time.perf_counter()
+                        for msg, fut in zip(sending, futures, strict=True):
+                            window.sent(msg.id)
+                            inflight.append((msg, fut, sent_at))
+                        stats.published += len(sending)
                 stats.in_flight = window.in_flight
                 if not inflight:
                     self._ack(outbox, acked)
@@ -502,7 +501,7 @@ class MqttSession:
                 mono = time.monotonic()
                 while inflight and inflight[0][1].done():
                     msg, fut, sent = inflight.popleft()
-                    for settled in window.puback(msg.id, fut.result().value, mono):
+                    for settled in window.puback(msg.id, fut.result(), mono):
                         self._settle(outbox, msg, settled, now - sent, acked)
                 self._slot_freed.set()
                 if len(acked) >= self.ack_batch:
@@ -522,8 +521,7 @@ class MqttSession:
             acked.append(msg.id)
             stats.latency.add(latency)
             return
-        name = reason_name(ReasonCode(4, identifier=code)) if code in _PUBACK_CODES \
-            else f"reason code {code}"
+        name = reason_name(code)
         if settled.verdict is Verdict.RETRY:
             stats.retried += 1
             log.warning("broker answered %s (%#04x) for outbox id %d on %s (attempt %d of %d); "
@@ -590,7 +588,7 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-async def _settled(fut: asyncio.Future[ReasonCode], timeout: float) -> ReasonCode:
+async def _settled(fut: asyncio.Future[int], timeout: float) -> int:
     try:
         return await asyncio.wait_for(fut, timeout)
     except TimeoutError:
