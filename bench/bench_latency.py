@@ -44,6 +44,7 @@ TELEMETRY_MS = 10000  # riser telemetry: every detector's full map every 10 s
 GW = "riser"
 DEAD = NODES + 1  # the default run's dead node: configured, wired, never answering
 NOISE = 0.01
+MISS_S = 60.0
 
 
 def _commission(port: str, addresses: list[int], sample_ms: int) -> None:
@@ -169,7 +170,9 @@ def measure(rounds: int, sample_ms: int | None, telemetry_ms: int | None, noise:
                         arrivals.pop(device, None)
                     feed.apply(address, "ignite", {"growth": 1.0, "smokiness": 20.0})
                     crossed = None
-                    deadline = time.monotonic() + 20
+                    # An alarm later than this is recorded at this bound (and so sets the p99):
+                    # a node flapping offline on a noisy line can be polled that rarely.
+                    deadline = time.monotonic() + MISS_S
                     while time.monotonic() < deadline:
                         if crossed is None and feed.truth(address)["smoke"] >= THRESHOLD:
                             crossed = time.monotonic()
@@ -180,7 +183,11 @@ def measure(rounds: int, sample_ms: int | None, telemetry_ms: int | None, noise:
                             break
                         time.sleep(0.005)
                     else:
-                        raise RuntimeError(f"trip {i}: no alarm from {device} within 20 s")
+                        if crossed is None:
+                            raise RuntimeError(f"trip {i}: the smoke never reached {THRESHOLD}")
+                        print(f"  trip {i}: no alarm from {device} within {MISS_S:g} s",
+                              flush=True)
+                        latencies.append(MISS_S)
                     # put it out and clear the room (the detector stays latched until the
                     # round ends and the fleet resets it)
                     feed.apply(address, "extinguish", {"tau_s": 0.5})
