@@ -18,7 +18,8 @@ ReasonCode objects per PUBACK, one send() and three recv() system calls per mess
   ``_handle_pubackcomp`` (packet id and reason code read from the bytes); anything else (a
   PUBACK paho itself is waiting for) goes on to paho's handler.
 - Reads are buffered (64 kB per recv() instead of three per packet) and ``loop_read`` reads
-  until the socket would block, instead of once per event-loop wake-up.
+  until the socket would block, instead of once per event-loop wake-up; our PUBACKs are
+  settled straight from that buffer, everything else goes through paho's reader.
 
 No callback can fire between queueing and registering the futures: aiomqtt registers paho's
 socket I/O with the event loop (``on_socket_register_write``), so paho never writes or reads
@@ -28,9 +29,10 @@ It relies on private names of aiomqtt 2.5 and paho 2.x (:data:`PRIVATE_API` and
 :data:`PAHO_PRIVATE_API`): ``Client._client`` (the paho client), ``Client._loop``,
 ``Client._disconnected``, aiomqtt's ``_on_publish`` / ``_on_connect``; paho's
 ``_handle_pubackcomp``, ``_sock_recv``, ``_packet_read``, ``_packet_queue``, ``_mid_generate``,
-``_in_packet``, ``_sock`` and ``_loop_rc_handle``. :func:`check_private_api` verifies them on a
-real instance; a test calls it, so an upgrade that renames one fails that test by name instead
-of failing in the field.
+``_in_packet``, ``_sock``, ``_loop_rc_handle``, ``_msgtime_mutex`` and
+``_last_bytes_received``. :func:`check_private_api` verifies them on a real instance; a test
+calls it, so an upgrade that renames one fails that test by name instead of failing in the
+field.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +55,7 @@ __all__ = ["PAHO_PRIVATE_API", "PRIVATE_API", "PubackClient", "check_private_api
            "reason_name"]
 
 _PUBLISH = 0x30
+_PUBACK = 0x40
 _READ_CHUNK = 65536
 _MAX_PACKETS_PER_READ = 4096
 
@@ -66,7 +70,8 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
 OVERRIDDEN = ("_on_publish", "_on_connect")
 #: paho.Client private methods and attributes the fast path uses or replaces per instance.
 PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_packet_read", "_packet_queue",
-                    "_mid_generate", "_loop_rc_handle", "_in_packet", "_sock")
+                    "_mid_generate", "_loop_rc_handle", "_in_packet", "_sock", "_msgtime_mutex",
+                    "_last_bytes_received")
 
 
 def check_private_api(client: aiomqtt.Client) -> list[str]:
@@ -195,18 +200,46 @@ class PubackClient(aiomqtt.Client):
         return chunk
 
     def _loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """paho's loop_read, but until the socket would block (bounded per wake-up)."""
+        """paho's loop_read, but until the socket would block (bounded per wake-up).
+
+        PUBACKs of our own publishes (4 or 5 bytes, no properties) are settled straight from
+        the read buffer; every other packet goes through paho's reader."""
         c = self._client
+        buf = self._rbuf
+        pubacks = self._pubacks
+        settled = 0
         for _ in range(_MAX_PACKETS_PER_READ):
             if c._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if c._in_packet["command"] == 0:  # at a packet boundary
+                if not buf:
+                    try:
+                        data = self._paho_recv(_READ_CHUNK)
+                    except BlockingIOError:
+                        break
+                    if not data:  # the peer closed: paho's reader says so
+                        return c._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                    buf += data
+                if len(buf) >= 4 and buf[0] == _PUBACK and buf[1] in (2, 3) \
+                        and len(buf) >= 2 + buf[1]:
+                    fut = pubacks.pop((buf[2] << 8) | buf[3], None)
+                    if fut is not None:
+                        if not fut.done():
+                            fut.set_result(buf[4] if buf[1] == 3 else 0)
+                        del buf[:2 + buf[1]]
+                        settled += 1
+                        continue
             rc = c._packet_read()
             if rc > 0:
                 return c._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        if self._rbuf:  # bytes left in our buffer: the socket will not wake us for them
-            self._loop.call_soon(self._read_rest)
+                break
+        else:
+            if self._rbuf:  # bytes left in our buffer: the socket will not wake us for them
+                self._loop.call_soon(self._read_rest)
+        if settled:
+            with c._msgtime_mutex:
+                c._last_bytes_received = time.monotonic()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _read_rest(self) -> None:
