@@ -226,3 +226,23 @@ def declared(messages: list[Received], device: str) -> set[int]:
     return out - delivered(messages, device)
 
 
+
+
+def test_qos0_and_retained_messages_take_the_fast_path_as_the_broker_expects(
+        tmp_path: Path, broker: Broker) -> None:
+    with Outbox(tmp_path / "outbox.db") as outbox, \
+            Subscriber(broker, f"edgefleet/v1/{GW}/#") as fleet:
+        outbox.put(Message(f"edgefleet/v1/{GW}/event", {"v": 1, "n": 1}, "event", qos=0))
+        outbox.put(Message(f"edgefleet/v1/{GW}/fire-1/state", {"v": 1, "online": True},
+                           "state", device="fire-1", retain=True))
+        session = session_via_broker(broker)
+        asyncio.run(run_until(session, outbox, lambda: outbox.stats().depth == 0, 15))
+        fleet.wait_for(lambda ms: any(m.topic.endswith("/event") for m in ms)
+                       and any(m.topic.endswith("/state") for m in ms), 10, "both")
+    with Subscriber(broker, f"edgefleet/v1/{GW}/+/state") as late:  # retained: still there
+        [state] = late.wait_count(1)
+        assert state.retain and json.loads(state.payload)["online"] is True
+
+
+def session_via_broker(broker: Broker) -> MqttSession:
+    return MqttSession(broker.host, broker.port, gateway_id=GW, backoff=Backoff(0.05, 0.5))
