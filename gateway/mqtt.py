@@ -428,13 +428,15 @@ class MqttSession:
             log.warning("broker refused the gateway status: %s (%d)", reason_name(code), code)
 
     async def _say_goodbye(self, client: PubackClient) -> None:
-        """A clean DISCONNECT discards the Will, so say offline ourselves (retained)."""
-        window = self._window = PubackWindow(1, client.receive_maximum, lambda: 0.0)
+        """A clean DISCONNECT discards the Will, so say offline ourselves (retained).
+
+        It runs after the outbox window has drained, so it is the only publish in flight,
+        unless the drain gave up waiting for PUBACKs (the broker is not answering then)."""
+        self._window = PubackWindow(1, client.receive_maximum, lambda: 0.0)
         try:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await self._publish_status(client, online=False, timeout=2.0)
         finally:
-            del window
             self._window = None
 
     # -- publishing ----------------------------------------------------------------------------
