@@ -67,7 +67,7 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
 }
 #: aiomqtt.Client methods this module overrides and calls with super(); paho calls them with
 #: the signatures below (MQTT 5, paho CallbackAPIVersion.VERSION2).
-OVERRIDDEN = ("_on_publish", "_on_connect")
+OVERRIDDEN = ("_on_publish", "_on_connect", "_on_socket_open")
 #: paho.Client private methods and attributes the fast path uses or replaces per instance.
 PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_packet_read", "_packet_queue",
                     "_mid_generate", "_loop_rc_handle", "_in_packet", "_sock", "_msgtime_mutex",
@@ -256,6 +256,13 @@ class PubackClient(aiomqtt.Client):
             super()._on_publish(client, userdata, mid, reason_code, properties)
         elif not fut.done():
             fut.set_result(reason_code.value)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle on: a window refill written while an earlier one is not yet
+        # TCP-acknowledged would wait for that ACK (up to the peer's delayed-ACK timer).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super()._on_socket_open(client, userdata, sock)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None = None) -> None:
