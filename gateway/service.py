@@ -399,6 +399,9 @@ class Gateway:
                        "1 while the node answers", labels=ld)
                 metric("edgefleet_device_timeouts_total", dev["timeouts"],
                        "Polls without an answer", "counter", ld)
+                metric("edgefleet_device_garbled_total", dev["garbled"],
+                       "Replies without a valid frame (CRC errors, noise): the node is alive",
+                       "counter", ld)
                 metric("edgefleet_device_bad_replies_total", dev["bad_replies"],
                        "Replies that did not answer the request (protocol faults)",
                        "counter", ld)
