@@ -64,6 +64,7 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
     "_client": paho.Client,
     "_loop": asyncio.AbstractEventLoop,
     "_disconnected": asyncio.Future,
+    "_connected": asyncio.Future,
 }
 #: aiomqtt.Client methods this module overrides and calls with super(); paho calls them with
 #: the signatures below (MQTT 5, paho CallbackAPIVersion.VERSION2).
@@ -288,6 +289,15 @@ class PubackClient(aiomqtt.Client):
                 error = aiomqtt.MqttError(f"connection lost before PUBACK: {cause}")
                 error.__cause__ = cause
                 fut.set_exception(error)
+
+    def give_up(self) -> None:
+        """Stop waiting for the broker: whatever awaits CONNACK or the DISCONNECT's end (in
+        aiomqtt's context manager) returns now. For a gateway that is stopping."""
+        error = aiomqtt.MqttError("the gateway is stopping")
+        if not self._connected.done():
+            self._connected.set_exception(error)
+        if not self._disconnected.done():
+            self._disconnected.set_exception(error)
 
     def abort(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a power cut would (tests, drills)."""

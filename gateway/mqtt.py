@@ -241,6 +241,7 @@ class MqttSession:
         on_command: CommandHandler | None = None,
         retry_backoff: Backoff | None = None,
         max_attempts: int = 10,
+        goodbye_s: float = 3.0,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
@@ -264,7 +265,11 @@ class MqttSession:
 
         self.retry_backoff = retry_backoff or Backoff(0.1, 10.0)
         self.max_attempts = max_attempts
+        #: After stop: how long the session may take to drain, say offline and disconnect;
+        #: then the connection is dropped, so stopping never waits on the broker.
+        self.goodbye_s = goodbye_s
         self._client: PubackClient | None = None
+        self._connecting: PubackClient | None = None
         self._window: PubackWindow | None = None
         self._slot_freed = asyncio.Event()
         self._outbox: OutboxLike | None = None
@@ -338,8 +343,10 @@ class MqttSession:
         self._outbox = outbox
         async with asyncio.TaskGroup() as tg:
             worker = tg.create_task(self._command_worker(), name="mqtt-commands")
+            watch = tg.create_task(self._drop_after_goodbye(stop), name="mqtt-goodbye")
             while not stop.is_set():
                 client = self._make_client()
+                self._connecting = client
                 try:
                     async with client:
                         self._client = client
@@ -363,15 +370,29 @@ class MqttSession:
                         log.warning("MQTT connect to %s:%d failed: %s", self.host, self.port,
                                     error)
                 finally:
-                    self._client = None
+                    self._client = self._connecting = None
                     self.stats.connected = False
                     self.stats.in_flight = 0
                 if not stop.is_set():
                     delay = self.backoff.next()
                     log.info("MQTT reconnecting in %.2fs", delay)
                     await _wait_any((stop,), delay)
+            # Stopping: a command still running (a bus write) is abandoned with the buses.
             worker.cancel()
+            watch.cancel()
 
+    async def _drop_after_goodbye(self, stop: asyncio.Event) -> None:
+        """``goodbye_s`` after stop, drop a connection still open (or still connecting): a
+        broker that does not answer must not hold the gateway's exit (systemd would kill it
+        mid-write after its stop timeout)."""
+        await stop.wait()
+        await asyncio.sleep(self.goodbye_s)
+        client = self._client or self._connecting
+        if client is not None:
+            log.warning("MQTT goodbye took longer than %g s; dropping the connection",
+                        self.goodbye_s)
+            client.abort()
+            client.give_up()
     async def _connected(self, client: PubackClient, outbox: OutboxLike,
                          stop: asyncio.Event) -> None:
         """One connection's life: announce, subscribe, then publish until stop or loss."""
@@ -492,7 +513,7 @@ class MqttSession:
                 if not head.done():
                     if stop.is_set():  # draining: bounded, the rest stays in the outbox
                         try:
-                            await asyncio.wait_for(asyncio.shield(head), self.connect_timeout)
+                            await asyncio.wait_for(asyncio.shield(head), self.goodbye_s)
                         except TimeoutError:
                             log.warning("stopping with %d publishes unacknowledged; they stay "
                                         "in the outbox", len(inflight))
