@@ -280,7 +280,8 @@ class BusPoller:
                     continue
                 if heard:
                     dev.timing.garbled()
-                    self._log_fault(dev, logging.WARNING, str(exc))
+                    self._log_fault(dev, logging.WARNING,
+                                    f"garbled reply (line noise?), retried once: {exc}")
                 else:
                     self._failed(dev, str(exc))
                 return

@@ -100,3 +100,43 @@ def test_a_fire_on_a_noisy_line_reaches_the_fleet_promptly_and_no_detector_drops
             proc.terminate()
             proc.wait(timeout=30)
         sim.stop()
+
+
+def test_a_garbled_reply_is_told_from_silence_without_waiting_for_the_timeout() -> None:
+    """The bus itself: bytes that make no frame are Garbled (the node is alive), known once the
+    line has gone quiet after them, well before the 1 s reply timeout; silence stays
+    NoResponse."""
+    import asyncio
+
+    from gateway.bus import Garbled, NoResponse
+    from gateway.rtu import RtuBus
+
+    sim = SimBus([(1, "fire")])
+    sim.start()
+    try:
+        sim.hub.faults.bit_noise = 0.05  # a cable that garbles most replies (37 bytes)
+
+        async def reads() -> list[tuple[str, float]]:
+            outcomes: list[tuple[str, float]] = []
+            async with RtuBus(sim.master_path, timeout=1.0) as bus:
+                for _ in range(40):
+                    t = time.monotonic()
+                    try:
+                        await bus.read_input(1, 0, 16)
+                        outcomes.append(("ok", time.monotonic() - t))
+                    except Garbled as exc:
+                        assert exc.heard > 0
+                        outcomes.append(("garbled", time.monotonic() - t))
+                    except NoResponse:
+                        outcomes.append(("silence", time.monotonic() - t))
+                    if sum(kind == "garbled" for kind, _ in outcomes) >= 3:
+                        break
+                assert bus.garbled == sum(kind == "garbled" for kind, _ in outcomes)
+            return outcomes
+
+        outcomes = asyncio.run(reads())
+    finally:
+        sim.stop()
+    garbled = [took for kind, took in outcomes if kind == "garbled"]
+    assert len(garbled) >= 3, outcomes
+    assert min(garbled) < 1.0, f"a garbled reply waited for the whole timeout: {outcomes}"
