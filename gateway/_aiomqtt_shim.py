@@ -27,7 +27,7 @@ synchronously inside a publish, and every PUBACK is handled from a later loop ca
 
 It relies on private names of aiomqtt 2.5 and paho 2.x (:data:`PRIVATE_API` and
 :data:`PAHO_PRIVATE_API`): ``Client._client`` (the paho client), ``Client._loop``,
-``Client._disconnected``, aiomqtt's ``_on_publish`` / ``_on_connect``; paho's
+``Client._disconnected``, ``Client._connected``, aiomqtt's ``_on_publish`` / ``_on_connect``; paho's
 ``_handle_pubackcomp``, ``_sock_recv``, ``_packet_read``, ``_packet_queue``, ``_mid_generate``,
 ``_in_packet``, ``_sock``, ``_loop_rc_handle``, ``_msgtime_mutex`` and
 ``_last_bytes_received``. :func:`check_private_api` verifies them on a real instance; a test

@@ -110,7 +110,7 @@ def test_the_aiomqtt_private_api_the_shim_relies_on_is_still_there() -> None:
         return check_private_api(client)
 
     assert asyncio.run(build()) == []
-    assert set(PRIVATE_API) == {"_client", "_loop", "_disconnected"}
+    assert set(PRIVATE_API) == {"_client", "_loop", "_disconnected", "_connected"}
 
 
 def test_the_shim_check_names_what_is_missing() -> None:
