@@ -39,6 +39,7 @@ from gateway.rules import Action, RuleEngine
 from gateway.schedule import Timing
 from gateway.store import Store
 from gateway.tcp import TcpBus
+from gateway.trial import TrialWatch
 from hardware.regmap import load_maps
 
 __all__ = ["COMMANDS", "Gateway", "serve"]
@@ -99,6 +100,8 @@ class Gateway:
         self.rule_failures = 0
         self.metrics_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._trials: dict[str, TrialWatch] = {}
+        self._trial_bit = next(b.bit for b in load_maps().status_bits if b.name == "trial")
         # Opened last: opening adopts the remembered alarm state into the producers above.
         self.store = Store.at(storage / "outbox.db",
                               int(config.gateway.max_outbox_mb * 1024 * 1024),
@@ -209,6 +212,42 @@ class Gateway:
     async def _after_poll(self, decoder: DeviceDecoder) -> None:
         for action in self.rules.evaluate(decoder):
             self._spawn(self._act(action))
+        self._watch_trial(decoder)
+
+    # -- trial images -----------------------------------------------------------------
+    def _watch_trial(self, decoder: DeviceDecoder) -> None:
+        values = decoder.values
+        if "status" not in values:
+            return
+        device = decoder.info.id
+        watch = self._trials.get(device)
+        if watch is None:
+            watch = self._trials[device] = TrialWatch(self.config.gateway.confirm_trial_after_s)
+        trial = bool(int(values["status"]) >> self._trial_bit & 1)
+        if watch.observe(time.monotonic(), online=bool(decoder.online), trial=trial,
+                         boot_count=int(values.get("boot_count", 0)),
+                         uptime_s=int(values.get("uptime", 0))):
+            self._spawn(self._confirm_trial(decoder, watch))
+
+    async def _confirm_trial(self, decoder: DeviceDecoder, watch: TrialWatch) -> None:
+        """Write confirm_image to the node's command register, then say so to the fleet."""
+        device = decoder.info.id
+        poller = self.device_bus[device]
+        address, value = decoder.info.address, load_maps().commands["confirm_image"]
+        try:
+            await poller.submit(lambda rtu: rtu.write_register(address, 0, value))
+        except BUS_ERRORS as exc:
+            watch.failed()
+            log.warning("%s: confirming its trial image failed (%s); trying again", device, exc)
+            return
+        v = decoder.values
+        firmware = f"{int(v['fw_major'])}.{int(v['fw_minor'])}.{int(v['fw_patch'])}"
+        log.warning("%s: trial image %s confirmed after %g s polled healthy", device, firmware,
+                    watch.after_s)
+        poller.repoll(device)
+        self.publish([Message(event_topic(self.id), {
+            "v": 1, "ts": rfc3339(now()), "event": "trial_confirmed", "device": device,
+            "firmware": firmware, "healthy_s": watch.after_s}, "event")])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -76,6 +76,9 @@ class GatewaySection(_Section):
     storage: ConfigPath = Path("/var/lib/edgefleet/gateway")  # outbox database directory
     max_outbox_mb: Annotated[float, Field(gt=0, le=1_000_000)] = 256
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0  # Prometheus; 0 = off
+    # A node running a trial image is confirmed once polled healthy this long (gateway/trial.py);
+    # 0 = never (confirm by hand through the fleet's command).
+    confirm_trial_after_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 300
 
 
 # --------------------------------------------------------------------------- [mqtt]

@@ -370,3 +370,45 @@ def test_garbage_on_the_bus_and_a_misconfigured_node_never_stop_the_gateway(
         if rig.proc and rig.proc.poll() is None:
             rig.proc.kill()
         sim.stop()
+
+
+def test_a_node_on_a_trial_image_is_confirmed_once_it_has_run_healthy_for_a_while(
+        tmp_path: Path, broker: Broker) -> None:
+    """A freshly installed image runs as a trial and rolls back unless confirmed: the gateway
+    confirms it after confirm_trial_after_s of healthy polls, and tells the fleet."""
+    import shutil
+
+    from tests.bus.test_trial_boot import FIRMWARE, read_record, record
+
+    sim = SimBus([(a, c) for a, c, _ in NODES])
+    attach_physics(sim)
+    root = sim.nodes[0].root  # fire-1 boots slot b as a trial
+    shutil.copytree(FIRMWARE / "app", root / "b" / "app")
+    (root / "slots.json").write_bytes(record(
+        {"active": "b", "previous": "a", "trial": True, "tries": 0}))
+    sim.start()
+    config = tmp_path / "gateway.toml"
+    config.write_text(_config(sim.master_path, broker, tmp_path / "state").replace(
+        'site = "test ward"', 'site = "test ward"\nconfirm_trial_after_s = 3'))
+    rig = Rig(sim, attach_physics(sim), broker, config)
+    try:
+        with Subscriber(broker, f"edgefleet/v1/{GW}/#") as sub:
+            rig.start_gateway()
+            sub.wait_for(lambda ms: any("trial" in s["status"]
+                                        for s in _of(ms, "fire-1", "state")), 30,
+                         "fire-1 reporting its trial image")
+            got = sub.wait_for(lambda ms: any(
+                _json(m).get("event") == "trial_confirmed" for m in ms
+                if m.topic == f"edgefleet/v1/{GW}/event"), 30, "the gateway's confirm")
+            states = _of(got, "fire-1", "state")
+            sub.wait_for(lambda ms: "trial" not in _of(ms, "fire-1", "state")[-1]["status"],
+                         15, "fire-1's state without trial")
+        assert read_record(root / "slots.json")["trial"] is False
+        assert any("trial" in s["status"] for s in states)
+        # the other nodes run their confirmed image and were never written to
+        confirms = [_json(m) for m in got if m.topic == f"edgefleet/v1/{GW}/event"
+                    and _json(m).get("event") == "trial_confirmed"]
+        assert [c["device"] for c in confirms] == ["fire-1"]
+    finally:
+        rig.stop_gateway()
+        sim.stop()
