@@ -28,7 +28,7 @@ from hardware.sim.bushub import BusHub, Faults
 
 log = logging.getLogger(__name__)
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_DIR / "firmware"
 EXIT_REBOOT = 75
 

@@ -14,7 +14,7 @@ from hardware.sim.simbus import SimBus
 
 log = logging.getLogger(__name__)
 
-SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
+SCENARIOS_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def find_scenario(name_or_path: str) -> Path:
