@@ -16,7 +16,8 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
-PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway"]
+PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "fleet",
+         "web"]
 
 
 def _install(session: nox.Session, *extras: str) -> None:

@@ -23,6 +23,8 @@ from fleet.core.settings import Settings
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
 from fleet.registry.router import router as registry_router
+from fleet.web import mount_dashboard
+from fleet.web import router as dashboard_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -67,7 +69,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (auth_router, registry_router, alarms_router, audit_router, notify_router):
+    for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
+                   dashboard_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])
@@ -75,4 +78,5 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         return {"status": "ok"}
 
     app.include_router(api)
+    mount_dashboard(app)
     return app
