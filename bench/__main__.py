@@ -1,6 +1,7 @@
 """`python -m bench` (nox -s bench): run every benchmark, write bench/results.json, print a table.
 
-Usage: python -m bench [NAME ...]   (names: modbus, heap, outbox, mqtt, latency; default all)
+Usage: python -m bench [NAME ...]
+(names: modbus, heap, outbox, mqtt, latency, ingest; default all)
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from bench import bench_heap, bench_latency, bench_modbus, bench_mqtt, bench_outbox
+from bench import bench_heap, bench_ingest, bench_latency, bench_modbus, bench_mqtt, bench_outbox
 from bench.results import RESULTS_FILE, table, write
 
 SUITES = {"modbus": bench_modbus.run, "heap": bench_heap.run, "outbox": bench_outbox.run,
-          "mqtt": bench_mqtt.run, "latency": bench_latency.run}
+          "mqtt": bench_mqtt.run, "latency": bench_latency.run, "ingest": bench_ingest.run}
 
 
 def main(argv: list[str]) -> int:

@@ -176,6 +176,45 @@ def cmd_fleet_ingest(args: argparse.Namespace) -> int:
     return run_ingest(settings)
 
 
+def _fleet_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from fleet.commands import ConfigError, cli_settings
+
+    try:
+        return cli_settings(args.config, args.data)
+    except ConfigError as exc:
+        raise SystemExit(f"edgefleet fleet: {exc}") from None
+
+
+def cmd_fleet_serve(args: argparse.Namespace) -> int:
+    from fleet.commands import ConfigError, serve
+
+    try:
+        serve(_fleet_settings(args), args.host, args.port)
+    except ConfigError as exc:
+        raise SystemExit(f"edgefleet fleet serve: {exc}") from None
+    return 0
+
+
+def cmd_fleet_migrate(args: argparse.Namespace) -> int:
+    from fleet.commands import migrate
+
+    migrate(_fleet_settings(args))
+    print("fleet database is at the current schema")
+    return 0
+
+
+def cmd_fleet_create_admin(args: argparse.Namespace) -> int:
+    from fleet.commands import ConfigError, create_admin
+
+    try:
+        password = create_admin(_fleet_settings(args), args.username)
+    except ConfigError as exc:
+        raise SystemExit(f"edgefleet fleet create-admin: {exc}") from None
+    print(f"admin account: {args.username}\none-time password: {password}\n"
+          "(shown once; it must be changed at first login)")
+    return 0
+
+
 def cmd_fleet_broker_config(args: argparse.Namespace) -> int:
     from fleet.ingest.broker import BrokerConfig, Listener, mosquitto_conf
 
@@ -253,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "acknowledging each message. Run several for more throughput.")
     ingest.add_argument("config", help="fleet TOML file")
     ingest.set_defaults(func=cmd_fleet_ingest)
+    for name, func, help_ in (
+            ("serve", cmd_fleet_serve, "run the fleet manager's API (uvicorn)"),
+            ("migrate", cmd_fleet_migrate, "bring the fleet database to the current schema"),
+            ("create-admin", cmd_fleet_create_admin,
+             "make an admin account and print its one-time password")):
+        p = fleet_sub.add_parser(name, help=help_, description=help_ + ". With no CONFIG: "
+                                 "embedded defaults (SQLite under --data).")
+        p.add_argument("config", nargs="?", metavar="CONFIG", help="fleet TOML file (optional)")
+        p.add_argument("--data", metavar="DIR", help="data directory (default ./fleet-data)")
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8080)
+        if name == "create-admin":
+            p.add_argument("--username", default="admin")
+        p.set_defaults(func=func)
     broker = fleet_sub.add_parser(
         "broker-config", help="print the mosquitto.conf that loss-proof ingest needs",
         description="Persistence, queue bounds and in-flight window for Mosquitto "

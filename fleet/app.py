@@ -20,9 +20,14 @@ from fleet.auth.router import router as auth_router
 from fleet.core.db import Database
 from fleet.core.errors import install_error_handlers
 from fleet.core.settings import Settings
+from fleet.ingest.metrics import IngestMetrics
+from fleet.ingest.process import embedded_store, start_in_app
+from fleet.ingest.router import metrics_router
+from fleet.ingest.router import router as ingest_router
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
 from fleet.registry.router import router as registry_router
+from fleet.telemetry.router import router as telemetry_router
 from fleet.web import mount_dashboard
 from fleet.web import router as dashboard_router
 
@@ -49,9 +54,15 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
                                              name="escalation-timer"))
         # ingest/telemetry start here
+        app.state.telemetry_store = embedded_store(settings)
+        ingest = start_in_app(settings, db, app.state.ingest_metrics, feed.poke)
         try:
             yield
         finally:
+            if ingest is not None:
+                await asyncio.to_thread(ingest.stop)
+            if app.state.telemetry_store is not None:
+                app.state.telemetry_store.close()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -66,11 +77,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.settings = settings
     app.state.db = db
     app.state.alarm_feed = feed
+    app.state.ingest_metrics = IngestMetrics()
+    app.state.telemetry_store = None
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   dashboard_router):
+                   telemetry_router, ingest_router, dashboard_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])
@@ -78,5 +91,6 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         return {"status": "ok"}
 
     app.include_router(api)
+    app.include_router(metrics_router)
     mount_dashboard(app)
     return app

@@ -43,6 +43,10 @@ class Alarm(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     resolve_comment: Mapped[str] = mapped_column(Text, default="")
+    #: The storm group (the first alarm's id; its own id when alone), see alarms.grouping.
+    group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: Raised again and again within a short window: kept, shown, but not notified on its own.
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -32,6 +32,8 @@ class AlarmOut(BaseModel):
     acknowledged_by: int | None
     ack_comment: str
     resolved_at: datetime | None
+    group_id: int | None
+    flapping: bool
     escalation_level: int
     #: When the next escalation falls due if nobody acknowledges (None: no further step).
     next_escalation_at: datetime | None = None

@@ -22,15 +22,15 @@ import logging
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import AlarmPayload
-from fleet.alarms import lifecycle
+from fleet.alarms import grouping, lifecycle
 from fleet.alarms.models import Alarm, Escalation
 from fleet.audit.models import AuditEntry
 from fleet.audit.service import actor_gateway, record
@@ -41,8 +41,9 @@ from fleet.core.settings import EscalationStep
 from fleet.registry.models import Device, Gateway
 from fleet.registry.service import device_visible, ensure_device, touch_device, visible_devices
 
-__all__ = ["AlarmFilter", "EscalationFired", "acknowledge", "alarm_history", "apply_alarm",
-           "escalate_due", "get_alarm", "list_alarms", "policy_for", "replica_name", "resolve"]
+__all__ = ["AlarmFilter", "AlarmPolicy", "EscalationFired", "acknowledge", "alarm_counts",
+           "alarm_history", "apply_alarm", "escalate_due", "get_alarm", "list_alarms",
+           "policy_for", "replica_name", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,17 @@ def _apply(session: Session, alarm: Alarm, outcome: lifecycle.Outcome, actor: st
     alarm.updated_at = utcnow()
 
 
-def apply_alarm(session: Session, gateway_id: str, payload: AlarmPayload) -> Alarm:
+@dataclass(frozen=True)
+class AlarmPolicy:
+    flapping: grouping.FlapPolicy = field(default_factory=grouping.FlapPolicy)
+    storm: grouping.StormPolicy = field(default_factory=grouping.StormPolicy)
+
+
+DEFAULT_POLICY = AlarmPolicy()
+
+
+def apply_alarm(session: Session, gateway_id: str, payload: AlarmPayload,
+                policy: AlarmPolicy = DEFAULT_POLICY) -> Alarm:
     """A gateway's ``alarm`` message (raised or cleared), idempotent per alarm id."""
     device = ensure_device(session, gateway_id, payload.device, payload.device_class)
     touch_device(session, gateway_id, payload.device, payload.ts)
@@ -80,10 +91,12 @@ def apply_alarm(session: Session, gateway_id: str, payload: AlarmPayload) -> Ala
             alarm = _find(session, device.gateway_id, payload.alarm_id)
             assert alarm is not None
         else:
+            _classify(session, alarm, device, policy)
             outcome = lifecycle.on_device(None, payload.state)
             _apply(session, alarm, outcome, actor_gateway(gateway_id), payload.ts,
                    {"severity": payload.severity, "device": payload.device,
-                    "class": payload.device_class})
+                    "class": payload.device_class, "group_id": alarm.group_id,
+                    "flapping": alarm.flapping})
             log.warning("alarm %s %s on %s/%s (%s)", payload.alarm_id, payload.type,
                         gateway_id, payload.device, payload.severity)
             return alarm
@@ -91,6 +104,34 @@ def apply_alarm(session: Session, gateway_id: str, payload: AlarmPayload) -> Ala
     if outcome.changed:
         _apply(session, alarm, outcome, actor_gateway(gateway_id), payload.ts)
     return alarm
+
+
+def _classify(session: Session, alarm: Alarm, device: Device, policy: AlarmPolicy) -> None:
+    """Flapping and storm group of a new alarm (decided by alarms.grouping)."""
+    since = alarm.raised_at - policy.flapping.window
+    earlier = session.scalars(select(Alarm.raised_at).where(
+        Alarm.device_id == device.id, Alarm.type == alarm.type, Alarm.id != alarm.id,
+        Alarm.raised_at >= since, Alarm.raised_at <= alarm.raised_at)).all()
+    alarm.flapping = grouping.is_flapping(earlier, alarm.raised_at, policy.flapping)
+    group = None
+    if device.site_id is not None:
+        window = policy.storm.window
+        site_alarms = session.execute(
+            select(Alarm.id, Alarm.raised_at, Alarm.group_id)
+            .join(Device, Alarm.device_id == Device.id)
+            .where(Device.site_id == device.site_id, Alarm.id != alarm.id,
+                   Alarm.state != "resolved",
+                   Alarm.raised_at >= alarm.raised_at - window,
+                   Alarm.raised_at <= alarm.raised_at + window)).all()
+        group = grouping.storm_group(site_alarms, alarm.raised_at, policy.storm)
+    alarm.group_id = group if group is not None else alarm.id
+
+
+def alarm_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Alarms by (state, device class), for the metrics endpoint."""
+    rows = session.execute(select(Alarm.state, Alarm.device_class, func.count())
+                           .group_by(Alarm.state, Alarm.device_class)).all()
+    return {(state, cls): int(n) for state, cls, n in rows}
 
 
 def _find(session: Session, gateway_pk: int, alarm_key: str) -> Alarm | None:

@@ -47,3 +47,17 @@ def pending_changes(url: str) -> list[Any]:
             return list(compare_metadata(ctx, fleet.models.Base.metadata))
     finally:
         engine.dispose()
+
+
+def is_current(url: str) -> bool:
+    """Is the database at every head of the migration scripts?"""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    engine = connect(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    return current == set(script.get_heads())

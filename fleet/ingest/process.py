@@ -8,6 +8,7 @@ e.g. as several processes on one shared subscription.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -22,22 +23,31 @@ from fleet.ingest.service import BatchResult, Inbound, Ingestor
 from fleet.telemetry.embedded import EmbeddedStore, Retention
 from fleet.telemetry.sink import TelemetrySink
 
-__all__ = ["IngestProcess", "open_sink", "run_ingest"]
+__all__ = ["IngestProcess", "embedded_store", "open_sink", "run_ingest", "start_in_app"]
 
 log = logging.getLogger(__name__)
 
 
-def open_sink(settings: Settings) -> TelemetrySink:
-    """The telemetry sink the settings name (the embedded store by default)."""
+def embedded_store(settings: Settings) -> EmbeddedStore | None:
+    """The embedded store the settings name, or None when telemetry goes to InfluxDB."""
     t = settings.telemetry
-    if t.sink == "influx":
-        from fleet.telemetry.influx import InfluxSink
-
-        return InfluxSink(t.influx_url, t.influx_token.get_secret_value(), t.influx_org,
-                          t.influx_bucket)
+    if t.sink != "embedded":
+        return None
     return EmbeddedStore(t.embedded_path or settings.data_dir / "telemetry.db",
                          Retention(raw_s=t.raw_retention_h * 3600,
                                    minute_s=t.minute_retention_d * 86400))
+
+
+def open_sink(settings: Settings) -> TelemetrySink:
+    """The telemetry sink the settings name (the embedded store by default)."""
+    store = embedded_store(settings)
+    if store is not None:
+        return store
+    t = settings.telemetry
+    from fleet.telemetry.influx import InfluxSink
+
+    return InfluxSink(t.influx_url, t.influx_token.get_secret_value(), t.influx_org,
+                      t.influx_bucket)
 
 
 class IngestProcess:
@@ -71,6 +81,26 @@ class IngestProcess:
         self.coordinator.stop()
         self.sink.close()
         log.info("ingest stopped")
+
+
+def start_in_app(settings: Settings, db: Database, metrics: IngestMetrics,
+                 poke_alarms: Callable[[], None]) -> IngestProcess | None:
+    """Start ingest inside the app's lifespan (None when no broker is configured).
+
+    Called on the event loop; ``poke_alarms`` (the live-push feed's wake-up) is scheduled onto
+    that loop after a batch that applied alarms, so a browser hears of a fire without waiting
+    for the feed's next poll."""
+    if not settings.ingest.enabled:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_commit(result: BatchResult) -> None:
+        if result.by_channel.get("alarm"):
+            loop.call_soon_threadsafe(poke_alarms)
+
+    process = IngestProcess(settings, db, metrics=metrics, on_commit=on_commit)
+    process.start()
+    return process
 
 
 def run_ingest(settings: Settings) -> int:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -126,25 +126,47 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-class _Tags:
-    """Registry tags (site, area) per device for telemetry points, cached for ``ttl_s``."""
+class _Directory:
+    """What ingest needs from the registry per device, cached for ``ttl_s`` and fetched for a
+    whole batch in one query: whether the device exists, and its telemetry tags (site id,
+    area path). Read-only; registering devices stays with the registry service."""
 
     def __init__(self, ttl_s: float = 60.0) -> None:
         self.ttl_s = ttl_s
-        self._cache: dict[tuple[str, str], tuple[float, str, str]] = {}
+        #: (gateway, device) -> (expires, exists, site, area)
+        self._cache: dict[tuple[str, str], tuple[float, bool, str, str]] = {}
 
-    def get(self, session: Session, gateway: str, device: str) -> tuple[str, str]:
+    def prefetch(self, session: Session, keys: set[tuple[str, str]]) -> None:
         now = time.monotonic()
-        hit = self._cache.get((gateway, device))
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
-        from fleet.registry.service import device_context
+        missing = sorted(k for k in keys if (hit := self._cache.get(k)) is None or hit[0] <= now)
+        if not missing:
+            return
+        from fleet.registry.models import Area, Device, Gateway, Site
 
-        ctx = device_context(session, gateway, device)
-        site = "" if ctx is None or ctx.site_id is None else str(ctx.site_id)
-        area = "" if ctx is None or ctx.area_path is None else ctx.area_path
-        self._cache[(gateway, device)] = (now + self.ttl_s, site, area)
-        return site, area
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            found = session.execute(
+                select(Gateway.key, Device.key, Device.site_id, Area.path)
+                .join(Gateway, Device.gateway_id == Gateway.id)
+                .outerjoin(Site, Device.site_id == Site.id)
+                .outerjoin(Area, Site.area_id == Area.id)
+                .where(tuple_(Gateway.key, Device.key).in_(chunk)))
+            rows = {(g, d): (site, path) for g, d, site, path in found}
+            for key in chunk:
+                site, path = rows.get(key, (None, None))
+                self._cache[key] = (now + self.ttl_s, key in rows,
+                                    "" if site is None else str(site), path or "")
+
+    def tags(self, gateway: str, device: str) -> tuple[str, str]:
+        hit = self._cache.get((gateway, device))
+        return (hit[2], hit[3]) if hit is not None else ("", "")
+
+    def exists(self, gateway: str, device: str) -> bool:
+        hit = self._cache.get((gateway, device))
+        return hit is not None and hit[1]
+
+    def forget(self, gateway: str, device: str) -> None:
+        self._cache.pop((gateway, device), None)
 
 
 class Ingestor:
@@ -160,7 +182,7 @@ class Ingestor:
         self.touch_interval_s = touch_interval_s
         self.reject_log_interval_s = reject_log_interval_s
         self.handlers = HANDLERS if handlers is None else handlers
-        self._tags = _Tags()
+        self._directory = _Directory()
         self._touched: dict[tuple[str, str], float] = {}
         self._reject_logged: dict[tuple[str, str], float] = {}
 
@@ -227,6 +249,9 @@ class Ingestor:
                            for d in decoded if isinstance(d, Decoded) and d.device is not None
                            and self._accounted(d)})
             states = self._load(session, keys)
+            self._directory.prefetch(session, {(d.gateway, d.device) for d in decoded
+                                               if isinstance(d, Decoded) and d.device is not None
+                                               and d.channel != "cmd"})
             for item in decoded:
                 if isinstance(item, Rejected):
                     result.rejects[(item.gateway, item.reason)] += 1
@@ -251,7 +276,7 @@ class Ingestor:
                     if result.newest_ts is None or ts > result.newest_ts:
                         result.newest_ts = ts
                 if isinstance(payload, TelemetryPayload):
-                    site, area = self._tags.get(session, item.gateway, payload.device)
+                    site, area = self._directory.tags(item.gateway, payload.device)
                     readings.append(Reading(
                         device=payload.device, epoch=payload.epoch, seq=payload.seq,
                         ts_ms=_ms(payload.ts), device_class=payload.device_class,
@@ -287,17 +312,42 @@ class Ingestor:
 
     def _touch(self, session: Session, seen: dict[tuple[str, str], tuple[datetime, str | None]]
                ) -> list[tuple[str, str]]:
-        """last_seen for the devices not touched in the last touch_interval_s; returns them."""
+        """last_seen for the devices not touched in the last touch_interval_s; returns them.
+
+        Devices the registry already holds get one bulk UPDATE per batch (last_seen never goes
+        backwards, the gateway's too); a device heard for the first time goes through the
+        registry service, which registers it (unassigned) and audits that."""
+        from fleet.registry.models import Device, Gateway
         from fleet.registry.service import touch_device
 
         now = time.monotonic()
-        touched = []
+        touched, bulk = [], []
+        gateways: dict[str, datetime] = {}
         for (gateway, device), (ts, cls) in seen.items():
             last = self._touched.get((gateway, device))
             if last is not None and now - last < self.touch_interval_s:
                 continue
-            touch_device(session, gateway, device, ts, device_class=cls)
+            if self._directory.exists(gateway, device):
+                bulk.append({"gw": gateway, "dev": device, "ts": ts})
+                gateways[gateway] = max(gateways.get(gateway, ts), ts)
+            else:
+                touch_device(session, gateway, device, ts, device_class=cls)
+                self._directory.forget(gateway, device)  # registered now: refetch its tags
             touched.append((gateway, device))
+        if bulk:
+            gateway_id = select(Gateway.id).where(Gateway.key == bindparam("gw"))
+            session.connection().execute(
+                update(Device).where(Device.key == bindparam("dev"),
+                                     Device.gateway_id == gateway_id.scalar_subquery(),
+                                     or_(Device.last_seen.is_(None),
+                                         Device.last_seen < bindparam("ts")))
+                .values(last_seen=bindparam("ts")), bulk)
+            session.connection().execute(
+                update(Gateway).where(Gateway.key == bindparam("gw"),
+                                      or_(Gateway.last_seen.is_(None),
+                                          Gateway.last_seen < bindparam("ts")))
+                .values(last_seen=bindparam("ts")),
+                [{"gw": g, "ts": ts} for g, ts in sorted(gateways.items())])
         return touched
 
     # -- accounting rows ----------------------------------------------------------------------

@@ -61,7 +61,8 @@ def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
                 "severity": alarm.severity, "device_class": alarm.device_class,
                 "device_id": alarm.device_id, "device": dev.key, "site_id": dev.site_id,
                 "state": alarm.state, "active": alarm.active,
-                "escalation_level": alarm.escalation_level,
+                "escalation_level": alarm.escalation_level, "group_id": alarm.group_id,
+                "flapping": alarm.flapping,
                 "raised_at": alarm.raised_at.isoformat(), "location": alarm.location,
             }}))
     return out

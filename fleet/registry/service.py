@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, String, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import GatewayStatusPayload, StatePayload, valid_id
@@ -293,10 +294,15 @@ def list_devices(session: Session, user: Principal, flt: DeviceFilter, *, limit:
     if flt.unassigned is not None:
         query = query.where(Device.site_id.is_(None) if flt.unassigned
                             else Device.site_id.is_not(None))
-    rows = list(session.scalars(query.order_by(Device.id)))
-    if flt.tag is not None:  # tags are a JSON list: filtered here, portable across databases
-        rows = [d for d in rows if flt.tag in (d.tags or [])]
-    return len(rows), rows[offset:offset + limit]
+    if flt.tag is not None:
+        # Tags are a JSON list, stored as JSON text on both databases: match the tag's own JSON
+        # encoding, quotes included, so "kho" does not match "kho-2".
+        query = query.where(cast(Device.tags, String).contains(json.dumps(flt.tag),
+                                                                autoescape=True))
+    total = session.scalar(select(func.count()).select_from(
+        query.with_only_columns(Device.id).order_by(None).subquery()))
+    rows = session.scalars(query.order_by(Device.id).limit(limit).offset(offset)).unique()
+    return int(total or 0), list(rows)
 
 
 # -- CSV import / export -----------------------------------------------------------------------

@@ -165,8 +165,9 @@ class EmbeddedStore:
 
     # -- reading ------------------------------------------------------------------------------
     def series(self, device: str, field: str, since_ms: int, until_ms: int, step_s: float,
-               now_ms: int | None = None) -> list[Point]:
-        """``field`` of ``device`` over [since, until) in buckets of ``step_s``.
+               now_ms: int | None = None, gateway: str | None = None) -> list[Point]:
+        """``field`` of ``device`` over [since, until) in buckets of ``step_s``; ``gateway``
+        narrows raw rows to one gateway's device of that name (ids are unique per gateway).
 
         Recent buckets come from raw rows, older ones from the minute roll-up (a step under a
         minute is only available where raw rows are kept)."""
@@ -195,8 +196,9 @@ class EmbeddedStore:
                 rows = self._conn.execute(
                     "SELECT ts - ts % ? AS b, avg(v), min(v), max(v), count(v) FROM "
                     "(SELECT ts, json_extract(vals, ?) AS v FROM raw WHERE device = ? "
-                    "AND ts >= ? AND ts < ?) WHERE v IS NOT NULL GROUP BY b ORDER BY b",
-                    (step, path, device, split, until_ms)).fetchall()
+                    "AND ts >= ? AND ts < ? AND (? IS NULL OR gateway = ?)) "
+                    "WHERE v IS NOT NULL GROUP BY b ORDER BY b",
+                    (step, path, device, split, until_ms, gateway, gateway)).fetchall()
                 points += [Point(int(b), m, lo, hi, int(n)) for b, m, lo, hi, n in rows]
         return points
 

@@ -2,8 +2,8 @@
 
 ``/dashboard/me`` (what the caller may do, the map's tile URL), ``/dashboard/map`` (areas, sites
 and devices with their display state), ``/dashboard/devices/{id}`` (a device page: state,
-charts with thresholds, alarm history, delivery accounting), ``/dashboard/devices/{id}/series``
-(recent telemetry from the embedded store) and ``/dashboard/health`` (offline devices and
+which fields to chart with which thresholds, alarm history, delivery accounting; the series
+themselves come from the telemetry API) and ``/dashboard/health`` (offline devices and
 gateways, gateway backlog and declared drops, per-device gap accounting, firmware versions).
 
 Every answer is scoped with the registry's own visibility rules (:func:`visible_devices`,
@@ -13,12 +13,10 @@ Every answer is scoped with the registry's own visibility rules (:func:`visible_
 from __future__ import annotations
 
 import functools
-import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,8 +26,6 @@ from fleet.alarms.router import alarm_out
 from fleet.alarms.schemas import AlarmOut
 from fleet.auth.rbac import FIRE_CLASS, Permission, Principal, allowed
 from fleet.core.deps import SessionDep, SettingsDep, require
-from fleet.core.errors import FleetError
-from fleet.core.settings import Settings
 from fleet.ingest.models import IngestStream
 from fleet.registry.models import Area, Device, Gateway, Site
 from fleet.registry.service import (
@@ -40,7 +36,6 @@ from fleet.registry.service import (
     list_sites,
     visible_devices,
 )
-from fleet.telemetry.embedded import EmbeddedStore
 from fleet.web.state import chart_fields, device_state, hull, worst_state
 from hardware.regmap import Maps, load_maps
 
@@ -49,25 +44,9 @@ __all__ = ["router"]
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 
-#: Longest look-back a device chart may ask for.
-MAX_MINUTES = 48 * 60
-
-
 @functools.cache
 def _maps() -> Maps:
     return load_maps()
-
-
-def _store(request: Request, settings: Settings) -> EmbeddedStore | None:
-    """A reader on the embedded telemetry store (None when telemetry goes to InfluxDB)."""
-    if settings.telemetry.sink != "embedded":
-        return None
-    store: EmbeddedStore | None = getattr(request.app.state, "dashboard_store", None)
-    if store is None:
-        path: Path = settings.telemetry.embedded_path or settings.data_dir / "telemetry.db"
-        store = EmbeddedStore(path)
-        request.app.state.dashboard_store = store
-    return store
 
 
 def _open_alarm_devices(session: Session, device_ids: list[int]) -> set[int]:
@@ -212,25 +191,6 @@ def device_view(device_id: int, user: Reader, session: SessionDep,
         "alarms": [AlarmOut.model_dump(alarm_out(a, settings), mode="json") for a in alarms],
         "accounting": _accounting(session, [dev]),
     }
-
-
-@router.get("/devices/{device_id}/series")
-def device_series(device_id: int, user: Reader, session: SessionDep, settings: SettingsDep,
-                  request: Request, field: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.]+$")],
-                  minutes: Annotated[int, Query(ge=1, le=MAX_MINUTES)] = 60) -> dict[str, Any]:
-    """``field`` of one device over the last ``minutes``, bucketed to at most ~300 points."""
-    dev = get_device(session, user, device_id)
-    store = _store(request, settings)
-    if store is None:
-        raise FleetError("charts read the embedded telemetry store; this fleet writes telemetry "
-                         "to InfluxDB", status=501, code="charts-unavailable")
-    now_ms = int(time.time() * 1000)
-    span_s = minutes * 60
-    step_s = max(1.0, span_s / 300)
-    points = store.series(dev.key, field, now_ms - span_s * 1000, now_ms + 1, step_s,
-                          now_ms=now_ms)
-    return {"field": field, "step_s": step_s,
-            "points": [[p.t_ms, p.mean, p.min, p.max] for p in points]}
 
 
 @router.get("/health")

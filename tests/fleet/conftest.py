@@ -182,7 +182,7 @@ class World:
 
     def __init__(self, db, settings) -> None:  # type: ignore[no-untyped-def]
         from fleet.auth import service as auth
-        from fleet.auth.models import User
+        from fleet.auth.models import Token, User
         from fleet.auth.rbac import Principal
         from fleet.registry import service as reg
 
@@ -220,6 +220,10 @@ class World:
             for name, *_ in users:
                 user = s.query(User).filter_by(username=name).one()
                 self.tokens[name] = auth.issue_token(s, settings, user, kind="session")
+            # a spare admin API token, for tests that revoke one
+            admin = s.query(User).filter_by(username="admin").one()
+            auth.issue_token(s, settings, admin, kind="api", name="spare")
+            self.admin_token_id = max(t.id for t in s.query(Token).filter_by(user_id=admin.id))
 
     def headers(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}

@@ -177,3 +177,16 @@ def test_one_message_that_trips_a_service_is_rejected_and_the_rest_are_kept(
     assert result.by_channel["telemetry"] == 2
     assert result.rejects == {("gw-1", "internal-error"): 1}
     assert store.seqs("fire-1", "e1") == [1, 3]
+
+
+def test_last_seen_follows_the_newest_message_and_never_goes_back(db: Database,
+                                                                   store: EmbeddedStore) -> None:
+    ingest = Ingestor(db, store, touch_interval_s=0)
+    ingest.process([telemetry("gw-1", "fire-1", 5)])   # first heard: registered by the registry
+    ingest.process([telemetry("gw-1", "fire-1", 9)])   # known: the bulk path
+    ingest.process([telemetry("gw-1", "fire-1", 7)])   # an older reading, replayed late
+    with db.transaction() as session:
+        device = session.scalars(select(Device)).one()
+        gateway = session.scalars(select(Gateway)).one()
+        assert device.last_seen is not None and device.last_seen.second == 9
+        assert gateway.last_seen == device.last_seen

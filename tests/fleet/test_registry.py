@@ -169,7 +169,7 @@ def test_csv_import_reports_every_bad_row_by_line_and_imports_nothing(  # type: 
 def test_csv_export_then_import_round_trips(client, world) -> None:  # type: ignore[no-untyped-def]
     csv_text = ("gateway,device,class,name,address,site_id,tags\n"
                 f"gw-a,smoke-1,fire,Kho 1,10,{world.site_a},kho;tầng 1\n"
-                f"gw-c,level-1,flood,Cống,,{world.site_a},\n")
+                f"gw-c,level-1,flood,Cống,,{world.site_a},kho-2\n")
     r = client.post("/api/v1/devices/import", content=csv_text.encode(),
                     headers={**world.headers("technician"), "Content-Type": "text/csv"})
     assert r.status_code == 200 and r.json() == {"created": 2, "updated": 0}
@@ -182,6 +182,8 @@ def test_csv_export_then_import_round_trips(client, world) -> None:  # type: ign
                     headers={**world.headers("technician"), "Content-Type": "text/csv"})
     assert r.json() == {"created": 0, "updated": 4}
     assert keys(client, "technician", world, tag="kho") == {"smoke-1"}
+    assert keys(client, "technician", world, tag="tầng 1") == {"smoke-1"}
+    assert keys(client, "technician", world, tag="kho-2") == {"level-1"}
 
 
 def test_a_device_list_filters_and_pages(client, world) -> None:  # type: ignore[no-untyped-def]

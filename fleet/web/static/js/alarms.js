@@ -13,8 +13,9 @@ import { t, tData, relativeTime, absoluteTime } from "./i18n.js";
 
 const STATE_RANK = { raised: 0, acknowledged: 1, resolved: 2 };
 const SEVERITY_RANK = { critical: 0, major: 1, warning: 2, minor: 3 };
-// A storm: this many open alarms of one type at one site are shown as one expandable group.
-const STORM_SIZE = 3;
+// A storm: alarms the fleet put in one group (alarms.grouping: many at one site within a
+// couple of minutes) are shown as one expandable line once there are this many.
+const STORM_SIZE = 2;
 
 /** Unacknowledged first, then most severe, then newest (fleet/web/state.py says the same). */
 export function alarmOrder(a, b) {
@@ -65,7 +66,7 @@ export class AlarmStore extends EventTarget {
     }
     const alarm = this.alarms.get(id);
     if (alarm && isNew && event.action === "alarm.raised" && alarm.device_class === "fire"
-        && alarm.state === "raised") {
+        && alarm.state === "raised" && !alarm.flapping) {
       this.announce(alarm);
     }
     this.changed();
@@ -172,6 +173,7 @@ function alarmRow(alarm, ctx) {
       chip("sev", alarm.severity || "none", alarm.severity ? tData("severity", alarm.severity) : "–"),
       chip("class", alarm.device_class, tData("class", alarm.device_class)),
       h("h3.alarm-type", {}, tData("type", alarm.type)),
+      alarm.flapping ? chip("flap", "on", t("alarms.flapping")) : null,
       chip("ast", alarm.state, t(`alarm.state.${alarm.state}`))),
     h("div.alarm-where", {},
       h("a", { href: `#/device/${alarm.device_id}` }, device ? (device.name || device.key) : `#${alarm.device_id}`),
@@ -246,11 +248,10 @@ export function mountBoard(root, ctx) {
       list.append(h("p.empty", {}, t("alarms.empty")));
       return;
     }
-    // Storms: many open alarms of one type at one site read as one line, expandable.
+    // Storms: the fleet's groups of open alarms read as one line, expandable.
     const groups = new Map();
     for (const a of shown) {
-      const device = ctx.devices.get(a.device_id);
-      const key = a.state === "resolved" ? `one-${a.id}` : `${device ? device.site_id : "?"}|${a.type}`;
+      const key = a.state === "resolved" ? `one-${a.id}` : `group-${a.group_id ?? a.id}`;
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key).push(a);
     }
@@ -259,12 +260,13 @@ export function mountBoard(root, ctx) {
         for (const a of members) list.append(alarmRow(a, ctx));
         continue;
       }
-      const first = members[0];
+      // The most urgent member stays in view; the rest fold under one line.
+      const [first, ...rest] = members;
       const device = ctx.devices.get(first.device_id);
       const site = device ? ctx.sites.get(device.site_id) : null;
-      list.append(h(`details.storm.sev-${first.severity || "none"}`, { dataset: { key }, open: expanded.has(key) },
-        h("summary", {}, t("alarms.group", { n: members.length, type: tData("type", first.type), site: site ? site.name : "?" })),
-        members.map((a) => alarmRow(a, ctx))));
+      list.append(alarmRow(first, ctx), h(`details.storm.sev-${first.severity || "none"}`, { dataset: { key }, open: expanded.has(key) },
+        h("summary", {}, t("alarms.group", { n: rest.length, site: site ? site.name : "?" })),
+        rest.map((a) => alarmRow(a, ctx))));
     }
   }
 

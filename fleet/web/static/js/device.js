@@ -12,17 +12,17 @@ const HOURS_MINUTES = uPlot.fmtDate("{HH}:{mm}");
 async function drawChart(box, device, chart) {
   let series;
   try {
-    series = await api(`/dashboard/devices/${device.id}/series?field=${encodeURIComponent(chart.field)}&minutes=60`);
+    series = await api(`/devices/${device.id}/telemetry?field=${encodeURIComponent(chart.field)}&step_s=15`);
   } catch (err) {
-    box.append(h("p.muted", {}, err instanceof ApiError && err.status === 501 ? t("device.charts_unavailable") : t("common.error", { detail: err.message })));
+    box.append(h("p.muted", {}, err instanceof ApiError && err.code === "no-embedded-telemetry" ? t("device.charts_unavailable") : t("common.error", { detail: err.message })));
     return null;
   }
   if (!series.points.length) {
     box.append(h("p.muted", {}, t("device.no_data")));
     return null;
   }
-  const xs = series.points.map((p) => p[0] / 1000);
-  const ys = series.points.map((p) => p[1]);
+  const xs = series.points.map((p) => Date.parse(p.t) / 1000);
+  const ys = series.points.map((p) => p.mean);
   const values = ys.concat(chart.thresholds.map((l) => l.value));
   const lo = Math.min(...values), hi = Math.max(...values);
   const pad = (hi - lo) * 0.1 || 1;

@@ -1,0 +1,134 @@
+"""Live push: a browser's EventSource gets alarm changes it may see, as they are committed by
+ingest (here: another connection, as another process would), and resumes with Last-Event-ID.
+
+Runs the real app under uvicorn on a free port and reads the stream with httpx."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from fleet.alarms import service as alarms
+from tests.fleet.conftest import alarm_payload
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(fleet_app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(fleet_app, host="127.0.0.1", port=port,
+                                        log_level="warning", lifespan="on",
+                                        timeout_graceful_shutdown=0.5))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+class Stream:
+    """Reads SSE events in a thread; ``next(timeout)`` returns the next (id, data)."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.connected = threading.Event()
+        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
+        self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
+        self._thread.start()
+        assert self.connected.wait(10), "the stream did not open"
+
+    def _run(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with self._client.stream("GET", url, headers=headers) as r:
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/event-stream")
+                event_id, data = 0, ""
+                for line in r.iter_lines():
+                    if line.startswith(": connected"):
+                        self.connected.set()
+                    elif line.startswith("id: "):
+                        event_id = int(line[4:])
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif line == "" and data:
+                        self.events.put((event_id, json.loads(data)))
+                        data = ""
+        except (httpx.HTTPError, RuntimeError):
+            pass
+
+    def next(self, timeout: float = 10) -> tuple[int, dict[str, Any]]:
+        return self.events.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def test_a_fire_alarm_reaches_the_fire_officer_live_and_never_the_utility_user(  # type: ignore[no-untyped-def]
+        server, world, fleet_db) -> None:
+    url = f"{server}/api/v1/notify/alarms"
+    officer = Stream(url, world.headers("fire-safety"))
+    utility = Stream(f"{url}?access_token={world.tokens['utility']}", {})  # EventSource style
+    other_ward = Stream(url, {"Authorization": f"Bearer {world.tokens['viewer']}"})
+    try:
+        with fleet_db.transaction() as s:  # as ingest would, on its own connection
+            alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:1"))
+        with fleet_db.transaction() as s:
+            alarms.apply_alarm(s, "gw-a", alarm_payload("flood-a", "fl:level:1:1",
+                                                        cls="flood"))
+        with fleet_db.transaction() as s:
+            alarms.apply_alarm(s, "gw-b", alarm_payload("water-b", "wb:ph:1:1", cls="water"))
+        _, first = officer.next()
+        assert first["action"] == "alarm.raised" and first["alarm"]["device"] == "fire-a"
+        assert officer.next()[1]["alarm"]["device"] == "flood-a"
+        # the utility user's first event is the flood alarm: the fire alarm was filtered out
+        assert utility.next()[1]["alarm"]["device"] == "flood-a"
+        assert other_ward.next()[1]["alarm"]["device"] == "fire-a"
+        # ward B's water alarm reaches nobody scoped to ward A
+        with pytest.raises(queue.Empty):
+            officer.next(timeout=1.0)
+        with pytest.raises(queue.Empty):
+            utility.next(timeout=0.2)
+    finally:
+        for s in (officer, utility, other_ward):
+            s.close()
+
+
+def test_a_reconnecting_client_resumes_from_last_event_id(server, world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    url = f"{server}/api/v1/notify/alarms"
+    first = Stream(url, world.headers("admin"))
+    with fleet_db.transaction() as s:
+        alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:1"))
+    seen, _ = first.next()
+    first.close()
+    with fleet_db.transaction() as s:  # while the client was away
+        alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:1", "cleared", seq=2))
+    again = Stream(url, {**world.headers("admin"), "Last-Event-ID": str(seen)})
+    try:
+        event_id, data = again.next()
+        assert event_id > seen and data["action"] == "alarm.cleared"
+    finally:
+        again.close()
+
+
+def test_the_stream_needs_a_valid_token(server) -> None:  # type: ignore[no-untyped-def]
+    r = httpx.get(f"{server}/api/v1/notify/alarms", params={"access_token": "nope"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
