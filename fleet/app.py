@@ -17,6 +17,7 @@ from fleet.alarms.router import router as alarms_router
 from fleet.alarms.timer import run_escalation_timer
 from fleet.audit.router import router as audit_router
 from fleet.auth.router import router as auth_router
+from fleet.control.router import router as control_router
 from fleet.core.db import Database
 from fleet.core.errors import install_error_handlers
 from fleet.core.settings import Settings
@@ -83,7 +84,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   telemetry_router, ingest_router, dashboard_router):
+                   telemetry_router, ingest_router, dashboard_router, control_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])

@@ -107,6 +107,12 @@ def _gateway_status(session: Session, gateway: str, payload: object) -> None:
     apply_gateway_status(session, gateway, payload)
 
 
+def _ack(session: Session, gateway: str, payload: object) -> None:
+    from fleet.control.service import record_ack
+
+    record_ack(session, gateway, payload)
+
+
 Handler = Callable[[Session, str, object], None]
 
 #: Channels handed to another domain's service inside the batch's transaction. Telemetry goes
@@ -116,6 +122,7 @@ HANDLERS: dict[str, Handler] = {
     "alarm": _alarm,
     "state": _state,
     "status": _gateway_status,
+    "ack": _ack,
 }
 
 #: Channels whose messages carry (epoch, seq) and are therefore de-duplicated and accounted.

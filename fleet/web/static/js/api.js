@@ -8,7 +8,8 @@ export class ApiError extends Error {
   constructor(status, problem) {
     super(problem.detail || problem.title || `HTTP ${status}`);
     this.status = status;
-    this.code = problem.code || "";
+    // problem+json: the stable reason is the last part of "type" (urn:edgefleet:problem:<code>).
+    this.code = String(problem.type || "").split(":").pop();
   }
 }
 

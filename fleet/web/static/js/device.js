@@ -58,14 +58,14 @@ function commandPanel(device, ctx, charts) {
   const label = (c) => (c.action === "reset" ? t("device.cmd.reset")
     : `${t("device.cmd.write")}: ${tData("thr", c.body.register)} = ${c.body.value}`);
   async function refresh() {
-    const list = await api(`/dashboard/devices/${device.id}/commands`).catch(() => []);
+    const list = await api(`/devices/${device.id}/commands`).catch(() => []);
     clear(log).append(...list.map((c) => h("li", {}, h("time", { datetime: c.sent_at }, relativeTime(c.sent_at)), " · ",
       c.actor, " · ", label(c), " · ", status(c))));
     return list;
   }
   async function send(action, body) {
     try {
-      await api(`/dashboard/devices/${device.id}/commands`, { method: "POST", body: { action, ...body } });
+      await api(`/devices/${device.id}/commands`, { method: "POST", body: { action, ...body } });
     } catch (err) {
       ctx.flash(t("alarms.failed", { detail: err.message }));
     }

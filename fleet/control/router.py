@@ -1,0 +1,71 @@
+"""HTTP for device commands: ``POST /devices/{id}/commands`` sends one (roles that may change
+the registry: admin, technician), ``GET /devices/{id}/commands`` lists the latest with the
+gateway's answers. Thin: the checks are :mod:`fleet.control.service`'s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.mqtt import command_topic
+from fleet.auth.rbac import Permission, Principal
+from fleet.control import service
+from fleet.control.publish import BrokerUnavailable, publish_command
+from fleet.core.deps import DatabaseDep, SessionDep, SettingsDep, require
+from fleet.registry.service import get_device
+
+router = APIRouter(tags=["commands"])
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+#: Who may send commands: the roles that may change the registry (admin, technician).
+Operator = Annotated[Principal, Depends(require(Permission.MANAGE_REGISTRY))]
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    action: str = Field(min_length=1, max_length=50)
+
+
+class CommandOut(BaseModel):
+    id: str
+    action: str
+    body: dict[str, Any]
+    actor: str
+    sent_at: datetime
+    #: The gateway's answer: None while none has come.
+    ok: bool | None
+    error: str | None
+    answered_at: datetime | None
+
+
+@router.post("/devices/{device_id}/commands", response_model=CommandOut,
+             status_code=status.HTTP_202_ACCEPTED)
+def send_command(device_id: int, body: CommandIn, user: Operator, db: DatabaseDep,
+                 settings: SettingsDep) -> CommandOut:
+    """Accepted once the broker has it; the gateway's answer shows in the list later."""
+    extra = body.model_extra or {}
+    command_id = ""
+    with db.transaction() as session:  # recorded before it leaves: every attempt is audited
+        device = get_device(session, user, device_id)
+        payload = service.check_body(device.device_class, body.action, extra)
+        command_id = service.new_command_id(device.id)
+        service.record_sent(session, f"user:{user.username}", device, command_id, body.action,
+                            payload)
+        topic = command_topic(device.gateway.key, device.key, body.action)
+    try:
+        publish_command(settings.ingest, topic, {"id": command_id, **payload})
+    except BrokerUnavailable as exc:
+        with db.transaction() as session:
+            service.record_unsent(session, command_id, exc.detail)
+        raise
+    with db.transaction() as session:
+        sent = service.list_for_device(session, device_id)
+    return CommandOut(**next(c for c in sent if c.id == command_id).__dict__)
+
+
+@router.get("/devices/{device_id}/commands", response_model=list[CommandOut])
+def list_commands(device_id: int, user: Reader, session: SessionDep) -> list[CommandOut]:
+    get_device(session, user, device_id)  # 404 outside the caller's scope
+    return [CommandOut(**c.__dict__) for c in service.list_for_device(session, device_id)]
