@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.mqtt import command_topic
 from fleet.auth.rbac import Permission, Principal
 from fleet.control import service
 from fleet.control.publish import BrokerUnavailable, publish_command
-from fleet.core.deps import DatabaseDep, SessionDep, SettingsDep, require
+from fleet.core.deps import SessionDep, SettingsDep, require
 from fleet.registry.service import get_device
 
 router = APIRouter(tags=["commands"])
@@ -41,27 +42,30 @@ class CommandOut(BaseModel):
 
 
 @router.post("/devices/{device_id}/commands", response_model=CommandOut,
-             status_code=status.HTTP_202_ACCEPTED)
-def send_command(device_id: int, body: CommandIn, user: Operator, db: DatabaseDep,
-                 settings: SettingsDep) -> CommandOut:
-    """Accepted once the broker has it; the gateway's answer shows in the list later."""
-    extra = body.model_extra or {}
-    command_id = ""
-    with db.transaction() as session:  # recorded before it leaves: every attempt is audited
-        device = get_device(session, user, device_id)
-        payload = service.check_body(device.device_class, body.action, extra)
-        command_id = service.new_command_id(device.id)
-        service.record_sent(session, f"user:{user.username}", device, command_id, body.action,
-                            payload)
-        topic = command_topic(device.gateway.key, device.key, body.action)
+             status_code=status.HTTP_202_ACCEPTED,
+             responses={503: {"description": "the broker did not take the command (audited)"}})
+def send_command(request: Request, device_id: int, body: CommandIn, user: Operator,
+                 session: SessionDep, settings: SettingsDep) -> CommandOut | JSONResponse:
+    """Accepted once the broker has it; the gateway's answer shows in the list later.
+
+    One transaction (the request's, which authentication already opened: on SQLite a second
+    one would wait for it): the command is recorded, published, and a failure to publish is
+    recorded too and answered 503 by *returning* the problem, so the audit rows still commit."""
+    device = get_device(session, user, device_id)
+    payload = service.check_body(device.device_class, body.action, body.model_extra or {})
+    command_id = service.new_command_id(device.id)
+    service.record_sent(session, f"user:{user.username}", device, command_id, body.action,
+                        payload)
+    topic = command_topic(device.gateway.key, device.key, body.action)
     try:
         publish_command(settings.ingest, topic, {"id": command_id, **payload})
     except BrokerUnavailable as exc:
-        with db.transaction() as session:
-            service.record_unsent(session, command_id, exc.detail)
-        raise
-    with db.transaction() as session:
-        sent = service.list_for_device(session, device_id)
+        service.record_unsent(session, command_id, exc.detail)
+        problem = exc.problem(str(request.url.path))
+        return JSONResponse(problem.model_dump(exclude_none=True), status_code=exc.status,
+                            media_type="application/problem+json")
+    session.flush()
+    sent = service.list_for_device(session, device_id)
     return CommandOut(**next(c for c in sent if c.id == command_id).__dict__)
 
 
