@@ -57,6 +57,11 @@ def open_page(browser: Any, stack: FleetStack, *, viewport: dict[str, int] = DES
 
     Every request the page makes is recorded on ``page.requests`` (the closed-network check)."""
     context = browser.new_context(viewport=viewport, locale=locale)
+    # Count the tones the page starts (Web Audio has no other observable output headless).
+    context.add_init_script("""window.__tones = 0;
+        const start = OscillatorNode.prototype.start;
+        OscillatorNode.prototype.start = function (...args) {
+          window.__tones += 1; return start.apply(this, args); };""")
     page = context.new_page()
     page.requests = []
     page.on("request", lambda r: page.requests.append(r.url))

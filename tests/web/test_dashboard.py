@@ -21,6 +21,11 @@ def test_a_fire_alarm_appears_live_is_acknowledged_by_fire_safety_and_stays_hidd
     phone = open_page(browser, stack, user="pccc", viewport=PHONE)
     for page in (fire, utility, phone):
         page.wait_for_selector("span.live.on")
+    # Sound is off until someone in the room allows it (here: on the desk, not on the phone).
+    fire.click("#sound")
+    assert fire.get_attribute("#sound", "aria-pressed") == "true"
+    test_tone = fire.evaluate("window.__tones")
+    assert test_tone == 1
 
     # Smoke at the market: published the way the Bến Thành gateway sends it.
     stack.alarm("gw-bt", "fire-2", "fire", "smoke", location="Kho tầng trệt")
@@ -34,6 +39,9 @@ def test_a_fire_alarm_appears_live_is_acknowledged_by_fire_safety_and_stays_hidd
     row.wait_for(timeout=10_000)
     assert "Smoke" in row.inner_text() and "Kho tầng trệt" in row.inner_text()
     _row(phone, alarm_id).wait_for(timeout=10_000)
+    # A new fire alarm sounds where sound was allowed, and only there.
+    fire.wait_for_function("window.__tones >= 2")
+    assert phone.evaluate("window.__tones") == 0
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
     # A water alarm in the utility user's ward proves the utility page is live too ...
