@@ -19,7 +19,7 @@ from fleet.audit.router import router as audit_router
 from fleet.auth.router import router as auth_router
 from fleet.control.router import router as control_router
 from fleet.core.db import Database
-from fleet.core.errors import install_error_handlers
+from fleet.core.errors import install_error_handlers, problem_responses
 from fleet.core.settings import Settings
 from fleet.ingest.metrics import IngestMetrics
 from fleet.ingest.process import embedded_store, start_in_app
@@ -27,6 +27,8 @@ from fleet.ingest.router import metrics_router
 from fleet.ingest.router import router as ingest_router
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
+from fleet.notify.webhook_router import router as webhook_router
+from fleet.notify.webhooks import run_webhook_worker
 from fleet.registry.router import router as registry_router
 from fleet.telemetry.router import router as telemetry_router
 from fleet.web import mount_dashboard
@@ -54,6 +56,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.run_timers:
             tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
                                              name="escalation-timer"))
+            tasks.append(asyncio.create_task(run_webhook_worker(db, settings.webhook_poll_s),
+                                             name="webhook-worker"))
         # ingest/telemetry start here
         app.state.telemetry_store = embedded_store(settings)
         ingest = start_in_app(settings, db, app.state.ingest_metrics, feed.poke)
@@ -82,9 +86,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.telemetry_store = None
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    # Every route may answer these as problem+json; declared so the OpenAPI says so.
+    api = APIRouter(prefix=API_PREFIX,
+                    responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   telemetry_router, ingest_router, dashboard_router, control_router):
+                   webhook_router, telemetry_router, ingest_router, dashboard_router,
+                   control_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])
@@ -92,6 +99,6 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         return {"status": "ok"}
 
     app.include_router(api)
-    app.include_router(metrics_router)
+    app.include_router(metrics_router, responses=problem_responses(401, 403, 500))
     mount_dashboard(app)
     return app

@@ -94,7 +94,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from fleet.app import create_app
+    from fleet.core.db import Database, optimize
 
     ensure_schema(settings)
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)
+    db = Database.from_url(settings.database_url)
+    optimize(db)  # fresh planner statistics (a bulk CSV import may have changed everything)
+    app = create_app(settings, database=db)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)
+    finally:
+        db.dispose()

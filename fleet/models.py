@@ -8,6 +8,7 @@ from fleet.audit import models as audit
 from fleet.auth import models as auth
 from fleet.core.db import Base
 from fleet.ingest import models as ingest
+from fleet.notify import models as notify
 from fleet.registry import models as registry
 
-__all__ = ["Base", "alarms", "audit", "auth", "ingest", "registry"]
+__all__ = ["Base", "alarms", "audit", "auth", "ingest", "notify", "registry"]

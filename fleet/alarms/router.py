@@ -13,6 +13,7 @@ from fleet.audit.models import AuditEntry
 from fleet.auth.rbac import Permission, Principal
 from fleet.core.deps import SessionDep, SettingsDep, require
 from fleet.core.settings import Settings
+from fleet.core.types import NO_NUL, IdPath, IdQuery, Offset
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
@@ -32,10 +33,10 @@ def list_alarms(user: Reader, session: SessionDep, settings: SettingsDep,
                 state: Annotated[str | None,
                                  Query(pattern="^(raised|acknowledged|resolved)$")] = None,
                 open_only: bool = False, active: bool | None = None,
-                device_class: Annotated[str | None, Query(alias="class")] = None,
-                device_id: int | None = None,
+                device_class: Annotated[str | None, Query(alias="class", pattern=NO_NUL)] = None,
+                device_id: IdQuery = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> list[AlarmOut]:
+                offset: Offset = 0) -> list[AlarmOut]:
     flt = service.AlarmFilter(state=state, active=active, device_class=device_class,
                               device_id=device_id, open_only=open_only)
     return [alarm_out(a, settings)
@@ -43,23 +44,23 @@ def list_alarms(user: Reader, session: SessionDep, settings: SettingsDep,
 
 
 @router.get("/{alarm_id}", response_model=AlarmOut)
-def get_alarm(alarm_id: int, user: Reader, session: SessionDep,
+def get_alarm(alarm_id: IdPath, user: Reader, session: SessionDep,
               settings: SettingsDep) -> AlarmOut:
     return alarm_out(service.get_alarm(session, user, alarm_id), settings)
 
 
 @router.get("/{alarm_id}/history", response_model=list[HistoryEntry])
-def alarm_history(alarm_id: int, user: Reader, session: SessionDep) -> list[AuditEntry]:
+def alarm_history(alarm_id: IdPath, user: Reader, session: SessionDep) -> list[AuditEntry]:
     return service.alarm_history(session, user, alarm_id)
 
 
 @router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
-def acknowledge(alarm_id: int, body: AlarmAction, user: Responder, session: SessionDep,
+def acknowledge(alarm_id: IdPath, body: AlarmAction, user: Responder, session: SessionDep,
                 settings: SettingsDep) -> AlarmOut:
     return alarm_out(service.acknowledge(session, user, alarm_id, body.comment), settings)
 
 
 @router.post("/{alarm_id}/resolve", response_model=AlarmOut)
-def resolve(alarm_id: int, body: AlarmAction, user: Responder, session: SessionDep,
+def resolve(alarm_id: IdPath, body: AlarmAction, user: Responder, session: SessionDep,
             settings: SettingsDep) -> AlarmOut:
     return alarm_out(service.resolve(session, user, alarm_id, body.comment), settings)

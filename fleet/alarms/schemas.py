@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.core.types import NO_NUL
+
 __all__ = ["AlarmAction", "AlarmOut", "HistoryEntry"]
 
 
 class AlarmAction(BaseModel):
-    comment: str = Field(default="", max_length=2000)
+    comment: str = Field(default="", max_length=2000, pattern=NO_NUL)
 
 
 class AlarmOut(BaseModel):

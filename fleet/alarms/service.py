@@ -38,6 +38,8 @@ from fleet.auth.rbac import Principal
 from fleet.core.db import utcnow
 from fleet.core.errors import Conflict, NotFound
 from fleet.core.settings import EscalationStep
+from fleet.notify import webhooks
+from fleet.notify.feed import alarm_event_data
 from fleet.registry.models import Device, Gateway
 from fleet.registry.service import device_visible, ensure_device, touch_device, visible_devices
 
@@ -64,10 +66,17 @@ def _apply(session: Session, alarm: Alarm, outcome: lifecycle.Outcome, actor: st
             alarm.cleared_at = at
         elif action == "alarm.resolved" and alarm.resolved_at is None:
             alarm.resolved_at = at
-        record(session, actor, action, "alarm", alarm.id,
-               {"alarm_key": alarm.alarm_key, "type": alarm.type, "state": alarm.state,
-                **(detail or {})})
+        entry = record(session, actor, action, "alarm", alarm.id,
+                       {"alarm_key": alarm.alarm_key, "type": alarm.type,
+                        "state": alarm.state, **(detail or {})})
+        _notify(session, entry, alarm)
     alarm.updated_at = utcnow()
+
+
+def _notify(session: Session, entry: AuditEntry, alarm: Alarm) -> None:
+    """Queue the webhooks for this change in the same transaction (the outbox pattern)."""
+    session.flush()
+    webhooks.enqueue(session, entry, alarm.device_class, alarm_event_data(entry, alarm))
 
 
 @dataclass(frozen=True)
@@ -264,8 +273,12 @@ def escalate_due(session: Session, policy: Mapping[str, Sequence[EscalationStep]
             role = steps[n - 1].role
             session.add(Escalation(alarm_id=alarm_id, level=n, role=role, at=now,
                                    fired_by=fired_by))
-            record(session, "system", "alarm.escalated", "alarm", alarm_id,
-                   {"level": n, "role": role, "replica": fired_by}, at=now)
+            entry = record(session, "system", "alarm.escalated", "alarm", alarm_id,
+                           {"level": n, "role": role, "replica": fired_by}, at=now)
+            alarm = session.get(Alarm, alarm_id)
+            assert alarm is not None
+            session.refresh(alarm)
+            _notify(session, entry, alarm)
             fired.append(EscalationFired(alarm_id, n, role))
             log.warning("alarm %d unacknowledged: escalated to level %d (%s)", alarm_id, n, role)
     session.flush()

@@ -33,6 +33,7 @@ class Permission(StrEnum):
     ACK_ALARMS = "acknowledge or resolve alarms"
     MANAGE_USERS = "manage users and tokens"
     READ_AUDIT = "read the audit log"
+    MANAGE_WEBHOOKS = "manage webhooks to outside systems"
 
 
 _ALL = frozenset(Permission)

@@ -22,6 +22,7 @@ from fleet.auth.schemas import (
     UserOut,
 )
 from fleet.core.deps import CurrentUser, DatabaseDep, PendingUser, SessionDep, SettingsDep, require
+from fleet.core.types import IdPath
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 Admin = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
@@ -82,5 +83,5 @@ def create_api_token(body: ApiTokenCreate, user: CurrentUser, session: SessionDe
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_token(token_id: int, user: CurrentUser, session: SessionDep) -> None:
+def revoke_api_token(token_id: IdPath, user: CurrentUser, session: SessionDep) -> None:
     service.revoke_token(session, token_id, user.user_id, f"user:{user.username}")

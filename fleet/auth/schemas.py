@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.core.types import NO_NUL, Id
 
 __all__ = ["ApiTokenCreate", "ApiTokenOut", "LoginIn", "LoginOut", "MeOut", "PasswordChange",
            "UserCreate", "UserCreated", "UserOut"]
 
 
 class LoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=100)
-    password: str = Field(min_length=1, max_length=1000)
+    username: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    password: str = Field(min_length=1, max_length=1000, pattern=NO_NUL)
 
 
 class LoginOut(BaseModel):
@@ -23,8 +26,8 @@ class LoginOut(BaseModel):
 
 
 class PasswordChange(BaseModel):
-    old_password: str = Field(min_length=1, max_length=1000)
-    new_password: str = Field(min_length=12, max_length=1000)
+    old_password: str = Field(min_length=1, max_length=1000, pattern=NO_NUL)
+    new_password: str = Field(min_length=12, max_length=1000, pattern=NO_NUL)
 
 
 class MeOut(BaseModel):
@@ -35,10 +38,14 @@ class MeOut(BaseModel):
     fire_granted: bool
 
 
+#: The roles of fleet.auth.rbac.Role, for the OpenAPI (a test keeps the two equal).
+RoleName = Literal["admin", "technician", "utility", "fire-safety", "viewer"]
+
+
 class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
-    role: str
-    area_id: int | None = None
+    role: RoleName
+    area_id: Id | None = None
     fire_granted: bool = False
 
 
@@ -59,7 +66,7 @@ class UserCreated(UserOut):
 
 
 class ApiTokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
 
 
 class ApiTokenOut(BaseModel):

@@ -28,6 +28,7 @@ __all__ = [
     "Problem",
     "Unauthorized",
     "install_error_handlers",
+    "problem_responses",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,14 @@ class NotFound(FleetError):
 
 class Conflict(FleetError):
     status, code = 409, "conflict"
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers for ``statuses``."""
+    return {status: {"model": Problem, "description": HTTPStatus(status).phrase,
+                     "content": {PROBLEM_JSON: {"schema": {"$ref":
+                                                           "#/components/schemas/Problem"}}}}
+            for status in statuses}
 
 
 def _response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     escalation: dict[str, list[EscalationStep]] = Field(default_factory=_default_escalation)
     #: How often the live-push poller reads new alarm changes from the database.
     push_poll_s: float = Field(default=0.1, gt=0)
+    #: How often the webhook worker looks for due deliveries.
+    webhook_poll_s: float = Field(default=1.0, gt=0)
     #: Start the background timers (escalation, push poller) with the app.
     run_timers: bool = True
     #: The dashboard map's tile layer (``https://tiles.example/{z}/{x}/{y}.png`` on a server the

@@ -49,6 +49,8 @@ class SeqSet:
 
     def __len__(self) -> int:
         """How many seqs (not ranges) are in the set."""
+        if len(self._lo) <= 1:
+            return self._hi[0] - self._lo[0] + 1 if self._lo else 0
         return sum(hi - lo + 1 for lo, hi in zip(self._lo, self._hi, strict=True))
 
     def __iter__(self) -> Iterator[Range]:
@@ -118,11 +120,15 @@ class SeqSet:
 
     # -- persistence --------------------------------------------------------------------------
     def to_json(self) -> str:
+        if len(self._lo) <= 1:  # the common cases, written once per message: skip json
+            return f"[[{self._lo[0]},{self._hi[0]}]]" if self._lo else "[]"
         return json.dumps([[lo, hi] for lo, hi in self], separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> SeqSet:
-        return cls((int(lo), int(hi)) for lo, hi in json.loads(text or "[]"))
+        if not text or text == "[]":
+            return cls()
+        return cls((int(lo), int(hi)) for lo, hi in json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ class StreamState:
     def totals(self) -> StreamTotals:
         received = len(self.seen)
         produced = max(self.seen.max, self.dropped.max)
-        declared = len(self.dropped) - self.dropped.overlap(self.seen)
+        declared = len(self.dropped) - self.dropped.overlap(self.seen) if self.dropped.max else 0
         return StreamTotals(produced=produced, received=received, duplicates=self.duplicates,
                             declared_drops=declared, gaps=produced - received - declared)
 

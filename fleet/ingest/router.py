@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
@@ -23,10 +23,12 @@ Reader = Annotated[Principal, Depends(require(Permission.READ))]
 #: /metrics spans every area (device names, gateways): admins only; a Prometheus scraper uses an
 #: admin's API token (``authorization: {credentials: ...}`` in its scrape config).
 Operator = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+#: A database key in the path (32-bit on PostgreSQL: a larger one is a 422, not a 500).
+DeviceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/devices/{device_id}/delivery", response_model=DeliveryOut)
-def device_delivery(device_id: int, user: Reader, session: SessionDep) -> DeliveryOut:
+def device_delivery(device_id: DeviceId, user: Reader, session: SessionDep) -> DeliveryOut:
     """Whether everything the device's gateway produced arrived: one row per epoch."""
     device = get_device(session, user, device_id)
     rows = session.scalars(select(IngestStream).where(

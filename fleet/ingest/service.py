@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -190,6 +190,8 @@ class Ingestor:
         self.reject_log_interval_s = reject_log_interval_s
         self.handlers = HANDLERS if handlers is None else handlers
         self._directory = _Directory()
+        #: Accounting rows known to exist (committed): they need no insert-if-missing.
+        self._existing: set[StreamKey] = set()
         self._touched: dict[tuple[str, str], float] = {}
         self._reject_logged: dict[tuple[str, str], float] = {}
 
@@ -301,6 +303,7 @@ class Ingestor:
         now = time.monotonic()
         for device_key in touched:
             self._touched[device_key] = now
+        self._existing.update(states)
         return result
 
     @property
@@ -362,12 +365,14 @@ class Ingestor:
         if not keys:
             return {}
         now = utcnow()
+        # Create missing rows first (in key order), so the locking read below sees every row.
+        # Rows are never deleted, so a key once committed needs no insert again.
         blank = [{"gateway": g, "device": d, "epoch": e, "produced": 0, "received": 0,
                   "duplicates": 0, "declared_drops": 0, "gaps": 0, "seen": "[]",
-                  "dropped": "[]", "first_at": now, "updated_at": now} for g, d, e in keys]
-        insert = self._insert
-        # Create missing rows first (in key order), so the locking read below sees every row.
-        session.execute(insert(IngestStream).on_conflict_do_nothing(), blank)
+                  "dropped": "[]", "first_at": now, "updated_at": now}
+                 for g, d, e in keys if (g, d, e) not in self._existing]
+        if blank:
+            session.execute(self._insert(IngestStream).on_conflict_do_nothing(), blank)
         query = (select(IngestStream.gateway, IngestStream.device, IngestStream.epoch,
                         IngestStream.seen, IngestStream.dropped, IngestStream.duplicates)
                  .where(tuple_(IngestStream.gateway, IngestStream.device,
@@ -394,7 +399,15 @@ class Ingestor:
                          "declared_drops": totals.declared_drops, "gaps": totals.gaps,
                          "seen": state.seen.to_json(), "dropped": state.dropped.to_json(),
                          "updated_at": now})
-        session.execute(update(IngestStream), rows)
+        for row in rows:  # the key columns bind under other names (SET uses the column names)
+            row["k_gateway"], row["k_device"], row["k_epoch"] = (
+                row.pop("gateway"), row.pop("device"), row.pop("epoch"))
+        table = IngestStream.__table__
+        assert isinstance(table, Table)
+        session.connection().execute(
+            update(table).where(table.c.gateway == bindparam("k_gateway"),
+                                table.c.device == bindparam("k_device"),
+                                table.c.epoch == bindparam("k_epoch")), rows)
 
     def _count_rejects(self, session: Session, rejects: Counter[tuple[str, str]],
                        details: dict[tuple[str, str], str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,6 +18,9 @@ class IngestSettings(BaseModel):
     #: Broker host; empty means this fleet process runs no ingest (an API-only replica).
     host: str = ""
     port: int = Field(default=1883, ge=1, le=65535)
+    #: The MQTT client: paho-mqtt (manual_ack), or the lean consumer of fleet/ingest/wire.py
+    #: (same guarantees, a fraction of paho's per-message cost).
+    client: Literal["paho", "lean"] = "paho"
     #: Stable per replica: the broker keeps this client's session (subscription and queued
     #: messages) while it is away. Empty: "fleet-ingest-<hostname>".
     client_id: str = ""

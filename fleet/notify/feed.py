@@ -24,7 +24,7 @@ from fleet.audit.models import AuditEntry
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.db import Database
 
-__all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_events_after"]
+__all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_event_data", "alarm_events_after"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,22 @@ class AlarmEvent:
     data: dict[str, Any]
 
 
+def alarm_event_data(entry: AuditEntry, alarm: Alarm) -> dict[str, Any]:
+    """The JSON body of an alarm event, the same for SSE and webhooks."""
+    dev = alarm.device
+    return {
+        "event_id": entry.id, "action": entry.action, "at": entry.at.isoformat(),
+        "actor": entry.actor, "alarm": {
+            "id": alarm.id, "alarm_key": alarm.alarm_key, "type": alarm.type,
+            "severity": alarm.severity, "device_class": alarm.device_class,
+            "device_id": alarm.device_id, "device": dev.key, "site_id": dev.site_id,
+            "state": alarm.state, "active": alarm.active,
+            "escalation_level": alarm.escalation_level, "group_id": alarm.group_id,
+            "flapping": alarm.flapping, "raised_at": alarm.raised_at.isoformat(),
+            "location": alarm.location,
+        }}
+
+
 def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
     ids = {int(r.entity_id) for r in rows if r.entity_id.isdigit()}
     alarms = {a.id: a for a in session.scalars(select(Alarm).where(Alarm.id.in_(ids)))}
@@ -54,17 +70,8 @@ def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
             continue
         dev = alarm.device
         area_path = dev.site.area.path if dev.site is not None else None
-        out.append(AlarmEvent(row.id, row.action, area_path, alarm.device_class, {
-            "event_id": row.id, "action": row.action, "at": row.at.isoformat(),
-            "actor": row.actor, "alarm": {
-                "id": alarm.id, "alarm_key": alarm.alarm_key, "type": alarm.type,
-                "severity": alarm.severity, "device_class": alarm.device_class,
-                "device_id": alarm.device_id, "device": dev.key, "site_id": dev.site_id,
-                "state": alarm.state, "active": alarm.active,
-                "escalation_level": alarm.escalation_level, "group_id": alarm.group_id,
-                "flapping": alarm.flapping,
-                "raised_at": alarm.raised_at.isoformat(), "location": alarm.location,
-            }}))
+        out.append(AlarmEvent(row.id, row.action, area_path, alarm.device_class,
+                              alarm_event_data(row, alarm)))
     return out
 
 

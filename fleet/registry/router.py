@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from fleet.auth.rbac import Permission, Principal
 from fleet.core.deps import SessionDep, require
+from fleet.core.types import NO_NUL, IdPath, IdQuery, Offset, QueryText
 from fleet.registry import service
 from fleet.registry.models import Area, Device, Gateway, Site
 from fleet.registry.schemas import (
@@ -47,12 +48,12 @@ def create_area(body: AreaCreate, user: AreaAdmin, session: SessionDep) -> Area:
 
 
 @router.get("/areas/{area_id}", response_model=AreaOut)
-def get_area(area_id: int, user: Reader, session: SessionDep) -> Area:
+def get_area(area_id: IdPath, user: Reader, session: SessionDep) -> Area:
     return service.get_area(session, user, area_id)
 
 
 @router.post("/areas/{area_id}/move", response_model=AreaOut)
-def move_area(area_id: int, body: AreaMove, user: AreaAdmin, session: SessionDep) -> Area:
+def move_area(area_id: IdPath, body: AreaMove, user: AreaAdmin, session: SessionDep) -> Area:
     return service.move_area(session, area_id, body.parent_id, actor=f"user:{user.username}")
 
 
@@ -81,14 +82,14 @@ def create_gateway(body: GatewayCreate, user: Registrar, session: SessionDep) ->
 
 @router.get("/devices", response_model=DevicePage)
 def list_devices(user: Reader, session: SessionDep,
-                 area_id: int | None = None, site_id: int | None = None,
-                 gateway: str | None = None,
-                 device_class: Annotated[str | None, Query(alias="class")] = None,
+                 area_id: IdQuery = None, site_id: IdQuery = None,
+                 gateway: QueryText = None,
+                 device_class: Annotated[str | None, Query(alias="class", pattern=NO_NUL)] = None,
                  connectivity: Annotated[str | None,
                                          Query(pattern="^(online|offline|unknown)$")] = None,
-                 tag: str | None = None, unassigned: bool | None = None,
+                 tag: QueryText = None, unassigned: bool | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> DevicePage:
+                 offset: Offset = 0) -> DevicePage:
     flt = service.DeviceFilter(area_id=area_id, site_id=site_id, gateway=gateway,
                                device_class=device_class, connectivity=connectivity, tag=tag,
                                unassigned=unassigned)
@@ -117,12 +118,12 @@ def import_devices(user: Registrar, session: SessionDep,
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
-def get_device(device_id: int, user: Reader, session: SessionDep) -> Device:
+def get_device(device_id: IdPath, user: Reader, session: SessionDep) -> Device:
     return service.get_device(session, user, device_id)
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceOut)
-def update_device(device_id: int, body: DeviceUpdate, user: Registrar,
+def update_device(device_id: IdPath, body: DeviceUpdate, user: Registrar,
                   session: SessionDep) -> Device:
     return service.update_device(session, user, device_id, body.model_dump(exclude_unset=True))
 

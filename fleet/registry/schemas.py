@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.core.types import NO_NUL, Id, Tag
+
 __all__ = ["AreaCreate", "AreaMove", "AreaOut", "DeviceCreate", "DeviceOut", "DevicePage",
            "DeviceUpdate", "GatewayCreate", "GatewayOut", "ImportResult", "SiteCreate",
            "SiteOut"]
@@ -14,14 +16,15 @@ _ID = r"^[^/+#\x00]+$"
 
 
 class AreaCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    kind: str = Field(default="", max_length=50, description="free text: city, ward, commune...")
-    parent_id: int | None = None
-    code: str | None = Field(default=None, max_length=50)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    kind: str = Field(default="", max_length=50, description="free text: city, ward, commune...",
+                      pattern=NO_NUL)
+    parent_id: Id | None = None
+    code: str | None = Field(default=None, max_length=50, pattern=NO_NUL)
 
 
 class AreaMove(BaseModel):
-    parent_id: int | None
+    parent_id: Id | None
 
 
 class AreaOut(BaseModel):
@@ -35,18 +38,18 @@ class AreaOut(BaseModel):
 
 
 class SiteCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    area_id: int
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    area_id: Id
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    address: str = Field(default="", max_length=500)
+    address: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
 class SiteOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
     name: str
-    area_id: int
+    area_id: Id
     latitude: float | None
     longitude: float | None
     address: str
@@ -54,8 +57,8 @@ class SiteOut(BaseModel):
 
 class GatewayCreate(BaseModel):
     key: str = Field(min_length=1, max_length=100, pattern=_ID)
-    name: str = Field(default="", max_length=200)
-    site_id: int | None = None
+    name: str = Field(default="", max_length=200, pattern=NO_NUL)
+    site_id: Id | None = None
 
 
 class GatewayOut(BaseModel):
@@ -70,27 +73,29 @@ class GatewayOut(BaseModel):
 
 
 class DeviceCreate(BaseModel):
-    gateway_id: int
+    gateway_id: Id
     key: str = Field(min_length=1, max_length=100, pattern=_ID)
     device_class: str = Field(pattern="^(fire|flood|water|air)$")
-    name: str = Field(default="", max_length=200)
+    name: str = Field(default="", max_length=200, pattern=NO_NUL)
     address: int | None = Field(default=None, ge=1, le=247)
-    site_id: int | None = None
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    site_id: Id | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
 
 
 class DeviceUpdate(BaseModel):
+    """Only the fields present are changed (``site_id: null`` unassigns, admins only)."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
+    name: str = Field(default="", max_length=200, pattern=NO_NUL)
     address: int | None = Field(default=None, ge=1, le=247)
-    site_id: int | None = None
-    tags: list[str] | None = Field(default=None, max_length=50)
+    site_id: Id | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
 
 
 class DeviceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
-    gateway_id: int
+    gateway_id: Id
     key: str
     name: str
     device_class: str

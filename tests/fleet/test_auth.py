@@ -119,3 +119,12 @@ def test_a_user_on_an_unknown_role_is_refused(fleet_db, fleet_settings) -> None:
 
     with pytest.raises(FleetError, match="unknown role"), fleet_db.transaction() as s:
         service.create_user(s, fleet_settings, username="x", password="p" * 12, role="root")
+
+
+def test_the_api_schema_names_exactly_the_roles_rbac_knows() -> None:
+    from typing import get_args
+
+    from fleet.auth.rbac import ROLES
+    from fleet.auth.schemas import RoleName
+
+    assert set(get_args(RoleName)) == set(ROLES)

@@ -55,6 +55,16 @@ def new_alarm(device: str, gateway: str, cls: str) -> Callable[[World, Any], int
     return make
 
 
+def new_webhook(db: Any) -> int:
+    from fleet.notify.webhooks import create_subscription
+
+    if db is None:  # the no-token test only needs a path
+        return 1
+    with db.transaction() as s:
+        return create_subscription(s, name="m", url="http://127.0.0.1:9/x", classes=[],
+                                   secret=None, actor="test")[0].id
+
+
 ALARM_IN = new_alarm("flood-a", "gw-a", "flood")
 ALARM_OUT = new_alarm("water-b", "gw-b", "water")
 ALARM_FIRE = new_alarm("fire-a", "gw-a", "fire")
@@ -176,6 +186,13 @@ CASES = [
     Case("POST", "/api/v1/alarms/{alarm_id}/resolve", "out", row(409, 404, 404, 404, 403),
          alarm_call(ALARM_OUT, "/resolve", True)),
     Case("GET", "/api/v1/audit", "-", ADMIN_ONLY, fixed("/api/v1/audit")),
+    Case("GET", "/api/v1/webhooks", "-", ADMIN_ONLY, fixed("/api/v1/webhooks")),
+    Case("POST", "/api/v1/webhooks", "-", ADMIN_ONLY_201,
+         fixed("/api/v1/webhooks", json={"name": "scada", "url": "http://127.0.0.1:9/x"})),
+    Case("DELETE", "/api/v1/webhooks/{webhook_id}", "-", row(204, 403, 403, 403, 403),
+         lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}", {})),
+    Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "-", ADMIN_ONLY,
+         lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}/deliveries", {})),
 ]
 #: Routes covered elsewhere: login is public (test_auth), the SSE stream never ends
 #: (test_notify checks its RBAC filtering with a real server).

@@ -1,0 +1,44 @@
+"""Request and response bodies of the webhook API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.core.types import NO_NUL
+
+__all__ = ["DeliveryOut", "WebhookCreate", "WebhookCreated", "WebhookOut"]
+
+
+class WebhookCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    url: str = Field(max_length=1000, pattern=r"^https?://[^\s\x00]+$")
+    #: Device classes to send (empty: every class).
+    classes: list[Literal["fire", "flood", "water", "air"]] = Field(default_factory=list)
+    #: The HMAC key; generated (and shown once) when omitted.
+    secret: str | None = Field(default=None, min_length=16, max_length=200, pattern=NO_NUL)
+
+
+class WebhookOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    url: str
+    classes: list[str]
+    active: bool
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    event_id: int
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str
