@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleet.core.errors import FleetError
 from fleet.ingest.settings import IngestSettings
 
-__all__ = ["BrokerUnavailable", "publish_command"]
+__all__ = ["BrokerUnavailable", "NoBroker", "publish_command"]
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 5.0
@@ -28,9 +28,16 @@ class BrokerUnavailable(FleetError):
     code = "broker-unavailable"
 
 
+class NoBroker(BrokerUnavailable):
+    """This installation has no broker configured: a state of the fleet, not a server fault."""
+
+    status = 409
+    code = "no-broker"
+
+
 def publish_command(settings: IngestSettings, topic: str, body: dict[str, Any]) -> None:
     if not settings.enabled:
-        raise BrokerUnavailable("this fleet has no broker configured ([ingest] host)")
+        raise NoBroker("this fleet has no broker configured ([ingest] host)")
     client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                          client_id=f"fleet-cmd-{uuid.uuid4().hex[:12]}", protocol=paho.MQTTv5)
     if settings.ca_file is not None:

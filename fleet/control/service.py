@@ -44,7 +44,8 @@ def _reset(_device_class: str, _body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _write(device_class: str, body: Mapping[str, Any]) -> dict[str, Any]:
     name, value = body.get("register"), body.get("value")
-    if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, int | float):
+    if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, int | float) \
+            or value != value:
         raise CommandError('write needs "register" (a holding register name) and "value" '
                            "(a number in engineering units)")
     cmap = load_maps().classes.get(device_class)

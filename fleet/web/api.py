@@ -26,6 +26,7 @@ from fleet.alarms.router import alarm_out
 from fleet.alarms.schemas import AlarmOut
 from fleet.auth.rbac import FIRE_CLASS, Permission, Principal, allowed
 from fleet.core.deps import SessionDep, SettingsDep, require
+from fleet.core.types import IdPath
 from fleet.ingest.models import IngestStream
 from fleet.registry.models import Area, Device, Gateway, Site
 from fleet.registry.service import (
@@ -174,7 +175,7 @@ def _accounting(session: Session, devices: list[Device]) -> list[dict[str, Any]]
 
 
 @router.get("/devices/{device_id}")
-def device_view(device_id: int, user: Reader, session: SessionDep,
+def device_view(device_id: IdPath, user: Reader, session: SessionDep,
                 settings: SettingsDep) -> dict[str, Any]:
     dev = get_device(session, user, device_id)  # 404 outside the caller's scope
     alarms = list(session.scalars(select(Alarm).where(Alarm.device_id == dev.id)

@@ -164,6 +164,28 @@ CASES = [
                row(200, 200, 404, 200, 200, 200),
                lambda w, db, sub=sub, p=params: (
                    f"/api/v1/devices/{w.devices['fire-a']}/{sub}", dict(p))))],
+    # The dashboard's own views (fleet/web/api.py) and device commands (fleet/control): the
+    # views as readable as the device; a command (one refused by its body, so no broker is
+    # needed) for admin and technician only.
+    Case("GET", "/api/v1/dashboard/me", "-", ALL, fixed("/api/v1/dashboard/me")),
+    Case("GET", "/api/v1/dashboard/map", "-", ALL, fixed("/api/v1/dashboard/map")),
+    Case("GET", "/api/v1/dashboard/health", "-", ALL, fixed("/api/v1/dashboard/health")),
+    *[case for route in ("/api/v1/dashboard/devices/{device_id}",
+                         "/api/v1/devices/{device_id}/commands")
+      for case in (
+          Case("GET", route, "in", ALL, lambda w, db, r=route: (
+              r.replace("{device_id}", str(w.devices["flood-a"])), {})),
+          Case("GET", route, "out", HIDDEN, lambda w, db, r=route: (
+              r.replace("{device_id}", str(w.devices["water-b"])), {})),
+          Case("GET", route, "fire", row(200, 200, 404, 200, 200, 200), lambda w, db, r=route: (
+              r.replace("{device_id}", str(w.devices["fire-a"])), {})))],
+    *[Case("POST", "/api/v1/devices/{device_id}/commands", target, expected,
+           lambda w, db, d=device: (f"/api/v1/devices/{w.devices[d]}/commands", {"json": {
+               "action": "write", "register": "no_such_register", "value": 1}}))
+      for target, device, expected in (
+          ("in", "flood-a", row(422, 422, 403, 403, 403)),
+          ("out", "water-b", row(422, 404, 403, 403, 403)),
+          ("fire", "fire-a", row(422, 422, 403, 403, 403, 403)))],
     Case("GET", "/metrics", "-", ADMIN_ONLY, fixed("/metrics")),
     Case("GET", "/api/v1/alarms", "-", ALL, fixed("/api/v1/alarms")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "in", ALL, alarm_call(ALARM_IN, "")),
