@@ -124,7 +124,7 @@ class FleetStack:
         """Until ingest's subscription is in place, a telemetry message would be lost: send the
         first one until the fleet has accounted for it (a copy that arrives late is counted as a
         duplicate, never stored twice)."""
-        probe = self._numbered("fire-1")
+        probe = self._numbered("fire-1", datetime.now(UTC) - timedelta(minutes=61))
         body = {**probe, "class": "fire", "values": {"smoke": 0.3, "temperature": 24.0}}
         deadline = time.monotonic() + timeout
         token = self.token("admin")

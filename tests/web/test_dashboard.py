@@ -82,7 +82,7 @@ def test_a_fire_alarm_appears_live_is_acknowledged_by_fire_safety_and_stays_hidd
     if not acked_row.is_visible():
         fire.locator("details.storm", has=acked_row).locator("> summary").click()
     acked_row.locator("details.history summary").click()
-    acked_row.locator("ol.history li", has_text="alarm.acknowledged").wait_for()
+    acked_row.locator("ol.history li", has_text="acknowledged").wait_for()
     assert "user:pccc" in acked_row.locator("ol.history").inner_text()
 
     for page in (fire, utility, phone):

@@ -133,7 +133,7 @@ export function tick(root = document) {
 function historyList(entries) {
   return h("ol.history", {}, entries.map((e) => h("li", {},
     h("time", { datetime: e.at }, absoluteTime(e.at)), " · ", h("strong", {}, e.actor), " · ",
-    e.action, e.detail && e.detail.comment ? ` · “${e.detail.comment}”` : "")));
+    h("span", { title: e.action }, tData("action", e.action)), e.detail && e.detail.comment ? ` · “${e.detail.comment}”` : "")));
 }
 
 function alarmRow(alarm, ctx) {

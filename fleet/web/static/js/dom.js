@@ -45,7 +45,7 @@ export function table(columns, rows, caption) {
       caption ? h("caption", {}, caption) : null,
       h("thead", {}, h("tr", {}, columns.map((c) => h(c.num ? "th.num" : "th", { scope: "col" }, c.label)))),
       h("tbody", {}, rows.map((row) => h("tr", {},
-        columns.map((c) => h(c.num ? "td.num" : "td", {}, c.value(row))))))));
+        columns.map((c) => h(c.num ? "td.num" : "td", { "data-label": c.label }, c.value(row))))))));
 }
 
 /** A device's or gateway's connection as a chip ("online" reads green, as "ok" does). */
