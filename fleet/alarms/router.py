@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
@@ -30,8 +30,7 @@ def alarm_out(alarm: Alarm, settings: Settings) -> AlarmOut:
 
 @router.get("", response_model=list[AlarmOut])
 def list_alarms(user: Reader, session: SessionDep, settings: SettingsDep,
-                state: Annotated[str | None,
-                                 Query(pattern="^(raised|acknowledged|resolved)$")] = None,
+                state: Literal["raised", "acknowledged", "resolved"] | None = None,
                 open_only: bool = False, active: bool | None = None,
                 device_class: Annotated[str | None, Query(alias="class", pattern=NO_NUL)] = None,
                 device_id: IdQuery = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.core.types import NO_NUL, Id
 
@@ -43,7 +43,15 @@ RoleName = Literal["admin", "technician", "utility", "fire-safety", "viewer"]
 
 
 class UserCreate(BaseModel):
+    # JSON Schema's regex semantics (a final newline before `$`), as clients read the pattern.
+    model_config = ConfigDict(regex_engine="python-re")
+
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+
+    @field_validator("username")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.rstrip("\n")
     role: RoleName
     area_id: Id | None = None
     fire_granted: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.core.types import NO_NUL
 
@@ -13,12 +13,21 @@ __all__ = ["DeliveryOut", "WebhookCreate", "WebhookCreated", "WebhookOut"]
 
 
 class WebhookCreate(BaseModel):
+    # The same regex semantics as JSON Schema clients (Python's `$` also matches before a final
+    # newline, which the Rust engine does not): the schema and the server must agree.
+    model_config = ConfigDict(regex_engine="python-re")
+
     name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
-    url: str = Field(max_length=1000, pattern=r"^https?://[^\s\x00]+$")
+    url: str = Field(max_length=1000, pattern=r"^https?://[^\x00-\x20\x7f]+$")
     #: Device classes to send (empty: every class).
     classes: list[Literal["fire", "flood", "water", "air"]] = Field(default_factory=list)
     #: The HMAC key; generated (and shown once) when omitted.
     secret: str | None = Field(default=None, min_length=16, max_length=200, pattern=NO_NUL)
+
+    @field_validator("url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
 
 
 class WebhookOut(BaseModel):

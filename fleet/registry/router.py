@@ -4,7 +4,7 @@ caller's area subtree."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, status
 from fastapi.responses import PlainTextResponse
@@ -85,8 +85,7 @@ def list_devices(user: Reader, session: SessionDep,
                  area_id: IdQuery = None, site_id: IdQuery = None,
                  gateway: QueryText = None,
                  device_class: Annotated[str | None, Query(alias="class", pattern=NO_NUL)] = None,
-                 connectivity: Annotated[str | None,
-                                         Query(pattern="^(online|offline|unknown)$")] = None,
+                 connectivity: Literal["online", "offline", "unknown"] | None = None,
                  tag: QueryText = None, unassigned: bool | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Offset = 0) -> DevicePage:

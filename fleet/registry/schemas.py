@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,7 +76,7 @@ class GatewayOut(BaseModel):
 class DeviceCreate(BaseModel):
     gateway_id: Id
     key: str = Field(min_length=1, max_length=100, pattern=_ID)
-    device_class: str = Field(pattern="^(fire|flood|water|air)$")
+    device_class: Literal["fire", "flood", "water", "air"]
     name: str = Field(default="", max_length=200, pattern=NO_NUL)
     address: int | None = Field(default=None, ge=1, le=247)
     site_id: Id | None = None

@@ -327,7 +327,16 @@ class CsvImportError(FleetError):
 def import_devices_csv(session: Session, user: Principal, text: str) -> dict[str, int]:
     """Register or update devices from CSV (columns :data:`CSV_COLUMNS`; ``tags`` separated by
     ``;``). All or nothing: any bad row fails the import with every error row-numbered."""
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _import_devices_csv(session, user, text)
+    except csv.Error as exc:  # the file itself is not CSV (a stray quote, a bare CR...)
+        raise CsvImportError(f"not readable as CSV: {exc}",
+                             errors=[{"row": None, "column": None,
+                                      "message": str(exc)}]) from None
+
+
+def _import_devices_csv(session: Session, user: Principal, text: str) -> dict[str, int]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in ("gateway", "device", "class") if c not in (reader.fieldnames or [])]
     if missing:
         raise CsvImportError(f"the header lacks {', '.join(missing)}",

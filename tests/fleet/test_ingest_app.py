@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from contracts.mqtt import device_topic
 from fleet.ingest.settings import IngestSettings
 from tests.fleet.ingest_harness import FleetBroker, publish_lines, telemetry_line, wait_until
 
-T0_MS = 1_764_000_000_000
+#: Measurement times an hour or two back: inside the embedded store's raw retention, so its
+#: periodic roll-up never prunes the rows a check counts.
+T0_MS = int(time.time() * 1000) - 2 * 3600 * 1000
 
 
 @pytest.fixture

@@ -33,6 +33,19 @@ def _fresh_admin_headers(db, settings) -> dict[str, str]:  # type: ignore[no-unt
         return {"Authorization": f"Bearer {issue_token(s, settings, admin, kind='session')}"}
 
 
+def _fuzzer(operation, headers: dict[str, str], statuses: Counter[int]):  # type: ignore[no-untyped-def]
+    @given(operation.as_strategy())
+    @settings(max_examples=15, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def fuzz(case) -> None:  # type: ignore[no-untyped-def]
+        excluded = ([positive_data_acceptance]
+                    if (case.method.upper(), case.path) in SEMANTIC_422 else [])
+        response = case.call_and_validate(headers=headers, excluded_checks=excluded)
+        statuses[response.status_code] += 1
+
+    return fuzz
+
+
 def test_generated_requests_get_no_5xx_and_documented_answers(  # type: ignore[no-untyped-def]
         fleet_app, world, fleet_db, fleet_settings) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", fleet_app)
@@ -43,17 +56,7 @@ def test_generated_requests_get_no_5xx_and_documented_answers(  # type: ignore[n
         operation = result.ok()
         if (operation.method.upper(), operation.path) in SKIP:
             continue
-        headers = _fresh_admin_headers(fleet_db, fleet_settings)
-
-        @given(operation.as_strategy())
-        @settings(max_examples=15, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def fuzz(case) -> None:  # type: ignore[no-untyped-def]
-            excluded = ([positive_data_acceptance]
-                        if (case.method.upper(), case.path) in SEMANTIC_422 else [])
-            response = case.call_and_validate(headers=headers, excluded_checks=excluded)
-            statuses[response.status_code] += 1
-
+        fuzz = _fuzzer(operation, _fresh_admin_headers(fleet_db, fleet_settings), statuses)
         try:
             fuzz()
         except Exception as exc:

@@ -193,3 +193,12 @@ def test_a_device_list_filters_and_pages(client, world) -> None:  # type: ignore
     assert page["total"] == 4 and [d["key"] for d in page["items"]] == ["flood-a", "fire-b"]
     assert keys(client, "admin", world, **{"class": "fire"}) == {"fire-a", "fire-b"}
     assert keys(client, "admin", world, gateway="gw-b") == {"fire-b", "water-b"}
+
+
+def test_a_broken_csv_file_is_a_problem_report_not_a_server_error(client, world) -> None:  # type: ignore[no-untyped-def]
+    headers = {**world.headers("admin"), "Content-Type": "text/csv"}
+    for body in ("gateway,device,class\ngw-a,x\ry,fire\n",       # a bare CR inside a field
+                 "gateway,device,class\ngw-a," + "x" * 200_000 + ",fire\n"):  # over csv's limit
+        r = client.post("/api/v1/devices/import", content=body.encode(), headers=headers)
+        assert r.status_code == 422, r.text[:300]
+        assert r.headers["content-type"] == "application/problem+json"
