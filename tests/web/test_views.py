@@ -78,3 +78,36 @@ def test_the_map_draws_tiles_only_from_a_configured_tile_server(browser: Any,
         page.context.close()
     finally:
         stack.settings.dashboard_tile_url = ""
+
+
+def test_names_from_the_registry_are_shown_as_text_never_run_as_markup(
+        browser: Any, stack: FleetStack) -> None:
+    evil = "<img src=x onerror=\"window.__xss=1\">Khu <b>mới</b>"
+    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
+    api = f"{stack.url}/api/v1"
+    import httpx
+
+    area = httpx.post(f"{api}/areas", headers=auth,
+                      json={"name": evil, "parent_id": stack.area_ids["city"]}).json()
+    # Three sites, so the map outlines the area (and labels the outline with its name).
+    site, *_ = [httpx.post(f"{api}/sites", headers=auth, json={
+        "name": evil, "area_id": area["id"], "latitude": lat, "longitude": lon}).json()
+        for lat, lon in ((10.771, 106.690), (10.768, 106.688), (10.770, 106.686))]
+    gateway = next(g for g in httpx.get(f"{api}/gateways", headers=auth).json()
+                   if g["key"] == "gw-sg")
+    device = httpx.post(f"{api}/devices", headers=auth, json={
+        "gateway_id": gateway["id"], "key": "xss-1", "device_class": "air", "name": evil,
+        "site_id": site["id"]}).json()
+    stack.alarm("gw-sg", "xss-1", "air", "co2_high", severity="warning", location=evil)
+    stack.wait_for("admin", "/alarms?class=air",
+                   lambda rows: any(r["device_id"] == device["id"] for r in rows))
+
+    page = open_page(browser, stack, user="admin")
+    page.wait_for_selector(f"article.alarm a[href='#/device/{device['id']}']")
+    for view in ("#/alarms", "#/map", f"#/device/{device['id']}", "#/health"):
+        page.goto(f"{stack.url}/ui/{view}")
+        page.wait_for_selector("main section")
+        page.wait_for_load_state("networkidle")
+        assert "Khu <b>mới</b>" in page.inner_text("main"), view
+    assert page.evaluate("window.__xss") is None
+    page.context.close()

@@ -73,7 +73,8 @@ export function mountMap(root, ctx) {
     for (const area of ctx.areas) {
       if (area.outline.length >= 3) {
         L.polygon(area.outline, { color: "#37474f", weight: 2, dashArray: "6 4", fillOpacity: 0.04, interactive: false })
-          .bindTooltip(area.name, { permanent: true, direction: "center", className: "area-label" }).addTo(outlines);
+          .bindTooltip(h("span", {}, area.name), {  // an element: a name is text, never markup
+            permanent: true, direction: "center", className: "area-label" }).addTo(outlines);
       }
     }
     for (const site of ctx.siteList) {
