@@ -154,6 +154,21 @@ def _thresholds(device_class: str) -> list[dict[str, Any]]:
     return charts
 
 
+def _link_counters(gateway: Gateway, device_key: str) -> dict[str, Any] | None:
+    """The gateway's Modbus counters for one device, from its last status (``health.buses``:
+    polls, timeouts, exception replies, failures in a row), with the bus's name."""
+    buses = (gateway.health or {}).get("buses") if isinstance(gateway.health, dict) else None
+    if not isinstance(buses, dict):
+        return None
+    for bus, stats in buses.items():
+        devices = stats.get("devices") if isinstance(stats, dict) else None
+        if isinstance(devices, dict) and isinstance(devices.get(device_key), dict):
+            counters = devices[device_key]
+            return {"bus": bus, **{k: counters.get(k) for k in
+                                   ("polls", "timeouts", "exceptions", "failures_in_a_row")}}
+    return None
+
+
 def _accounting(session: Session, devices: list[Device]) -> list[dict[str, Any]]:
     keys = {(d.gateway.key, d.key): d for d in devices}
     if not keys:
@@ -188,6 +203,7 @@ def device_view(device_id: IdPath, user: Reader, session: SessionDep,
         "gateway_connectivity": dev.gateway.connectivity,
         "site": ({"id": site.id, "name": site.name, "area": site.area.name,
                   "address": site.address} if site is not None else None),
+        "link": _link_counters(dev.gateway, dev.key),
         "charts": _thresholds(dev.device_class),
         "alarms": [AlarmOut.model_dump(alarm_out(a, settings), mode="json") for a in alarms],
         "accounting": _accounting(session, [dev]),

@@ -196,11 +196,17 @@ class FleetStack:
                 "seq": self._seq[device]}
 
     def gateway_status(self, gateway: str, *, backlog: int = 0, dropped: int = 0) -> None:
+        """The gateway's retained status, its health shaped as gateway/service.py reports it."""
+        devices = {key: {"online": True, "polls": 1200 + 37 * i, "timeouts": i % 3,
+                         "exceptions": 0, "failures_in_a_row": 0}
+                   for i, (key, _c, _n, _s, gw) in enumerate(DEVICES) if gw == gateway}
         self.publish(status_topic(gateway), {
             "v": 1, "gateway": gateway, "online": True, "ts": _ts(),
             "health": {"outbox": {"depth": backlog, "bytes": backlog * 120,
                                   "oldest_age_s": 2.5 if backlog else 0.0,
-                                  "dropped_telemetry": dropped, "dead_letters": 0}}},
+                                  "dropped_telemetry": dropped, "dead_letters": 0},
+                       "buses": {"rs485-1": {"transactions": 9000, "failures": 4,
+                                             "devices": devices}}}},
             retain=True)
 
     def state(self, gateway: str, device: str, cls: str, *, online: bool = True,

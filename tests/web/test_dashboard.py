@@ -97,7 +97,10 @@ def test_the_device_page_charts_the_last_hour_with_its_thresholds(browser: Any,
     chart.locator("canvas").wait_for()
     assert int(chart.get_attribute("data-points") or 0) >= 30
     # Firmware and delivery accounting from the registry and ingest.
-    assert "1.4.2" in page.inner_text("dl.facts")
+    facts = page.inner_text("dl.facts")
+    assert "1.4.2" in facts
+    # The gateway's Modbus counters for this node, from the gateway's last status.
+    assert "rs485-1: 1,200 polls, 0 timeouts" in facts
     accounting = page.locator("section.device table", has_text="Produced").inner_text()
     # Two seqs skipped on the way (never sent, never declared): counted as a gap of 2.
     _epoch, produced, received, _dups, declared, gaps = accounting.splitlines()[1].split("\t")

@@ -59,8 +59,8 @@ function commandPanel(device, ctx, charts) {
     : `${t("device.cmd.write")}: ${tData("thr", c.body.register)} = ${c.body.value}`);
   async function refresh() {
     const list = await api(`/devices/${device.id}/commands`).catch(() => []);
-    clear(log).append(...list.map((c) => h("li", {}, h("time", { datetime: c.sent_at }, relativeTime(c.sent_at)), " · ",
-      c.actor, " · ", label(c), " · ", status(c))));
+    clear(log).append(...(list.length ? list.map((c) => h("li", {}, h("time", { datetime: c.sent_at }, relativeTime(c.sent_at)), " · ",
+      c.actor, " · ", label(c), " · ", status(c))) : [h("li.muted", {}, t("common.none"))]));
     return list;
   }
   async function send(action, body) {
@@ -111,7 +111,13 @@ export async function mountDevice(root, ctx, id) {
     [t("device.site"), d.site ? `${d.site.name} · ${d.site.area}` : "–"],
     [t("device.address"), d.address ?? "–"],
     [t("device.faults"), d.faults.length ? d.faults.join(", ") : t("common.none")],
+    [t("device.status"), d.status.length ? d.status.join(", ") : t("common.none")],
   ];
+  if (d.link) {
+    info.push([t("device.link"), t("device.link_counters", {
+      bus: d.link.bus, polls: formatNumber(d.link.polls, 0), timeouts: formatNumber(d.link.timeouts, 0),
+      exceptions: formatNumber(d.link.exceptions, 0), row: formatNumber(d.link.failures_in_a_row, 0) })]);
+  }
   const chartsBox = h("div.charts");
   root.append(h("section.device", { "aria-labelledby": "device-title" },
     h("div.device-head", {},
