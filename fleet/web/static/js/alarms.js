@@ -37,23 +37,49 @@ export class AlarmStore extends EventTarget {
   }
 
   async start() {
-    const open = await api("/alarms?open_only=true&limit=1000");
-    for (const alarm of open) this.alarms.set(alarm.id, alarm);
-    this.changed();
+    await this.resync();
     this.connect();
   }
 
+  /** Re-read the open alarms (at start, and after a feed that had to be re-opened). */
+  async resync() {
+    const open = await api("/alarms?open_only=true&limit=1000");
+    for (const [id, alarm] of this.alarms) if (alarm.state !== "resolved") this.alarms.delete(id);
+    for (const alarm of open) this.alarms.set(alarm.id, alarm);
+    this.changed();
+  }
+
   stop() {
+    this.stopped = true;
+    clearTimeout(this.retry);
     if (this.source) this.source.close();
     this.source = null;
   }
 
   connect() {
     const url = `${API}/notify/alarms?access_token=${encodeURIComponent(token() || "")}`;
-    this.source = new EventSource(url);
-    this.source.addEventListener("open", () => { this.live = true; this.changed(); });
-    this.source.addEventListener("error", () => { this.live = false; this.changed(); });
-    this.source.addEventListener("alarm", (e) => this.onEvent(JSON.parse(e.data)));
+    const source = new EventSource(url);
+    this.source = source;
+    source.addEventListener("open", () => {
+      this.live = true;
+      if (this.reopened) this.resync().catch(() => {});
+      this.changed();
+    });
+    source.addEventListener("error", () => {
+      this.live = false;
+      this.changed();
+      // The browser retries a dropped stream itself (resuming with Last-Event-ID); a refused
+      // one (an expired session, a proxy's 502) stays closed: check the session (a 401 signs
+      // out), then open a new stream and re-read the open alarms it may have missed.
+      if (source.readyState === EventSource.CLOSED && !this.stopped) {
+        this.retry = setTimeout(() => api("/dashboard/me").then(() => {
+          if (this.stopped) return;
+          this.reopened = true;
+          this.connect();
+        }).catch(() => {}), 3000);
+      }
+    });
+    source.addEventListener("alarm", (e) => this.onEvent(JSON.parse(e.data)));
   }
 
   async onEvent(event) {
