@@ -133,9 +133,22 @@ def _c_client_rate(broker: FleetBroker, n: int) -> float:
 def _database(workdir: Path) -> tuple[str, object]:
     kind = os.environ.get("EDGEFLEET_BENCH_INGEST_DB", "sqlite")
     if kind == "postgresql":
-        from tests.fleet.conftest import PostgresServer
+        from tests.fleet.conftest import PG_BIN, PG_USER, PostgresServer, _as_postgres
 
-        server = PostgresServer()
+        class DurablePostgres(PostgresServer):
+            """The test fixture's cluster, but durable: fsync and synchronous commit on."""
+
+            def start(self) -> None:
+                subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data),
+                                             "-A", "trust", "-U", PG_USER, "-E", "UTF8"]),
+                               check=True, capture_output=True)
+                opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                        "-c max_connections=50")
+                subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data),
+                                             "-o", opts, "-l", str(self.log), "-w", "start"]),
+                               check=True, capture_output=True)
+
+        server = DurablePostgres()
         server.start()
         server.admin("CREATE DATABASE bench")
         url = server.url("bench")

@@ -205,10 +205,11 @@ def cmd_fleet_migrate(args: argparse.Namespace) -> int:
 
 def cmd_fleet_create_admin(args: argparse.Namespace) -> int:
     from fleet.commands import ConfigError, create_admin
+    from fleet.core.errors import FleetError
 
     try:
         password = create_admin(_fleet_settings(args), args.username)
-    except ConfigError as exc:
+    except (ConfigError, FleetError) as exc:
         raise SystemExit(f"edgefleet fleet create-admin: {exc}") from None
     print(f"admin account: {args.username}\none-time password: {password}\n"
           "(shown once; it must be changed at first login)")

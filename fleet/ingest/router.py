@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from fleet.auth.rbac import Permission, Principal
 from fleet.core.deps import SessionDep, require
+from fleet.core.types import IdPath
 from fleet.ingest.accounting import SeqSet, StreamState
 from fleet.ingest.metrics import IngestMetrics, render
 from fleet.ingest.models import IngestStream
@@ -23,12 +24,10 @@ Reader = Annotated[Principal, Depends(require(Permission.READ))]
 #: /metrics spans every area (device names, gateways): admins only; a Prometheus scraper uses an
 #: admin's API token (``authorization: {credentials: ...}`` in its scrape config).
 Operator = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
-#: A database key in the path (32-bit on PostgreSQL: a larger one is a 422, not a 500).
-DeviceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/devices/{device_id}/delivery", response_model=DeliveryOut)
-def device_delivery(device_id: DeviceId, user: Reader, session: SessionDep) -> DeliveryOut:
+def device_delivery(device_id: IdPath, user: Reader, session: SessionDep) -> DeliveryOut:
     """Whether everything the device's gateway produced arrived: one row per epoch."""
     device = get_device(session, user, device_id)
     rows = session.scalars(select(IngestStream).where(

@@ -10,17 +10,19 @@ one database transaction it:
    UPDATE`` on PostgreSQL in key order, so two replicas never deadlock; SQLite's ``BEGIN
    IMMEDIATE`` serialises writers) and lets :class:`~fleet.ingest.accounting.StreamState` decide
    per seq: new, or a duplicate to acknowledge and otherwise ignore;
-3. dispatches the new ones by channel (the table :data:`HANDLERS`): telemetry to the sink,
-   alarms to the alarm service, state and gateway status to the registry, drop reports to the
-   accounting;
-4. writes the telemetry batch to the sink, then the accounting and reject counters, then commits.
+3. dispatches the new ones by channel (the table :data:`HANDLERS`): alarms to the alarm
+   service, state and gateway status to the registry, drop reports to the accounting;
+4. writes the accounting and reject counters, then commits.
 
-The sink is a different store than the database, so the two cannot share a transaction; the
-order makes that safe. The sink write comes first and is idempotent per (device, epoch, seq): a
-crash after it and before the commit leaves the messages unacknowledged and unaccounted, the
-broker redelivers them, the accounting sees them as new, and the sink rewrites the same points.
+Telemetry goes to the sink before that transaction opens. The sink is a different store than the
+database, so the two cannot share a transaction; the order makes that safe. The sink write comes
+first and is idempotent per (device, epoch, seq): a crash after it and before the commit leaves
+the messages unacknowledged and unaccounted, the broker redelivers them, the accounting sees them
+as new, and the sink rewrites the same points. (It also keeps the sink's fsync out of the
+database's write lock, which SQLite shares between every ingest replica.)
 A crash after the commit and before the acknowledgement makes the broker redeliver messages the
-accounting already holds: they are counted as duplicates and written nowhere.
+accounting already holds: they are counted as duplicates, the sink rewrites the same points and
+the database records nothing else for them.
 
 A batch that fails for a reason other than the sink (a bug tripped by one odd message) is split:
 each message is processed alone, and one that still fails is recorded as a reject
@@ -164,6 +166,11 @@ class _Directory:
                 self._cache[key] = (now + self.ttl_s, key in rows,
                                     "" if site is None else str(site), path or "")
 
+    def stale(self, keys: set[tuple[str, str]]) -> bool:
+        """Does any of ``keys`` need fetching?"""
+        now = time.monotonic()
+        return any((hit := self._cache.get(k)) is None or hit[0] <= now for k in keys)
+
     def tags(self, gateway: str, device: str) -> tuple[str, str]:
         hit = self._cache.get((gateway, device))
         return (hit[2], hit[3]) if hit is not None else ("", "")
@@ -251,16 +258,25 @@ class Ingestor:
     def _commit(self, decoded: Sequence[Decoded | Rejected]) -> BatchResult:
         result = BatchResult()
         details: dict[tuple[str, str], str] = {}
-        readings: list[Reading] = []
         seen: dict[tuple[str, str], tuple[datetime, str | None]] = {}
+        devices = {(d.gateway, d.device) for d in decoded
+                   if isinstance(d, Decoded) and d.device is not None and d.channel != "cmd"}
+        if self._directory.stale(devices):
+            with self.db.transaction() as session:  # registry reads only: short
+                self._directory.prefetch(session, devices)
+        # Telemetry goes to the sink before the transaction, and all of it: the sink is
+        # idempotent per (device, epoch, seq), so the copies the accounting will call duplicates
+        # cost a rewrite, not a double; and the sink's own fsync is not spent holding the
+        # database's write lock (SQLite serialises every ingest replica on it).
+        readings = [self._reading(d.gateway, d.payload) for d in decoded
+                    if isinstance(d, Decoded) and isinstance(d.payload, TelemetryPayload)]
+        if readings:
+            self.sink.write(readings)
         with self.db.transaction() as session:
             keys = sorted({(d.gateway, d.device, d.payload.epoch)  # type: ignore[attr-defined]
                            for d in decoded if isinstance(d, Decoded) and d.device is not None
                            and self._accounted(d)})
             states = self._load(session, keys)
-            self._directory.prefetch(session, {(d.gateway, d.device) for d in decoded
-                                               if isinstance(d, Decoded) and d.device is not None
-                                               and d.channel != "cmd"})
             for item in decoded:
                 if isinstance(item, Rejected):
                     result.rejects[(item.gateway, item.reason)] += 1
@@ -284,20 +300,12 @@ class Ingestor:
                                                                         else None))
                     if result.newest_ts is None or ts > result.newest_ts:
                         result.newest_ts = ts
-                if isinstance(payload, TelemetryPayload):
-                    site, area = self._directory.tags(item.gateway, payload.device)
-                    readings.append(Reading(
-                        device=payload.device, epoch=payload.epoch, seq=payload.seq,
-                        ts_ms=_ms(payload.ts), device_class=payload.device_class,
-                        values=payload.values, gateway=item.gateway, site=site, area=area))
-                else:
+                if not isinstance(payload, TelemetryPayload):
                     handler = self.handlers.get(item.channel)
                     if handler is not None:
                         handler(session, item.gateway, payload)
                 result.by_channel[item.channel] += 1
             touched = self._touch(session, seen)
-            if readings:
-                self.sink.write(readings)
             self._save(session, states)
             self._count_rejects(session, result.rejects, details)
         now = time.monotonic()
@@ -305,6 +313,12 @@ class Ingestor:
             self._touched[device_key] = now
         self._existing.update(states)
         return result
+
+    def _reading(self, gateway: str, payload: TelemetryPayload) -> Reading:
+        site, area = self._directory.tags(gateway, payload.device)
+        return Reading(device=payload.device, epoch=payload.epoch, seq=payload.seq,
+                       ts_ms=_ms(payload.ts), device_class=payload.device_class,
+                       values=payload.values, gateway=gateway, site=site, area=area)
 
     @property
     def _insert(self) -> Callable[..., Any]:

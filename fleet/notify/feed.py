@@ -128,7 +128,12 @@ class AlarmFeed:
     def _poll(self) -> list[AlarmEvent]:
         with self._db.transaction() as session:
             if self._cursor is None:
+                # Start at the present: what is already in the window counts as delivered
+                # (clients catch up on the past with Last-Event-ID, not from the feed).
                 self._cursor = int(session.scalar(select(func.max(AuditEntry.id))) or 0)
+                self._delivered = set(session.scalars(select(AuditEntry.id).where(
+                    AuditEntry.entity_type == "alarm",
+                    AuditEntry.id > self._cursor - LOOKBACK)))
                 return []
             low = max(0, self._cursor - LOOKBACK)
             rows = [r for r in session.scalars(select(AuditEntry).where(

@@ -7,19 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from fleet.auth.rbac import Permission, Principal
 from fleet.core.deps import SessionDep, SettingsDep, require
 from fleet.core.errors import NotFound
+from fleet.core.types import IdPath
 from fleet.registry.service import get_device
 from fleet.telemetry.embedded import EmbeddedStore
 from fleet.telemetry.schemas import SeriesOut, SeriesPoint
 
 router = APIRouter(tags=["telemetry"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
-#: A database key in the path (32-bit on PostgreSQL: a larger one is a 422, not a 500).
-DeviceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -37,7 +36,7 @@ def _utc(ts: datetime) -> datetime:
 
 @router.get("/devices/{device_id}/telemetry", response_model=SeriesOut)
 def device_series(
-    request: Request, device_id: DeviceId, user: Reader, session: SessionDep,
+    request: Request, device_id: IdPath, user: Reader, session: SessionDep,
     settings: SettingsDep,
     field: Annotated[str, Query(min_length=1, max_length=100, pattern=r'^[^"\x00]+$')],
     since: Annotated[datetime | None, Query(description="default: until - 1 h")] = None,

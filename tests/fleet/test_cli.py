@@ -60,6 +60,7 @@ def test_create_admin_then_serve_then_log_in_with_the_one_time_password(tmp_path
         again = subprocess.run([*EDGEFLEET, "fleet", "create-admin", "--data", str(data)],
                                capture_output=True, text=True, env=_env(), timeout=120)
         assert again.returncode != 0
+        assert "user 'admin' exists" in again.stderr and "Traceback" not in again.stderr
     finally:
         server.terminate()
         server.wait(20)

@@ -132,3 +132,18 @@ def test_a_reconnecting_client_resumes_from_last_event_id(server, world, fleet_d
 def test_the_stream_needs_a_valid_token(server) -> None:  # type: ignore[no-untyped-def]
     r = httpx.get(f"{server}/api/v1/notify/alarms", params={"access_token": "nope"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_restarted_fleet_does_not_replay_old_alarms_to_new_subscribers(  # type: ignore[no-untyped-def]
+        world, fleet_db) -> None:
+    from fleet.notify.feed import AlarmFeed
+
+    with fleet_db.transaction() as s:  # before this fleet process started
+        for n in range(3):
+            alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", f"fa:old:1:{n}"))
+    feed = AlarmFeed(fleet_db, poll_s=0.1)
+    assert feed._poll() == []  # the first poll finds where "now" is
+    assert feed._poll() == []  # ... and the next must not send the past again
+    with fleet_db.transaction() as s:
+        alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:new:1:1"))
+    assert [e.data["alarm"]["alarm_key"] for e in feed._poll()] == ["fa:new:1:1"]
