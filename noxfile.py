@@ -16,8 +16,10 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
-PARTS = ["architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "fleet",
-         "web"]
+PARTS = [
+    "architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "provisioning",
+    "fleet", "web",
+]
 
 
 def _install(session: nox.Session, *extras: str) -> None:
@@ -53,7 +55,7 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy on the CPython parts; generated files fresh."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
-    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway")
+    session.run("mypy", "edgefleet", "contracts", "hardware", "gateway", "provisioning")
     session.run("edgefleet", "hw", "check")
 
 

@@ -153,15 +153,66 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- gateway
 def cmd_gateway_check(args: argparse.Namespace) -> int:
-    from gateway.config import check_main
+    from gateway.config import ConfigError, load_config, missing_files
 
-    return check_main(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(*exc.issues, sep="\n", file=sys.stderr)
+        return 1
+    devices = sum(len(bus.device) for bus in config.bus)
+    print(f"OK: {args.config}: gateway {config.gateway.id}: {len(config.bus)} bus(es), "
+          f"{devices} device(s), {len(config.serial_input)} serial input(s), "
+          f"{len(config.rule)} rule(s); broker {config.mqtt.host}:{config.mqtt.broker_port} "
+          f"({'TLS' if config.mqtt.tls else 'no TLS'})")
+    for warning in missing_files(config):
+        print(f"warning: {args.config}: {warning} (needed on the gateway)", file=sys.stderr)
+    return 0
 
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
-    from gateway.service import run_main
+    import asyncio
 
-    return run_main(args.config)
+    from gateway.config import ConfigError, load_config
+    from gateway.service import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(*exc.issues, sep="\n", file=sys.stderr, flush=True)
+        return 1
+    asyncio.run(serve(config))
+    return 0
+
+
+# ----------------------------------------------------------------------------- ca
+def cmd_ca(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from provisioning.ca import CAError
+    from provisioning.commands import ca_command
+
+    try:
+        return ca_command(args.ca_command, Path(args.dir), args)
+    except CAError as exc:
+        raise SystemExit(f"edgefleet ca {args.ca_command}: {exc}") from None
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from provisioning.commands import release_command
+
+    return release_command(args.release_command, args)
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from contracts.release import ReleaseError
+    from provisioning.commands import flash_command
+    from provisioning.flash import FlashError
+
+    try:
+        return flash_command(args)
+    except (FlashError, ReleaseError) as exc:
+        raise SystemExit(f"edgefleet flash: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- fleet
@@ -319,6 +370,91 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-client queue bound in MiB, sized to the broker's RAM")
     broker.add_argument("--include-dir", default="", help="provisioning's TLS/ACL fragments")
     broker.set_defaults(func=cmd_fleet_broker_config)
+    ca = sub.add_parser("ca", help="the fleet certificate authority: TLS identities, CRL, broker",
+                        description="An EC P-256 CA for gateway, fleet-service and broker "
+                                    "certificates (CN = identity), revocation with a CRL, and "
+                                    "the Mosquitto configuration and ACL generated from it.")
+    ca_sub = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", required=True)
+    for name, text in (("init", "make a new CA in DIR"),
+                       ("issue", "issue a certificate: key and cert under DIR/issued/IDENTITY"),
+                       ("revoke", "revoke every live certificate of IDENTITY; rewrite the CRL"),
+                       ("list", "list issued certificates and the CRL's expiry"),
+                       ("crl", "re-sign the CRL (before it expires, or every client is "
+                               "refused)"),
+                       ("broker-config", "write mosquitto.conf and its ACL into OUT")):
+        p = ca_sub.add_parser(name, help=text)
+        p.add_argument("dir", metavar="DIR", help="the CA directory")
+        if name in ("issue", "revoke"):
+            p.add_argument("identity", metavar="IDENTITY", help="the CN: gateway id or service")
+        if name == "issue":
+            p.add_argument("--role", choices=("gateway", "fleet", "server"), default="gateway")
+            p.add_argument("--host", action="append", default=[],
+                           help="DNS name or IP of a server certificate (repeat)")
+        if name == "crl":
+            p.add_argument("--days", type=int, default=365, help="validity (default 365)")
+        if name == "broker-config":
+            p.add_argument("out", metavar="OUT", help="directory for mosquitto.conf and acl")
+            p.add_argument("--server", required=True, help="identity of the broker's server cert")
+            p.add_argument("--port", type=int, default=8883)
+            p.add_argument("--bind", default="0.0.0.0")
+        p.set_defaults(func=cmd_ca)
+
+    rel = sub.add_parser("release", help="signed firmware releases: keys, build, sign, verify",
+                         description="Build a release from firmware/app (mpy-cross), sign its "
+                                     "manifest with an offline Ed25519 key, verify it as a "
+                                     "device would. See docs/provisioning.md.")
+    rel_sub = rel.add_subparsers(dest="release_command", metavar="RELEASE_COMMAND", required=True)
+    p = rel_sub.add_parser("keygen", help="new signing key KEY (0600) and KEY.pub")
+    p.add_argument("key", metavar="KEY")
+    p = rel_sub.add_parser("keyset", help="a key set file from public keys (for rotation)")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--pub", action="append", required=True, help="a .pub file (repeat)")
+    p.add_argument("--revoke", action="append", default=[], metavar="KEYID")
+    p = rel_sub.add_parser("trust", help="a device trust file: key set and anti-rollback floor")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--keyset", required=True)
+    p.add_argument("--floor", default="0.0.0", metavar="X.Y.Z")
+    p = rel_sub.add_parser("build", help="compile firmware/app into a new release directory")
+    p.add_argument("out", metavar="DIR")
+    p.add_argument("--version", required=True, metavar="X.Y.Z")
+    p.add_argument("--min-version", metavar="X.Y.Z", help="anti-rollback floor (default: version)")
+    p.add_argument("--class", dest="device_class", required=True,
+                   choices=("fire", "flood", "water", "air"))
+    p.add_argument("--board", default="esp32")
+    p = rel_sub.add_parser("sign", help="sign a release's manifest with an offline key")
+    p.add_argument("release", metavar="DIR")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--keyset", help="carry this key set (rotation) in the signed manifest")
+    p = rel_sub.add_parser("verify", help="verify a release as a device would; exit 1 if refused")
+    p.add_argument("release", metavar="DIR")
+    p.add_argument("--trust", required=True, help="device trust file")
+    p.add_argument("--class", dest="device_class")
+    p.add_argument("--board")
+    rel.set_defaults(func=cmd_release)
+
+    fl = sub.add_parser("flash", help="put a signed release, identity and config on a board",
+                        description="Verify RELEASE for this node, then write it with the "
+                                    "node's identity, thresholds and release trust keys onto "
+                                    "a MicroPython board through mpremote, and read every file "
+                                    "back. The base MicroPython image is esptool's job.")
+    fl.add_argument("port", metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB0")
+    fl.add_argument("release", metavar="RELEASE", help="signed release directory")
+    fl.add_argument("--trust", required=True, help="device trust file (edgefleet release trust)")
+    fl.add_argument("--device-id", required=True)
+    fl.add_argument("--class", dest="device_class", required=True,
+                    choices=("fire", "flood", "water", "air"))
+    fl.add_argument("--address", type=int, required=True, help="Modbus address 1-247")
+    fl.add_argument("--baud", type=int, default=19200, help="RS-485 bus speed of the node")
+    fl.add_argument("--board", default="esp32")
+    fl.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                    help="a holding-register threshold in engineering units (repeat)")
+    fl.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="another node.json entry, e.g. uart=/dev/pts/7 on the unix port")
+    fl.add_argument("--resume", action="store_true",
+                    help="no soft reset before writing (needed for the MicroPython unix port)")
+    fl.add_argument("--baudrate", type=int, default=115200, help="USB serial speed")
+    fl.set_defaults(func=cmd_flash)
 
     demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
                           description="Run a fire, a flood, a water and an air node on one "

@@ -1,12 +1,22 @@
-"""The poll scheduler of one bus: what to read next, from whom, and what to do when nobody answers.
+"""The poller of one bus: owns its link, runs the schedule, and survives everything a bus does.
 
-One :class:`BusPoller` owns one :class:`~gateway.rtu.RtuBus` (one transaction at a time). Each
-device has two jobs: the status block (identity, health, alarm and fault bits: input registers
-0-15), polled fastest for fire detectors, and the full map (telemetry), polled slower. When
-several jobs are due, urgent work goes first (rule actions, fleet commands), then status blocks
-(fire before the rest), then telemetry. A device that stops answering backs off exponentially
-(with jitter) up to its ``max_backoff_s``, so a dead or flapping node never starves the others;
-after ``OFFLINE_AFTER`` failures in a row it is reported offline, once.
+One :class:`BusPoller` owns one :class:`~gateway.bus.ModbusBus` (an RS-485 port or a Modbus TCP
+link; one transaction at a time). What to read next is the pure schedule in
+:mod:`gateway.schedule` (priorities, aging, back-off, offline after ``OFFLINE_AFTER``); this
+module does the I/O around it:
+
+- **Urgent work first**: rule actions and fleet commands (:meth:`BusPoller.submit`) go before
+  any routine poll.
+- **Status reads take the fast path** (see :meth:`BusPoller._read`).
+- **Edge rules before storage.** After a poll the decoded values go to the rules hook first and
+  only then to the sink (the outbox), so the siren never waits for (or depends on) the disk.
+- **One device's failure is that device's.** No answer, a Modbus exception, a reply that does not
+  answer the request (:class:`~gateway.bus.BadReply`) or registers that do not decode are
+  counted for that device and logged at most once a minute; they never leave this loop.
+- **The link is supervised.** A port that cannot be opened or vanishes (a USB adapter pulled)
+  marks this bus' devices offline, fails its queued writes, and is re-opened every
+  ``reconnect_s``; the other buses never notice.
+- **Stopping is prompt**: every wait also wakes on the stop event.
 """
 
 from __future__ import annotations
@@ -14,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.bus import BadReply, ModbusBus, ModbusError, NoResponse, PortLost
 from gateway.decode import (
     ALARM_WORD_COUNT,
     ALARM_WORD_START,
@@ -27,13 +39,15 @@ from gateway.decode import (
     now,
 )
 from gateway.outbox import Message
-from gateway.rtu import ModbusError, NoResponse, RtuBus
+from gateway.schedule import OFFLINE_AFTER, Job, Timing, next_job
+
+__all__ = ["ALARM_WORD_EVERY", "OFFLINE_AFTER", "BusPoller", "DevicePoll"]
 
 log = logging.getLogger(__name__)
 
-OFFLINE_AFTER = 3  # consecutive failed polls before a node is declared offline
 ALARM_WORD_EVERY = 8  # status polls between reads of the whole alarm word (see _read)
-PRIORITY_URGENT, PRIORITY_FIRE, PRIORITY_STATUS, PRIORITY_TELEMETRY = 0, 1, 2, 3
+LOG_EVERY_S = 60.0  # a device's repeated protocol faults are logged at most this often
+RECONNECT_S = 2.0  # a lost port is re-opened this often (replug → polling within ~2 s)
 
 Sink = Callable[[list[Message]], None]
 UpdateHook = Callable[[DeviceDecoder], Awaitable[None]]
@@ -42,17 +56,16 @@ UpdateHook = Callable[[DeviceDecoder], Awaitable[None]]
 @dataclass
 class DevicePoll:
     decoder: DeviceDecoder
-    status_s: float
-    telemetry_s: float
-    max_backoff_s: float
-    status_due: float = 0.0
-    telemetry_due: float = 0.0
-    failures: int = 0
+    timing: Timing
+    timeout_s: float | None = None  # the reply timeout for this device; None: the bus default
     fast_polls: int = 0
     polls: int = 0
     timeouts: int = 0
     exceptions: int = 0
+    bad_replies: int = 0
     last_ok: float = 0.0
+    _logged_at: float = -LOG_EVERY_S
+    _unlogged: int = 0
 
     @property
     def id(self) -> str:
@@ -62,115 +75,161 @@ class DevicePoll:
     def address(self) -> int:
         return self.decoder.info.address
 
+    @property
+    def failures(self) -> int:
+        return self.timing.failures
+
 
 @dataclass
 class Urgent:
     """A write that must happen before any routine poll (rule action, fleet command)."""
 
-    run: Callable[[RtuBus], Awaitable[Any]]
+    run: Callable[[ModbusBus], Awaitable[Any]]
     done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop()
                                       .create_future())
 
 
 class BusPoller:
-    def __init__(self, name: str, rtu: RtuBus, devices: list[DevicePoll], sink: Sink,
-                 on_update: UpdateHook | None = None):
+    def __init__(self, name: str, bus: ModbusBus, devices: list[DevicePoll], sink: Sink,
+                 on_update: UpdateHook | None = None, reconnect_s: float = RECONNECT_S):
         self.name = name
-        self.rtu = rtu
+        self.bus = bus
         self.devices = {d.id: d for d in devices}
         self.sink = sink
         self.on_update = on_update
+        self.reconnect_s = reconnect_s
+        self.link_up = False
+        self.link_losses = 0
         self._urgent: asyncio.Queue[Urgent] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._rng = random.Random()
 
+    @property
+    def rtu(self) -> ModbusBus:  # the name callers used before Modbus TCP
+        return self.bus
+
     # -- what others call -----------------------------------------------------------------
-    async def submit(self, job: Callable[[RtuBus], Awaitable[Any]]) -> Any:
-        """Run job(rtu) ahead of routine polling; returns its result or raises its error."""
+    async def submit(self, job: Callable[[ModbusBus], Awaitable[Any]]) -> Any:
+        """Run job(bus) ahead of routine polling; returns its result or raises its error."""
+        if not self.link_up:
+            raise PortLost(self.bus.describe(), f"bus {self.name} is down")
         urgent = Urgent(job)
         self._urgent.put_nowait(urgent)
         self._wake.set()
         return await urgent.done
 
     def repoll(self, device_id: str) -> None:
-        dev = self.devices[device_id]
-        dev.status_due = dev.telemetry_due = 0.0
+        self.devices[device_id].timing.repoll()
         self._wake.set()
 
     def stats(self) -> dict[str, Any]:
         return {
-            "transactions": self.rtu.transactions,
-            "failures": self.rtu.failures,
-            "devices": {d.id: {"online": d.decoder.online, "polls": d.polls,
+            "link": "up" if self.link_up else "down",
+            "link_losses": self.link_losses,
+            "transactions": self.bus.transactions,
+            "failures": self.bus.failures,
+            "devices": {d.id: {"online": bool(d.decoder.online), "polls": d.polls,
                                "timeouts": d.timeouts, "exceptions": d.exceptions,
+                               "bad_replies": d.bad_replies,
                                "failures_in_a_row": d.failures}
                         for d in self.devices.values()},
         }
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- supervision ----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        waker = asyncio.get_running_loop().create_task(self._wake_on(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.bus.connect()
+                except PortLost as exc:
+                    self._link_down(str(exc))
+                    await self._sleep(stop, self.reconnect_s)
+                    continue
+                if self.link_losses:
+                    log.warning("bus %s: %s is back", self.name, self.bus.describe())
+                self.link_up = True
+                try:
+                    await self._poll_loop(stop)
+                except PortLost as exc:
+                    self._link_down(str(exc))
+                    self.bus.close()
+                    await self._sleep(stop, self.reconnect_s)
+                except Exception as exc:  # a bug or an error nobody foresaw: this bus only
+                    log.exception("bus %s: unexpected error; re-opening the bus", self.name)
+                    self._link_down(f"unexpected error: {exc!r}")
+                    self.bus.close()
+                    await self._sleep(stop, self.reconnect_s)
+        finally:
+            waker.cancel()
+            self.link_up = False
+            self._fail_urgent(PortLost(self.bus.describe(), "the gateway is stopping"))
+            self.bus.close()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait up to ``seconds``; returns early on stop, a submitted write or a repoll."""
+        if stop.is_set():
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _link_down(self, reason: str) -> None:
+        if self.link_up or not self.link_losses:
+            log.error("bus %s: %s; its devices are offline, re-opening every %g s",
+                      self.name, reason, self.reconnect_s)
+            self.link_losses += 1
+        self.link_up = False
+        self._fail_urgent(PortLost(self.bus.describe(), reason))
+        for dev in self.devices.values():
+            if dev.timing.link_down():
+                self._sink(dev.decoder.offline(now(), reason))
+
+    def _fail_urgent(self, exc: Exception) -> None:
+        while not self._urgent.empty():
+            urgent = self._urgent.get_nowait()
+            if not urgent.done.done():
+                urgent.done.set_exception(exc)
+
+    # -- the loop -------------------------------------------------------------------------
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
         start = time.monotonic()
         for i, dev in enumerate(self.devices.values()):
             # spread the first polls so a bus of 32 nodes does not start with a burst
-            dev.status_due = start + i * 0.01
-            dev.telemetry_due = start + 0.5 + i * 0.05
+            dev.timing.status_due = start + i * 0.01
+            dev.timing.telemetry_due = start + 0.5 + i * 0.05
+        timings = {d.id: d.timing for d in self.devices.values()}
         while not stop.is_set():
             while not self._urgent.empty():
                 await self._run_urgent(self._urgent.get_nowait())
-            job = self._next_job()
+            job = next_job(timings, time.monotonic())
             if job is None:  # a bus with no devices still serves urgent writes
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                continue
-            wait, dev, kind = job
-            if wait > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
-                continue
-            await self._poll(dev, kind)
-
-    def _next_job(self) -> tuple[float, DevicePoll, str] | None:
-        if not self.devices:
-            return None
-        t = time.monotonic()
-        best: tuple[int, float, DevicePoll, str] | None = None
-        soonest = float("inf")
-        for dev in self.devices.values():
-            for kind, due in (("status", dev.status_due), ("telemetry", dev.telemetry_due)):
-                if due > t:
-                    soonest = min(soonest, due)
-                    continue
-                period = dev.telemetry_s if kind == "telemetry" else dev.status_s
-                if t - due > period:
-                    prio = PRIORITY_FIRE  # overdue by a whole period: nobody starves
-                elif kind == "telemetry":
-                    prio = PRIORITY_TELEMETRY
-                elif dev.decoder.info.cls == "fire":
-                    prio = PRIORITY_FIRE
-                else:
-                    prio = PRIORITY_STATUS
-                if best is None or (prio, due) < (best[0], best[1]):
-                    best = (prio, due, dev, kind)
-        if best is not None:
-            return 0.0, best[2], best[3]
-        first = next(iter(self.devices.values()))
-        return soonest - t, first, "wait"
+                await self._sleep(stop, 1.0)
+            elif isinstance(job, Job):
+                await self._poll(self.devices[str(job.device)], job.kind)
+            else:
+                await self._sleep(stop, job)
 
     async def _run_urgent(self, urgent: Urgent) -> None:
         try:
-            urgent.done.set_result(await urgent.run(self.rtu))
+            urgent.done.set_result(await urgent.run(self.bus))
+        except PortLost as exc:
+            if not urgent.done.done():
+                urgent.done.set_exception(exc)
+            raise
         except Exception as exc:  # handed to the submitter, who reports it
             if not urgent.done.done():
                 urgent.done.set_exception(exc)
 
     async def _read(self, dev: DevicePoll, kind: str) -> list[int] | None:
         """The words to decode, from register 0; None when nothing changed (alarm word)."""
+        timeout = dev.timeout_s
         if kind == "status" and dev.decoder.online:
             # The fast path. A 16-register status block costs 30 ms of a 19200-baud bus, so a
             # riser of 32 detectors would be read once a second. Instead read the status word
@@ -181,25 +240,20 @@ class BusPoller:
             # (alarm ids need the node's boot count and alarm sequence).
             dev.fast_polls += 1
             if dev.fast_polls % ALARM_WORD_EVERY:
-                status = await self.rtu.read_input(dev.address, ALARM_WORD_START, 1)
+                status = await self.bus.read_input(dev.address, ALARM_WORD_START, 1, timeout)
                 if status[0] == int(dev.decoder.values.get("status", -1)):
                     return None
             else:
-                word = await self.rtu.read_input(dev.address, ALARM_WORD_START,
-                                                  ALARM_WORD_COUNT)
+                word = await self.bus.read_input(dev.address, ALARM_WORD_START,
+                                                 ALARM_WORD_COUNT, timeout)
                 if not dev.decoder.alarm_word_changed(word):
                     return None
         count = COMMON_INPUTS if kind == "status" else dev.decoder.cmap.input_count
-        return await self.rtu.read_input(dev.address, 0, count)
+        return await self.bus.read_input(dev.address, 0, count, timeout)
 
     async def _poll(self, dev: DevicePoll, kind: str) -> None:
         t = time.monotonic()
-        # reschedule first, so an exception below can never leave a job due forever
-        if kind == "status":
-            dev.status_due = t + dev.status_s
-        else:
-            dev.telemetry_due = t + dev.telemetry_s
-            dev.status_due = max(dev.status_due, t + dev.status_s)  # the full read covers it
+        dev.timing.started("status" if kind == "status" else "telemetry", t)
         dev.polls += 1
         try:
             words = await self._read(dev, kind)
@@ -209,7 +263,10 @@ class BusPoller:
             return
         except ModbusError as exc:
             dev.exceptions += 1
-            log.warning("bus %s: %s", self.name, exc)
+            self._log_fault(dev, logging.WARNING, str(exc))
+            return
+        except BadReply as exc:
+            self._protocol_fault(dev, str(exc))
             return
         if words is None:  # alarm word unchanged: the node is alive and nothing happened
             self._answered(dev, t)
@@ -217,36 +274,52 @@ class BusPoller:
         ts = now()
         try:
             messages = dev.decoder.update(words, ts)
-        except ValueError as exc:
-            log.error("bus %s: %s", self.name, exc)
-            self._failed(dev, str(exc))
+            if kind == "telemetry":
+                messages.append(dev.decoder.telemetry(words, ts))
+        except ValueError as exc:  # the node is not what the config says
+            self._log_fault(dev, logging.ERROR, str(exc))
+            self._failed(dev, str(exc), quiet=True)
+            return
+        except (KeyError, IndexError, struct.error) as exc:
+            self._protocol_fault(dev, f"{len(words)} registers did not decode: {exc!r}")
             return
         self._answered(dev, t)
-        if kind == "telemetry":
-            messages.append(dev.decoder.telemetry(words, ts))
-        if messages:
-            self.sink(messages)
+        # local safety first: the rules see the new values before anything touches the disk
         if self.on_update is not None:
             await self.on_update(dev.decoder)
+        if messages:
+            self._sink(messages)
+
+    def _sink(self, messages: list[Message]) -> None:
+        try:
+            self.sink(messages)
+        except Exception:  # the sink counts and reports its own failures; never stop polling
+            log.exception("bus %s: storing %d message(s) failed", self.name, len(messages))
+
+    def _protocol_fault(self, dev: DevicePoll, reason: str) -> None:
+        dev.bad_replies += 1
+        self._log_fault(dev, logging.WARNING, f"protocol fault: {reason}")
+        self._failed(dev, f"protocol fault: {reason}", quiet=True)
+
+    def _log_fault(self, dev: DevicePoll, level: int, reason: str) -> None:
+        t = time.monotonic()
+        if t - dev._logged_at < LOG_EVERY_S:
+            dev._unlogged += 1
+            return
+        more = f" ({dev._unlogged} more since the last report)" if dev._unlogged else ""
+        log.log(level, "bus %s: %s (address %d): %s%s", self.name, dev.id, dev.address,
+                reason, more)
+        dev._logged_at, dev._unlogged = t, 0
 
     def _answered(self, dev: DevicePoll, t: float) -> None:
-        if dev.failures:
-            log.info("bus %s: %s answers again after %d failed polls", self.name, dev.id,
-                     dev.failures)
-        dev.failures = 0
+        ended = dev.timing.answered()
+        if ended:
+            log.info("bus %s: %s answers again after %d failed polls", self.name, dev.id, ended)
         dev.last_ok = t
 
-    def _failed(self, dev: DevicePoll, reason: str) -> None:
-        dev.failures += 1
-        if dev.failures == OFFLINE_AFTER:
-            log.warning("bus %s: %s (address %d) offline: %s", self.name, dev.id, dev.address,
-                        reason)
-            self.sink(dev.decoder.offline(now(), reason))
-        if dev.failures >= OFFLINE_AFTER:
-            # back off: interval * 2^n with ±20 % jitter, capped
-            exponent = min(dev.failures - OFFLINE_AFTER + 1, 16)  # no float overflow, ever
-            delay = min(dev.max_backoff_s,
-                        dev.status_s * 2 ** exponent * self._rng.uniform(0.8, 1.2))
-            t = time.monotonic()
-            dev.status_due = t + delay
-            dev.telemetry_due = max(dev.telemetry_due, t + delay)
+    def _failed(self, dev: DevicePoll, reason: str, quiet: bool = False) -> None:
+        if dev.timing.failed(time.monotonic(), self._rng.uniform(0.8, 1.2)):
+            if not quiet:
+                log.warning("bus %s: %s (address %d) offline: %s", self.name, dev.id,
+                            dev.address, reason)
+            self._sink(dev.decoder.offline(now(), reason))

@@ -1,6 +1,6 @@
 """Edge rules: act locally, without the broker, within one poll cycle.
 
-Rules are declared in the gateway config (``[[rule]]``, validated in gateway/config.py). After
+Rules are declared in the gateway config (``[[rule]]``, validated in gateway/config/). After
 every poll the engine checks the rules that watch that device (or its class); a condition that
 becomes true fires its action (write a coil or a holding register on a device, possibly on
 another bus); with ``release = "auto"`` a coil is put back when no watched device holds the

@@ -1,8 +1,14 @@
-"""The gateway service: buses, panels, rules, outbox and MQTT in one supervised TaskGroup.
+"""The gateway service: buses, panels, rules, storage and MQTT in one supervised TaskGroup.
 
-Producers (bus pollers, panel readers) only ever write to the durable outbox; the MQTT session
-only ever reads from it. Nothing a producer does waits for the broker, so a broker outage costs
-nothing but backlog, and the backlog is visible in the gateway's status.
+Producers (bus pollers, panel readers) run the edge rules on what they read first, then hand the
+messages to storage (:mod:`gateway.store`: the durable outbox, or memory while the disk refuses);
+the MQTT session only ever reads from the outbox. Nothing a producer does waits for the broker or
+depends on the disk, so a broker outage costs backlog and a bad disk costs durability, never the
+siren.
+
+No side failure stops the service: a bus whose port is missing or vanishes is re-opened by its
+own poller while the others run; a metrics port that cannot be bound is logged; a corrupt outbox
+is moved aside. Every wait wakes on the stop event, so SIGTERM stops it within seconds.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
-import sys
+import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,19 +26,34 @@ from zoneinfo import ZoneInfo
 
 from contracts.mqtt import device_topic as topic
 from contracts.mqtt import event_topic, rfc3339
-from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig, load_config
+from gateway.bus import BadReply, ModbusBus, ModbusError, NoResponse, PortLost
+from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig
 from gateway.decode import DeviceDecoder, DeviceInfo, now
 from gateway.lineproto import LineParser, PanelEvent, read_serial_lines
 from gateway.mqtt import Command, MqttSession
-from gateway.outbox import Message, Outbox
+from gateway.outbox import Message, Outbox, OutboxError
+from gateway.panel import PanelAlarms, PanelEdge
 from gateway.poller import BusPoller, DevicePoll
-from gateway.rtu import ModbusError, NoResponse, RtuBus
+from gateway.rtu import RtuBus
 from gateway.rules import Action, RuleEngine
+from gateway.schedule import Timing
+from gateway.store import Store
+from gateway.tcp import TcpBus
 from hardware.regmap import load_maps
+
+__all__ = ["COMMANDS", "Gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("write", "coil", "reset", "reboot", "repoll")
+BUS_ERRORS = (NoResponse, ModbusError, BadReply, PortLost)
+
+
+def _make_bus(bus: Any) -> ModbusBus:
+    if isinstance(bus, RtuBusConfig):
+        return RtuBus(bus.port, bus.baudrate, bus.parity, timeout=bus.timeout_s,
+                      stopbits=bus.stopbits)
+    return TcpBus(bus.host, bus.port, timeout=bus.timeout_s)
 
 
 class Gateway:
@@ -40,34 +61,30 @@ class Gateway:
         self.config = config
         self.id = config.gateway.id
         storage = Path(config.gateway.storage)
-        storage.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(storage / "outbox.db",
-                             max_bytes=int(config.gateway.max_outbox_mb * 1024 * 1024))
+        self.store = Store.at(storage / "outbox.db",
+                              int(config.gateway.max_outbox_mb * 1024 * 1024))
         self._alarms_path = storage / "alarms.json"
         saved = self._load_alarms()
         self.rules = RuleEngine(list(config.rule))
         self.pollers: dict[str, BusPoller] = {}
         self.device_bus: dict[str, BusPoller] = {}
         for bus in config.bus:
-            if not isinstance(bus, RtuBusConfig):
-                log.warning("bus %s: Modbus TCP is declared but not yet served; skipped",
-                            bus.name)
-                continue
-            rtu = RtuBus(bus.port, bus.baudrate, bus.parity, timeout=bus.timeout_s)
             polls = []
             for dev in bus.device:
                 plan = bus.poll_plan(dev)
                 decoder = DeviceDecoder(self.id, DeviceInfo(dev.id, dev.device_class,
                                                             dev.location, bus.name, dev.address))
                 decoder.active = dict(saved.get(dev.id, {}))
-                polls.append(DevicePoll(decoder, plan.status_ms / 1000, plan.telemetry_ms / 1000,
-                                        plan.max_backoff_s))
-            poller = BusPoller(bus.name, rtu, polls, self.publish, self._after_poll)
+                timing = Timing(plan.status_ms / 1000, plan.telemetry_ms / 1000,
+                                plan.max_backoff_s, fire=dev.device_class == "fire")
+                polls.append(DevicePoll(decoder, timing, timeout_s=plan.timeout_s))
+            poller = BusPoller(bus.name, _make_bus(bus), polls, self.publish, self._after_poll)
             self.pollers[bus.name] = poller
             for dev in bus.device:
                 self.device_bus[dev.id] = poller
-        self.panel_alarms: dict[str, dict[str, str]] = {
-            p.device_id: dict(saved.get(p.device_id, {})) for p in config.serial_input}
+        self.panels: dict[str, PanelAlarms] = {
+            p.device_id: PanelAlarms(p.device_id, _panel_state(saved.get(p.device_id)))
+            for p in config.serial_input}
         mqtt = config.mqtt
         password = mqtt.read_password()
         self.session = MqttSession(
@@ -80,40 +97,63 @@ class Gateway:
             keepalive=mqtt.keepalive, health=self.health, on_command=self.on_command,
             status_interval=10.0)
         self.started = time.monotonic()
-        self.published = 0
         self.rule_writes = 0
         self.rule_failures = 0
+        self.metrics_error = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        if self.store.quarantined is not None:
+            self.publish([Message(event_topic(self.id), {
+                "v": 1, "ts": rfc3339(now()), "event": "outbox_quarantined",
+                "file": str(self.store.quarantined), "reason": self.store.quarantine_reason},
+                "event")])
 
     # -- producing --------------------------------------------------------------------
+    @property
+    def outbox(self) -> Outbox | None:
+        return self.store.outbox
+
+    @property
+    def published(self) -> int:
+        return self.store.stored
+
     def publish(self, messages: list[Message]) -> None:
-        """Store messages durably (assigning seq), then wake the MQTT pump."""
-        self.outbox.put_many(messages)
-        self.published += len(messages)
+        """Store messages (durably if the disk takes them), then wake the MQTT pump.
+
+        Never raises for a storage failure (see gateway/store.py)."""
         if any(m.kind == "alarm" for m in messages):
             self._save_alarms()
+        self.store.put(messages)
         self.session.notify()
 
-    def _load_alarms(self) -> dict[str, dict[str, str]]:
+    def _load_alarms(self) -> dict[str, Any]:
         try:
             data = json.loads(self._alarms_path.read_text())
         except FileNotFoundError:
             return {}
-        except ValueError:
+        except (OSError, ValueError):
             log.error("%s is unreadable; active alarms will be re-raised with new ids",
                       self._alarms_path)
             return {}
-        return {str(k): dict(v) for k, v in data.items()}
+        return {str(k): v for k, v in data.items() if isinstance(v, dict)}
 
     def _save_alarms(self) -> None:
-        data: dict[str, dict[str, str]] = {}
+        """Active alarm ids (and each panel's id counter), written before the messages that
+        carry them are stored, so a restart never issues an id twice."""
+        data: dict[str, Any] = {}
         for poller in self.pollers.values():
             for dev in poller.devices.values():
                 if dev.decoder.active:
                     data[dev.id] = dev.decoder.snapshot()
-        data.update({k: v for k, v in self.panel_alarms.items() if v})
+        data.update({k: panel.snapshot() for k, panel in self.panels.items()})
         tmp = self._alarms_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self._alarms_path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self._alarms_path)
+        except OSError as exc:
+            log.error("cannot save active alarm ids to %s: %s", self._alarms_path, exc)
 
     # -- rules ------------------------------------------------------------------------
     async def _after_poll(self, decoder: DeviceDecoder) -> None:
@@ -141,7 +181,7 @@ class Gateway:
                 reg = cmap.holding_register(action.register)
                 raw = reg.encode(float(action.value))[0]
                 await poller.submit(lambda rtu: rtu.write_register(address, reg.address, raw))
-        except (NoResponse, ModbusError) as exc:
+        except BUS_ERRORS as exc:
             self.rule_failures += 1
             log.error("rule %s: writing %s failed: %s", action.rule, action.device, exc)
             return
@@ -158,7 +198,7 @@ class Gateway:
     async def on_command(self, cmd: Command) -> None:
         try:
             await self._command(cmd)
-        except (NoResponse, ModbusError, ValueError, KeyError) as exc:
+        except (*BUS_ERRORS, ValueError, KeyError) as exc:
             log.warning("command %s for %s (%s) failed: %s", cmd.id, cmd.device, cmd.action,
                         exc)
             self.session.ack(cmd.id, False, str(exc))
@@ -206,64 +246,70 @@ class Gateway:
 
     # -- panels ------------------------------------------------------------------------
     def on_panel_event(self, panel: SerialInputConfig, event: PanelEvent) -> None:
-        active = self.panel_alarms[panel.device_id]
-        ts = rfc3339(now())
-        messages = []
-        base = {"v": 1, "device": panel.device_id, "class": "panel", "ts": ts,
-                "location": panel.location}
-        action = event.action
-        if action == "raised" and event.key not in active:
-            alarm_id = f"{panel.device_id}:{event.key}:{int(time.time())}"
-            active[event.key] = alarm_id
-            messages.append(Message(topic(self.id, panel.device_id, "alarm"), {
-                **base, "alarm_id": alarm_id, "type": event.kind, "state": "raised",
-                "severity": event.severity, "zone": event.zone, "point": event.point,
-                "text": event.text}, "alarm", device=panel.device_id))
-            for rule_action in self.rules.event(panel.device_id, event.kind):
-                self._spawn(self._act(rule_action))
-        elif action in ("cleared", "cleared_all"):
-            for key in list(active):
-                if action == "cleared_all" or key == event.key or (
-                        event.clears is None and key.split(":")[1:] == event.key.split(":")[1:]):
-                    alarm_id = active.pop(key)
-                    messages.append(Message(topic(self.id, panel.device_id, "alarm"), {
-                        **base, "alarm_id": alarm_id, "type": key.split(":")[0],
-                        "state": "cleared", "text": event.text}, "alarm",
-                        device=panel.device_id))
-        else:
-            messages.append(Message(topic(self.id, panel.device_id, "event"), {
-                **base, "kind": event.kind, "zone": event.zone, "point": event.point,
-                "text": event.text, "raw": event.raw}, "event", device=panel.device_id))
+        """One line of a panel's printer port: rules first, then the messages."""
+        edges = self.panels[panel.device_id].apply(event)
+        for edge in edges:
+            if edge.state == "raised":
+                for rule_action in self.rules.event(panel.device_id, edge.kind):
+                    self._spawn(self._act(rule_action))
+        messages = [self._panel_message(panel, edge) for edge in edges]
         if messages:
             self.publish(messages)
 
+    def _panel_message(self, panel: SerialInputConfig, edge: PanelEdge) -> Message:
+        event = edge.event
+        base: dict[str, Any] = {"v": 1, "device": panel.device_id, "class": "panel",
+                                "ts": rfc3339(now()), "location": panel.location}
+        if edge.state == "event":
+            return Message(topic(self.id, panel.device_id, "event"), {
+                **base, "kind": event.kind, "zone": event.zone, "point": event.point,
+                "text": event.text, "raw": event.raw}, "event", device=panel.device_id)
+        body = {**base, "alarm_id": edge.alarm_id, "type": edge.kind, "state": edge.state,
+                "zone": edge.zone, "point": edge.point, "text": event.text}
+        if edge.state == "raised":
+            body["severity"] = event.severity
+        return Message(topic(self.id, panel.device_id, "alarm"), body, "alarm",
+                       device=panel.device_id)
+
     async def _panel(self, panel: SerialInputConfig, stop: asyncio.Event) -> None:
+        """Read one panel's port until stop; a port that fails is re-opened every 5 s."""
         tz = ZoneInfo(panel.timezone) if panel.timezone else None
         while not stop.is_set():
             parser = LineParser(panel.parser_profile, tz=tz)
             try:
-                await read_serial_lines(panel.port, panel.baudrate, panel.parity, parser,
-                                        lambda ev: self.on_panel_event(panel, ev),
-                                        bytesize=panel.bytesize, stopbits=panel.stopbits)
+                await _until(stop, read_serial_lines(
+                    panel.port, panel.baudrate, panel.parity, parser,
+                    lambda ev: self.on_panel_event(panel, ev),
+                    bytesize=panel.bytesize, stopbits=panel.stopbits))
             except (OSError, ValueError) as exc:
                 log.error("panel %s on %s: %s; retrying in 5 s", panel.device_id, panel.port, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=5)
+            await _until(stop, asyncio.sleep(5))
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        stats = self.outbox.stats()
+        outbox: dict[str, Any] = {"depth": 0, "bytes": 0, "oldest_age_s": 0.0,
+                                  "dropped_telemetry": 0, "dead_letters": 0}
+        if self.outbox is None:
+            outbox["error"] = "not open: " + self.store.last_error
+        else:
+            try:
+                stats = self.outbox.stats()
+                outbox.update(depth=stats.depth, bytes=stats.bytes,
+                              oldest_age_s=round(stats.oldest_age_s, 1),
+                              dropped_telemetry=stats.dropped_telemetry,
+                              dead_letters=stats.dead_letters)
+            except (OutboxError, sqlite3.Error) as exc:  # a failing disk: health still reports
+                outbox["error"] = str(exc)
         return {
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "outbox": {"depth": stats.depth, "bytes": stats.bytes,
-                       "oldest_age_s": round(stats.oldest_age_s, 1),
-                       "dropped_telemetry": stats.dropped_telemetry,
-                       "dead_letters": stats.dead_letters},
+            "outbox": outbox,
+            "storage": self.store.stats(),
             "mqtt": self.session.stats.snapshot(),
             "buses": {name: p.stats() for name, p in self.pollers.items()},
             "rules": {"fired": self.rules.fired, "writes": self.rule_writes,
                       "failures": self.rule_failures},
             "messages_stored": self.published,
+            **({"metrics_error": self.metrics_error} if self.metrics_error else {}),
         }
 
     def prometheus(self) -> str:
@@ -283,24 +329,33 @@ class Gateway:
                "Telemetry dropped by the disk bound", "counter")
         metric("edgefleet_outbox_dead_letters_total", h["outbox"]["dead_letters"],
                "Messages refused by the broker", "counter")
+        metric("edgefleet_storage_held_in_memory", h["storage"]["held_in_memory"],
+               "Messages waiting in memory because the disk refuses writes")
+        metric("edgefleet_storage_lost_by_disk_total", h["storage"]["lost_by_disk"],
+               "Messages given up because the disk refused them too long", "counter")
         for name, bus in h["buses"].items():
             lb = f',bus="{name}"'
             metric("edgefleet_bus_transactions_total", bus["transactions"],
                    "Modbus transactions", "counter", lb)
             metric("edgefleet_bus_failures_total", bus["failures"],
                    "Modbus transactions without a valid answer", "counter", lb)
+            metric("edgefleet_bus_link_up", 1 if bus["link"] == "up" else 0,
+                   "1 while the bus port (or TCP link) is open", labels=lb)
             for dev_id, dev in bus["devices"].items():
                 ld = f'{lb},device="{dev_id}"'
                 metric("edgefleet_device_online", 1 if dev["online"] else 0,
                        "1 while the node answers", labels=ld)
                 metric("edgefleet_device_timeouts_total", dev["timeouts"],
                        "Polls without an answer", "counter", ld)
+                metric("edgefleet_device_bad_replies_total", dev["bad_replies"],
+                       "Replies that did not answer the request (protocol faults)",
+                       "counter", ld)
         for key, value in h["mqtt"].items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metric(f"edgefleet_mqtt_{key}", value, f"MQTT session {key}")
         return "\n".join(line for group in groups.values() for line in group) + "\n"
 
-    async def _serve_metrics(self, port: int) -> None:
+    async def _serve_metrics(self, port: int, stop: asyncio.Event) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 await reader.readuntil(b"\r\n\r\n")
@@ -311,55 +366,88 @@ class Gateway:
                 await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        try:
+            server = await asyncio.start_server(handle, "127.0.0.1", port)
+        except OSError as exc:  # the port is taken: no metrics, everything else runs
+            self.metrics_error = f"cannot serve metrics on 127.0.0.1:{port}: {exc}"
+            log.error("%s; running without the Prometheus endpoint", self.metrics_error)
+            return
         log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
         async with server:
-            await server.serve_forever()
+            await _until(stop, server.serve_forever())
 
     # -- running -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        for poller in self.pollers.values():
-            await poller.rtu.connect()
+        """Run until ``stop`` is set. Side failures (a bus port, the metrics port) are each
+        handled by their own task; nothing here waits longer than a poll to see ``stop``."""
         log.info("gateway %s: %d bus(es), %d device(s), %d panel(s), %d rule(s); broker %s:%d",
-                 self.id, len(self.pollers), len(self.device_bus), len(self.panel_alarms),
+                 self.id, len(self.pollers), len(self.device_bus), len(self.panels),
                  len(self.config.rule), self.config.mqtt.host, self.config.mqtt.broker_port)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.session.pump(self.outbox, stop), name="mqtt")
+                tg.create_task(self._mqtt(stop), name="mqtt")
+                tg.create_task(self._flush_held(stop), name="store")
                 for name, poller in self.pollers.items():
                     tg.create_task(poller.run(stop), name=f"bus-{name}")
                 for panel in self.config.serial_input:
                     tg.create_task(self._panel(panel, stop), name=f"panel-{panel.device_id}")
                 if self.config.gateway.metrics_port:
-                    metrics = tg.create_task(self._serve_metrics(self.config.gateway.metrics_port))
-                    stop_task = tg.create_task(stop.wait())
-                    stop_task.add_done_callback(lambda _: metrics.cancel())
+                    tg.create_task(self._serve_metrics(self.config.gateway.metrics_port, stop),
+                                   name="metrics")
         finally:
             for task in list(self._tasks):
                 task.cancel()
-            for poller in self.pollers.values():
-                poller.rtu.close()
-            self.outbox.close()
+            self.store.flush()
+            if self.outbox is not None:
+                self.outbox.close()
+
+    async def _mqtt(self, stop: asyncio.Event) -> None:
+        """The MQTT session publishes from the outbox, so it starts once the outbox is open."""
+        while self.outbox is None and not stop.is_set():
+            await _until(stop, asyncio.sleep(1.0))
+        if self.outbox is not None:
+            await self.session.pump(self.outbox, stop)
+
+    async def _flush_held(self, stop: asyncio.Event) -> None:
+        """Messages held in memory while the disk refused them go out once it takes writes."""
+        while not stop.is_set():
+            await _until(stop, asyncio.sleep(1.0))
+            if (self.store.held or self.outbox is None) and self.store.flush():
+                self.session.notify()
 
 
-def run_main(path: str) -> int:
-    """`edgefleet gateway run CONFIG`."""
-    from gateway.config import ConfigError
-
+async def _until(stop: asyncio.Event, coro: Any) -> None:
+    """Run ``coro`` until it ends or ``stop`` is set (then it is cancelled)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
     try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr, flush=True)
-        return 1
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.done() and not task.cancelled():
+        task.result()  # re-raise what the coroutine raised
 
-    async def main() -> None:
+
+def _panel_state(saved: Any) -> dict[str, Any] | None:
+    """A panel's saved state; the old format (a plain ``key -> alarm_id`` map) is migrated."""
+    if not isinstance(saved, dict):
+        return None
+    if "active" in saved:
+        return saved
+    return {"raised": 0, "active": saved}
+
+
+async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a gateway until ``stop`` is set, or until SIGINT/SIGTERM when none is given."""
+    import signal
+
+    if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(config).run(stop)
-
-    asyncio.run(main())
-    return 0
+    await Gateway(config).run(stop)

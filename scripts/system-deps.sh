@@ -3,7 +3,7 @@
 # everything is present. As root on Debian it installs; otherwise it names what is missing.
 set -euo pipefail
 
-PACKAGES=(python3-venv python3-pip mbpoll mosquitto postgresql chromium)
+PACKAGES=(python3-venv python3-pip mbpoll mosquitto mosquitto-clients socat postgresql victoria-metrics chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -17,10 +17,10 @@ COILS = {'output': 0}
 
 CLASS_IDS = {'air': 4, 'fire': 1, 'flood': 2, 'water': 3}
 
-SENSORS = {'adc': {'bits': 12, 'open_counts': 20, 'short_counts': 4075, 'vref': 3.3},
+SENSORS = {'adc': {'bits': 12, 'open_counts': 190, 'short_counts': 4075, 'vref': 3.3},
  'flood': {'adc_channel': 'level'},
- 'heat': {'adc_channel': 'heat', 'beta': 3950.0, 'r25': 10000.0, 'r_fixed': 10000.0},
- 'loop': {'open_ma': 3.6, 'over_ma': 21.0, 'shunt_ohms': 150.0},
+ 'heat': {'adc_channel': 'heat', 'beta': 3950.0, 'r25': 10000.0, 'r_fixed': 2700.0},
+ 'loop': {'open_ma': 3.6, 'over_ma': 21.0, 'shunt_ohms': 100.0},
  'pms5003': {'frame_len': 32, 'uart': 'pms'},
  'scd41': {'i2c_addr': 98, 'read_cmd': 60421},
  'smoke': {'adc_channel': 'smoke', 'clean_counts': 400, 'counts_per_pct_m': 60},
@@ -33,7 +33,8 @@ SENSORS = {'adc': {'bits': 12, 'open_counts': 20, 'short_counts': 4075, 'vref': 
            'pressure_channel': 'pressure',
            'pressure_span': 10.0,
            'turbidity_channel': 'turbidity',
-           'turbidity_v_per_ntu': 0.03}}
+           'turbidity_offset_v': 0.25,
+           'turbidity_v_per_ntu': 0.02}}
 
 
 def class_map(name):

@@ -37,6 +37,10 @@ class Faults:
     drop: float = 0.0
     dead_ports: set[int] = field(default_factory=set)
     seed: int = 0
+    # Replies from these node addresses are rewritten, with a valid CRC, as a node with a
+    # firmware bug would send them: "short" drops the last register of a register read (byte
+    # count and length agree), "function" answers with the other register-read function code.
+    bad_replies: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +147,8 @@ class BusHub:
         start = time.perf_counter()
         if self.paced:
             data = self._wait_wire(sender, data, start, poller, index)
+        if sender and data and data[0] in self.faults.bad_replies:
+            data = bad_reply(data, self.faults.bad_replies[data[0]])
         self.stats.frames += 1
         self.stats.bytes += len(data)
         for port, fd in enumerate(self._masters):
@@ -202,3 +208,26 @@ class BusHub:
                 self.stats.corrupted_bytes += 1
             out.append(byte)
         return bytes(out)
+
+
+# -- bad replies (Faults.bad_replies) ---------------------------------------------------------
+def _crc16(frame: bytes) -> bytes:
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+def bad_reply(frame: bytes, mode: str) -> bytes:
+    """A register-read reply (FC03/FC04) rewritten by ``mode``, CRC recomputed; others unchanged."""
+    if len(frame) < 7 or frame[1] not in (3, 4) or _crc16(frame[:-2]) != frame[-2:]:
+        return frame
+    body = bytearray(frame[:-2])
+    if mode == "short" and body[2] >= 2:
+        del body[-2:]
+        body[2] -= 2
+    elif mode == "function":
+        body[1] = 3 if body[1] == 4 else 4
+    return bytes(body) + _crc16(bytes(body))

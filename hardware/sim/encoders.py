@@ -8,6 +8,7 @@ prove round trips. Everything is a pure function; the electrical constants are r
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from hardware.regmap import load_sensors
 
 __all__ = [
     "ADC_MAX",
+    "ESP32_11DB_CURVE",
+    "ESP32_CAL_A",
+    "ESP32_CAL_B",
+    "ESP32_LINEAR_V",
     "FRONT_END",
     "LOOP_FULL_MA",
     "LOOP_ZERO_MA",
@@ -26,6 +31,9 @@ __all__ = [
     "chlorine_ma",
     "counts_to_volts",
     "crc8",
+    "esp32_counts_exact",
+    "esp32_raw_code",
+    "esp32_read_uv",
     "loop_counts",
     "loop_ma",
     "loop_volts",
@@ -76,6 +84,7 @@ class FrontEnd:
     ph_slope_v: float
     ph_gain: float
     turbidity_v_per_ntu: float
+    turbidity_offset_v: float
     pms_frame_len: int
     scd41_addr: int
 
@@ -97,6 +106,7 @@ class FrontEnd:
             ph_slope_v=float(water["ph_slope_v"]),
             ph_gain=float(water["ph_gain"]),
             turbidity_v_per_ntu=float(water["turbidity_v_per_ntu"]),
+            turbidity_offset_v=float(water["turbidity_offset_v"]),
             pms_frame_len=int(doc["pms5003"]["frame_len"]),
             scd41_addr=int(doc["scd41"]["i2c_addr"]),
         )
@@ -114,7 +124,73 @@ LOOP_ZERO_MA = 4.0
 LOOP_FULL_MA = 20.0
 
 
-# --------------------------------------------------------------------------- ADC
+# --------------------------------------------------------------------------- ESP32 ADC
+#
+# The converter on the board is an ESP32's ADC1 at 11 dB attenuation, not an ideal one. Its
+# typical uncalibrated transfer curve (12-bit code against pin voltage) has a dead zone at the
+# bottom, a linear middle, and an upper region where the code runs ahead of the line and then
+# saturates at 4095 around 3.1 V:
+#   - Espressif, ESP-IDF ADC guide (v4.4, "ADC Attenuation"): at ADC_ATTEN_DB_11 the measurable
+#     input range is 150 mV ~ 2450 mV; outside it the results are not specified.
+#     https://docs.espressif.com/projects/esp-idf/en/v4.4.2/api-reference/peripherals/adc.html
+#   - measured points of a typical part (code at 0.5/1.0/1.5/2.0/2.5/3.0 V: 464, 1088, 1707,
+#     2331, 2951, 3775), the data set behind the widely used G6EJD correction polynomial
+#     (github.com/G6EJD/ESP32-ADC-Accuracy-Improvement-function; forum.ezsbc.com t=10334), and
+#     saturation at about 3.13 V (w4krl.com "ESP32 analog to digital conversion accuracy":
+#     above code 3000, V = 0.0005 * code + 1.0874).
+# The firmware reads the calibrated machine.ADC.read_uv(). On the ESP32 the only calibration
+# scheme is line fitting (ESP-IDF "ADC Calibration Driver": ADC_CALI_SCHEME_VER_LINE_FITTING),
+# V = a * code + b with a and b from eFuse: exact in the linear middle, wrong where the code is
+# not linear. Modelled here with the line through the curve's linear region (0.5 V and 2.5 V),
+# so read_uv is exact from ~0.13 V to 2.5 V, reads b (~127 mV) at 0 V, over-reads above 2.5 V
+# (3.0 V reads 3.16 V) and stops at ~3.42 V when the code saturates.
+
+ESP32_11DB_CURVE: tuple[tuple[float, float], ...] = (
+    # (pin volts, 12-bit code), typical part; piecewise linear between points
+    (0.5 - 464 * 2.0 / 2487, 0.0),   # dead zone ends where the linear region's line starts
+    (0.5, 464.0),
+    (1.0, 1088.0),
+    (1.5, 1707.0),
+    (2.0, 2331.0),
+    (2.5, 2951.0),
+    (3.0, 3775.0),
+    (0.0005 * 4095 + 1.0874, 4095.0),   # saturation (w4krl upper fit at code 4095)
+)
+ESP32_CAL_A = 2.0 / (2951 - 464)          # volts per code, line fitting through 0.5 V / 2.5 V
+ESP32_CAL_B = 0.5 - 464 * ESP32_CAL_A     # volts at code 0
+ESP32_LINEAR_V = (0.15, 2.45)             # Espressif's accurate range at 11 dB
+
+
+def esp32_raw_code(volts: float) -> float:
+    """The uncalibrated 12-bit code (what ``read_u16() >> 4`` gives) for a pin voltage."""
+    curve = ESP32_11DB_CURVE
+    if volts <= curve[0][0]:
+        return 0.0
+    for (v0, c0), (v1, c1) in itertools.pairwise(curve):
+        if volts <= v1:
+            return c0 + (c1 - c0) * (volts - v0) / (v1 - v0)
+    return 4095.0
+
+
+def esp32_read_uv(volts: float) -> float:
+    """What ``machine.ADC.read_uv()`` returns at 11 dB: line-fitting calibration of the code."""
+    code = min(4095.0, max(0.0, round(esp32_raw_code(volts))))
+    return (ESP32_CAL_A * code + ESP32_CAL_B) * 1e6
+
+
+def esp32_counts_exact(volts: float, fe: FrontEnd = FRONT_END) -> float:
+    """The firmware HAL's reading of a pin voltage: read_uv() on the 0..vref = 0..4095 scale.
+
+    The simulator feeds this (plus noise) to the unix HAL, so the firmware sees what it would
+    see on an ESP32: exact in the linear region, wrong above ~2.5 V and below ~0.13 V."""
+    if math.isnan(volts):
+        return 0.0
+    return esp32_read_uv(volts) / 1e6 / fe.vref * fe.adc_max
+
+
+# --------------------------------------------------------------------------- ideal ADC
+# The ideal converter: the exact inverse of the firmware's decoders (app/drivers/analog.py).
+# Round-trip tests use it; the physics feeds esp32_counts_exact instead.
 
 
 def volts_to_counts_exact(volts: float, fe: FrontEnd = FRONT_END) -> float:
@@ -170,7 +246,7 @@ def ntc_temp_c(counts: float, fe: FrontEnd = FRONT_END) -> float:
 
 
 def loop_volts(ma: float, fe: FrontEnd = FRONT_END) -> float:
-    """A 4-20 mA loop across the shunt: 4 mA -> 0.6 V, 20 mA -> 3.0 V (150 Ω)."""
+    """A 4-20 mA loop across the shunt: 4 mA -> 0.4 V, 21 mA -> 2.1 V (100 Ω)."""
     return max(0.0, ma) / 1000.0 * fe.shunt_ohms
 
 
@@ -213,7 +289,8 @@ def ph_value(counts: float, fe: FrontEnd = FRONT_END) -> float:
 
 
 def turbidity_volts(ntu: float, fe: FrontEnd = FRONT_END) -> float:
-    return ntu * fe.turbidity_v_per_ntu
+    """Level-shifted optical sensor: offset plus a linear slope."""
+    return fe.turbidity_offset_v + ntu * fe.turbidity_v_per_ntu
 
 
 def turbidity_counts(ntu: float, fe: FrontEnd = FRONT_END) -> int:
@@ -221,7 +298,7 @@ def turbidity_counts(ntu: float, fe: FrontEnd = FRONT_END) -> int:
 
 
 def turbidity_ntu(counts: float, fe: FrontEnd = FRONT_END) -> float:
-    return counts_to_volts(counts, fe) / fe.turbidity_v_per_ntu
+    return (counts_to_volts(counts, fe) - fe.turbidity_offset_v) / fe.turbidity_v_per_ntu
 
 
 # --------------------------------------------------------------------------- PMS5003

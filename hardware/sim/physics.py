@@ -6,7 +6,15 @@ a small state machine advanced by :meth:`VirtualSensor.step`; :meth:`VirtualSens
 renders it into the raw-feed contract read by the firmware's unix HAL::
 
     {"adc": {channel: counts}, "uart": {"pms": "<hex since last snapshot>"},
-     "i2c": {"98": "<hex of the 9-byte SCD41 read_measurement response>"}}
+     "i2c": {"98": "<hex of the 9 bytes an SCD41 measurement would give now>"},
+     "power": {"98": <supply cycles of that chip>}}
+
+ADC counts are what the ESP32's calibrated ``read_uv()`` gives (encoders.esp32_counts_exact),
+not an ideal converter. The I2C entry is the air the SCD41 measures, not its answer: the chip's
+command state machine (idle at power-up, NACK until started, data every 5 s) is synchronous
+with the firmware's transfers, so it runs beside the HAL (firmware/app/hal/scd41_chip.py); an
+address missing from "i2c" does not acknowledge, and a new "power" count is a power cycle,
+after which the chip is idle until the firmware starts it again.
 
 and :meth:`VirtualSensor.truth` gives the noiseless engineering values (register names) that
 tests and displays compare the firmware against. Scenario events arrive through
@@ -50,6 +58,8 @@ FAULT_KINDS = ("open", "short", "stuck", "noise", "nack", "checksum", "clear")
 _LOOP_SAT_LOW_MA = 3.8
 _LOOP_SAT_HIGH_MA = 20.5
 _ADC_NOISE_COUNTS = 0.8       # ESP32 ADC1 after calibration and 8x oversampling, 1 sigma
+# Every ADC channel goes through the ESP32 converter model (encoders.esp32_counts_exact): the
+# firmware sees read_uv() of the pin voltage, with its dead zone and its upper nonlinearity.
 _FAULT_NOISE_COUNTS = 150.0   # an EMI-hit or corroded input, 1 sigma, plus rail spikes
 
 
@@ -77,7 +87,7 @@ _FAULT_ACTION: dict[str, Param] = {
 def _loop_counts_saturated(ma: float) -> float:
     """Loop current -> fractional ADC counts (noise is added before rounding)."""
     ma = min(_LOOP_SAT_HIGH_MA, max(_LOOP_SAT_LOW_MA, ma))
-    return enc.volts_to_counts_exact(enc.loop_volts(ma))
+    return enc.esp32_counts_exact(enc.loop_volts(ma))
 
 
 def _relax(value: float, target: float, tau_s: float, dt_s: float) -> float:
@@ -162,7 +172,8 @@ class VirtualSensor:
     def snapshot(self) -> dict[str, Any]:
         """The raw feed now. UART bytes are drained: each snapshot carries only the new ones."""
         adc = {ch: self._faulted_counts(ch, counts) for ch, counts in self._adc_counts().items()}
-        return {"adc": adc, "uart": self._uart_feed(), "i2c": self._i2c_feed()}
+        return {"adc": adc, "uart": self._uart_feed(), "i2c": self._i2c_feed(),
+                "power": self._power_feed()}
 
     def truth(self) -> dict[str, float]:
         """Noiseless engineering values (register names and units) for displays and tests."""
@@ -184,6 +195,9 @@ class VirtualSensor:
         return {}
 
     def _i2c_feed(self) -> dict[str, str]:
+        return {}
+
+    def _power_feed(self) -> dict[str, int]:
         return {}
 
     def _freeze(self, channel: str) -> Any:
@@ -241,8 +255,8 @@ class VirtualSensor:
         kind = self.faults.get(channel)
         if kind is None:
             return self._faulted_counts_clean(counts)
-        if kind == "open":
-            return 0
+        if kind == "open":       # nothing drives the pin: the converter's floor (read_uv offset)
+            return self._faulted_counts_clean(enc.esp32_counts_exact(0.0))
         if kind == "short":
             return enc.ADC_MAX
         if kind == "stuck":
@@ -309,6 +323,8 @@ class FireSensor(VirtualSensor):
                                    doc="time constant of the heat release dying down, s")},
         ventilate={"ach": Param(default=120.0, minimum=0.0, maximum=600.0,
                                 doc="air changes per hour (1 = closed room, 120 = smoke fan)")},
+        heat_ramp={"k_per_min": Param(default=10.0, minimum=0.0, maximum=60.0,
+                                      doc="EN 54-5 heat tunnel: air temperature rise, K/min")},
     )
 
     ROOM_VOLUME_M3 = 90.0
@@ -336,6 +352,19 @@ class FireSensor(VirtualSensor):
         self.layer_excess_c = 0.0
         self.jet_excess_c = 0.0
         self.detector_c = ambient_c
+        self.ramp: tuple[float, float] | None = None   # (K/s, start time): EN 54-5 tunnel
+
+    def _on_heat_ramp(self, p: dict[str, ParamValue]) -> None:
+        """The EN 54-5 response-time test: the air at the detector rises linearly from the
+        current ambient at a constant rate (its heat tunnel), with no smoke."""
+        self.ramp = (float(p["k_per_min"]) / 60.0, self.t)
+
+    @property
+    def ramp_excess_c(self) -> float:
+        if self.ramp is None:
+            return 0.0
+        rate, t0 = self.ramp
+        return rate * max(0.0, self.t - t0)
 
     def _on_ignite(self, p: dict[str, ParamValue]) -> None:
         self.growth = float(p["growth"])
@@ -383,6 +412,8 @@ class FireSensor(VirtualSensor):
         self.jet_excess_c = _relax(self.jet_excess_c, self._alpert_excess(self.hrr_kw),
                                    self.JET_TAU_S, dt_s)
         gas_c = self.ambient_c + self.layer_excess_c + self.jet_excess_c
+        if self.ramp is not None:   # the tunnel's air at the end of this sub-step
+            gas_c += self.ramp[0] * max(0.0, self.t + dt_s - self.ramp[1])
         self.detector_c = _relax(self.detector_c, gas_c, self.DETECTOR_TAU_S, dt_s)
 
     @property
@@ -393,16 +424,18 @@ class FireSensor(VirtualSensor):
         return {
             "smoke": self.obscuration_pct_m,
             "temperature": self.detector_c,
-            "gas_temperature": self.ambient_c + self.layer_excess_c + self.jet_excess_c,
+            "gas_temperature": (self.ambient_c + self.layer_excess_c + self.jet_excess_c
+                                + self.ramp_excess_c),
             "hrr_kw": self.hrr_kw,
         }
 
     def _adc_counts(self) -> dict[str, float]:
         smoke = self.obscuration_pct_m + self.rng.gauss(0.0, 0.02)   # chamber dust, amp noise
         heat_c = self.detector_c + self.rng.gauss(0.0, 0.03)
+        smoke_v = enc.counts_to_volts(enc.smoke_counts_exact(smoke))   # amplifier output
         return {
-            "smoke": enc.smoke_counts_exact(smoke) + self._adc_noise(),
-            "heat": enc.volts_to_counts_exact(enc.ntc_volts(heat_c)) + self._adc_noise(),
+            "smoke": enc.esp32_counts_exact(smoke_v) + self._adc_noise(),
+            "heat": enc.esp32_counts_exact(enc.ntc_volts(heat_c)) + self._adc_noise(),
         }
 
 
@@ -625,7 +658,7 @@ class WaterSensor(VirtualSensor):
         chlorine = max(0.0, self.chlorine_mg_l + g(0.0, 0.004))
         ph = self.ph + g(0.0, 0.01)
         turbidity = max(0.0, self.turbidity_ntu + g(0.0, 0.01))
-        exact = enc.volts_to_counts_exact
+        exact = enc.esp32_counts_exact
         return {
             "pressure": _loop_counts_saturated(enc.pressure_ma(pressure)) + self._adc_noise(),
             "ph": exact(enc.ph_volts(ph)) + self._adc_noise(),
@@ -668,6 +701,8 @@ class AirSensor(VirtualSensor):
             "temp_c": Param(default=31.0, minimum=-10.0, maximum=60.0),
             "rh_pct": Param(default=75.0, minimum=0.0, maximum=100.0),
         },
+        scd41_power_cycle={"off_s": Param(default=2.0, minimum=0.0, maximum=3600.0,
+                                          doc="seconds without supply (a brown-out)")},
     )
 
     BACKGROUND_PM25 = 18.0     # µg/m³, regional background
@@ -696,6 +731,8 @@ class AirSensor(VirtualSensor):
         self._next_frame_t = self.PMS_PERIOD_S
         self._next_scd_t = self.SCD41_PERIOD_S
         self._scd_response = self._measure_scd41()
+        self.scd_power_cycles = 0
+        self._scd_off_until: float | None = None
 
     @property
     def hour(self) -> float:
@@ -724,6 +761,17 @@ class AirSensor(VirtualSensor):
 
     def _on_weather(self, p: dict[str, ParamValue]) -> None:
         self.temp_c, self.rh_pct = float(p["temp_c"]), float(p["rh_pct"])
+
+    def _on_scd41_power_cycle(self, p: dict[str, ParamValue]) -> None:
+        """The SCD41 loses its supply for off_s and powers up again, idle (not measuring)."""
+        self._scd_off_until = self.t + float(p["off_s"])
+        if float(p["off_s"]) == 0.0:
+            self._scd_off_until = None
+            self.scd_power_cycles += 1
+
+    @property
+    def scd41_powered(self) -> bool:
+        return self._scd_off_until is None
 
     def _evolve(self, dt_s: float) -> None:
         self.pm25 = _relax(self.pm25, self._pm25_target(), self.pm_tau_s, dt_s)
@@ -763,6 +811,9 @@ class AirSensor(VirtualSensor):
         while self.t >= self._next_scd_t - 1e-9:
             self._next_scd_t += self.SCD41_PERIOD_S
             self._scd_response = self._measure_scd41()
+        if self._scd_off_until is not None and self.t >= self._scd_off_until - 1e-9:
+            self._scd_off_until = None
+            self.scd_power_cycles += 1
 
     def _emit_pms(self) -> None:
         kind = self.faults.get("pms")
@@ -797,9 +848,12 @@ class AirSensor(VirtualSensor):
         self._pending.clear()
         return {"pms": data.hex()}
 
+    def _power_feed(self) -> dict[str, int]:
+        return {"98": self.scd_power_cycles}
+
     def _i2c_feed(self) -> dict[str, str]:
         kind = self.faults.get("98")
-        if kind in ("open", "short", "nack"):
+        if kind in ("open", "short", "nack") or not self.scd41_powered:
             return {}                                # no ACK on the bus
         response = self._scd_response
         if kind == "stuck":

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from edgefleet.cli import cmd_gateway_check
 from gateway.config import (
     ConfigError,
     GatewayConfig,
     TomlLocator,
-    check_main,
     load_config,
     validate_config,
 )
@@ -151,6 +152,10 @@ def test_a_broken_config_names_file_line_and_field(tmp_path: Path, old: str, new
     assert errors_of(path) == [f"{path}:{line}" for line in expected]
 
 
+def check_main(path: str) -> int:
+    return cmd_gateway_check(argparse.Namespace(config=path))
+
+
 def test_check_prints_ok_or_the_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
     good = write(tmp_path, BASE)
@@ -268,3 +273,10 @@ def test_models_validate_without_a_file() -> None:
     config = validate_config(BASE)
     assert isinstance(config, GatewayConfig)
     assert config.device("flood-2").address == 2
+
+
+def test_a_long_serial_by_id_path_is_accepted(tmp_path: Path) -> None:
+    by_id = ("/dev/serial/by-id/usb-Silicon_Labs_CP2102N_USB_to_UART_Bridge_Controller_"
+             "3c2b9f2a8c4fec11a5b3e0c7ff8b9a0c-if00-port0")
+    config = validate_config(BASE.replace('port = "/dev/ttyUSB0"', f'port = "{by_id}"'))
+    assert config.bus[0].port == by_id  # type: ignore[union-attr]

@@ -4,9 +4,11 @@
 #
 # PM: every good frame's atmospheric values go through a 3-frame median (one odd frame never
 # alarms alone); pm1_0/pm2_5/pm10 and both AQIs hold the filtered values. The AQIs are
-# instantaneous indications (see app.aqi). SCD41: read every scd_period_ms (its measurement
-# interval); a NACK (OSError) or a bad CRC-8 (ValueError) counts an error, and fault_debounce
-# failed reads in a row set scd_fault.
+# instantaneous indications (see app.aqi). SCD41: app.drivers.scd41.Scd41 starts it (stop,
+# 500 ms, start_periodic_measurement) at boot and whenever it stops answering or stops
+# measuring, and reads it when get_data_ready_status says so (every scd_period_ms); each
+# measurement interval that ends without a good reading (NACKs, a bad CRC-8, an idle sensor)
+# counts an error, and fault_debounce of them in a row set scd_fault.
 #
 # Faults:
 #   pms_timeout     no good frame for pms_timeout_ms (5 s): PM alarms and aqi_high are cleared
@@ -22,7 +24,7 @@ from app import aqi, hwdef
 from app.classes._base import SensorClass, options
 from app.drivers import scd41
 from app.drivers.pms5003 import PMS5003
-from app.filters import Debounce, Median, StuckDetector, above, ticks_add, ticks_diff
+from app.filters import Debounce, Median, StuckDetector, above, ticks_diff
 
 _PMS_UART = hwdef.SENSORS["pms5003"]["uart"]
 
@@ -46,6 +48,7 @@ class Air(SensorClass):
         SensorClass.__init__(self, hal, bank)
         self.opts = o = options(DEFAULTS, config)
         self.pms = PMS5003()
+        self.scd = scd41.Scd41(hal, o["scd_period_ms"])
         self._pm1 = Median(o["pm_median"])
         self._pm25 = Median(o["pm_median"])
         self._pm10 = Median(o["pm_median"])
@@ -60,7 +63,6 @@ class Air(SensorClass):
         self._last_frame_ms = None   # time of the latest good frame (None: none since boot)
         self._boot_ms = None
         self._timed_out = False
-        self._next_scd_ms = None
         self._pm_ok = False          # PM readings current (not timed out / faulted)
         self._co2_ok = False
         self._a_pm25 = self._a_pm10 = self._a_co2 = self._a_aqi = False
@@ -79,7 +81,6 @@ class Air(SensorClass):
         n = int(bank.threshold("fault_debounce"))
         if self._boot_ms is None:
             self._boot_ms = now_ms
-            self._next_scd_ms = now_ms
 
         # -- PMS5003 --------------------------------------------------------------------------
         try:
@@ -121,9 +122,7 @@ class Air(SensorClass):
                                 bank.threshold("aqi_hysteresis"))
 
         # -- SCD41 ----------------------------------------------------------------------------
-        if ticks_diff(now_ms, self._next_scd_ms) >= 0:
-            self._next_scd_ms = ticks_add(now_ms, o["scd_period_ms"])
-            self._read_scd(now_ms, o, n)
+        self._read_scd(now_ms, o, n)
         self._co2_ok = (self.co2 is not None and not self._f_scd.state
                         and not self._f_scd_phys.state)
         if not self._co2_ok:
@@ -159,17 +158,20 @@ class Air(SensorClass):
         return good
 
     def _read_scd(self, now_ms, o, n):
-        # One SCD41 read: updates the readings and co2_high, or counts the failure.
-        try:
-            buf = self.hal.i2c_read(scd41.ADDR, scd41.READ_MEASUREMENT, scd41.RESPONSE_LEN)
-            co2 = scd41.word(buf, 0)
-            t_word = scd41.word(buf, 1)
-            rh_word = scd41.word(buf, 2)
-        except (OSError, ValueError):
+        # Advance the SCD41 driver: a new measurement updates the readings and co2_high, a
+        # missed interval counts the failure.
+        scd = self.scd
+        result = scd.poll(now_ms)
+        if result == scd41.MISSED:
             self.errors += 1
             self._f_scd.update(True, n)
             return
+        if result != scd41.NEW:
+            return
         self._f_scd.update(False, n)
+        co2 = scd.co2
+        t_word = scd.t_word
+        rh_word = scd.rh_word
         self._scd_t_stuck.update(now_ms, t_word)
         self._scd_rh_stuck.update(now_ms, rh_word)
         t = scd41.temperature(t_word)

@@ -2,8 +2,13 @@
 # (open input, shorted input, 4-20 mA loop out of the NAMUR NE 43 band).
 #
 # Every constant comes from hardware/sensors.toml through the generated app.hwdef; nothing
-# electrical is typed here. The simulator's encoders are the exact inverses of these functions,
-# so the formulas are spelled out in each docstring:
+# electrical is typed here. "Counts" are the HAL's calibrated reading on a 0..vref = 0..4095
+# scale: on an ESP32 the HAL reads machine.ADC.read_uv() (factory-calibrated microvolts) and
+# scales it, never the raw read_u16() code, which is off by ~0.13 V and nonlinear. The
+# calibrated reading is only accurate from 0.15 V to 2.45 V (11 dB attenuation), so every
+# front-end keeps its working range inside that window (the loop shunt is 100 Ω: 21 mA = 2.1 V).
+# The simulator's ideal encoders are the exact inverses of these functions (its feed adds the
+# ESP32 transfer curve on top), so the formulas are spelled out in each docstring:
 #
 #   volts      V      = counts * vref / (2**bits - 1)                (4095 counts = vref = 3.3 V)
 #   smoke      %/m    = (counts - clean_counts) / counts_per_pct_m
@@ -14,7 +19,7 @@
 #              value  = (mA - 4) / 16 * span
 #   pH         V      = ph_offset_v + (7 - pH) * ph_slope_v * ph_gain  (acid -> higher voltage)
 #              pH     = 7 - (V - ph_offset_v) / (ph_slope_v * ph_gain)
-#   turbidity  NTU    = V / turbidity_v_per_ntu
+#   turbidity  NTU    = (V - turbidity_offset_v) / turbidity_v_per_ntu
 #
 # Runs on MicroPython and CPython.
 
@@ -100,10 +105,11 @@ def loop_ma(counts):
 
 
 def loop_state(ma):
-    """NAMUR NE 43: OPEN below loop.open_ma (3.6 mA), SHORT above loop.over_ma (21 mA)."""
-    if ma < LOOP_OPEN_MA:
+    """NAMUR NE 43, bands inclusive: OPEN at or below loop.open_ma (3.6 mA), SHORT at or above
+    loop.over_ma (21.0 mA); OK strictly between."""
+    if ma <= LOOP_OPEN_MA:
         return OPEN
-    if ma > LOOP_OVER_MA:
+    if ma >= LOOP_OVER_MA:
         return SHORT
     return OK
 
@@ -129,5 +135,7 @@ def ph(counts):
 
 
 def turbidity_ntu(counts):
-    """Optical turbidity sensor, linear: V = NTU * turbidity_v_per_ntu (0-3.0 V = 0-100 NTU)."""
-    return volts(counts) / _WATER["turbidity_v_per_ntu"]
+    """Optical turbidity sensor behind a level shift, linear:
+    V = turbidity_offset_v + NTU * turbidity_v_per_ntu (0.25-2.25 V = 0-100 NTU), so clear
+    water sits above the ESP32 ADC's 0.15 V floor; an open input decodes far below 0 NTU."""
+    return (volts(counts) - _WATER["turbidity_offset_v"]) / _WATER["turbidity_v_per_ntu"]

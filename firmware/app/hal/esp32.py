@@ -1,16 +1,27 @@
 # HAL for ESP32 boards: RS-485 UART with a driver-enable (DE/RE) pin, ADC1 inputs, a PMS5003 on
 # a second UART, an SCD41 on I2C, relay outputs and the hardware watchdog.
 #
-# Pins come from the board table (app/boards.py, generated from in hardware/boards/*.toml), overridden
-# per device by data/node.json {"board": "...", "pins": {...}}.
+# Pins come from the board table (app/boards.py, generated from hardware/boards/*.toml),
+# overridden per device by data/node.json {"board": "...", "pins": {...}}.
 
 import time
 
 import machine
 
+from app import hwdef
 from app.boards import BOARDS
 
 _WDT_TIMEOUT_MS = 8000  # sampling + a worst-case flash write stay far below this
+
+# ADC readings: the calibrated read_uv() (eFuse line fitting), reported as counts on the
+# 0..vref = 0..4095 scale every decoder in app.drivers.analog uses. read_u16() is the raw code:
+# ~0.13 V of dead zone and nonlinear above ~2.5 V at 11 dB, never used. The scaling
+# counts = uv * 4095 / 3300000 = (uv / 4) * 819 / 165000 stays inside small ints (< 2**30).
+_ADC = hwdef.SENSORS["adc"]
+_FULL_SCALE = (1 << _ADC["bits"]) - 1
+_UV_NUM = 819            # 4095 / 3 300 000 reduced, with uv pre-divided by 4
+_UV_DEN = 165000
+assert _ADC["bits"] == 12 and _ADC["vref"] == 3.3
 
 
 class Hal:
@@ -34,9 +45,8 @@ class Hal:
             pass
         self._adcs = {}
         for channel, pin in board["adc"].items():
-            adc = machine.ADC(machine.Pin(pin))
-            adc.atten(machine.ADC.ATTN_11DB)  # 0-3.3 V span (calibrated by read_uv where used)
-            self._adcs[channel] = adc
+            # 11 dB: the only attenuation spanning the front-ends (accurate 0.15-2.45 V)
+            self._adcs[channel] = machine.ADC(machine.Pin(pin), atten=machine.ADC.ATTN_11DB)
         self._pms = None
         if "pms_rx" in board:
             self._pms = machine.UART(board["pms_uart"], baudrate=9600, rx=board["pms_rx"],
@@ -72,20 +82,28 @@ class Hal:
     # -- sensors ------------------------------------------------------------------------
     def adc(self, channel):
         adc = self._adcs.get(channel)
-        return adc.read_u16() >> 4 if adc is not None else 0
+        if adc is None:
+            return 0
+        counts = ((adc.read_uv() >> 2) * _UV_NUM + _UV_DEN // 2) // _UV_DEN
+        return counts if counts < _FULL_SCALE else _FULL_SCALE
 
     def sensor_uart_read(self, name):
         if name != "pms" or self._pms is None:
             return b""
         return self._pms.read() or b""
 
-    def i2c_read(self, addr, cmd, n):
+    def i2c_write(self, addr, cmd):
+        """A 16-bit send command (SCD41 start/stop). OSError(ENODEV) when not acknowledged."""
         if self._i2c is None:
             raise OSError(19)
         self._cmd[0] = cmd >> 8
         self._cmd[1] = cmd & 0xFF
         self._i2c.writeto(addr, self._cmd)  # raises OSError on NACK
-        time.sleep_ms(1)  # SCD41 read_measurement execution time
+
+    def i2c_read(self, addr, cmd, n):
+        """A 16-bit read command, its 1 ms execution time, then n bytes. OSError on NACK."""
+        self.i2c_write(addr, cmd)
+        time.sleep_ms(1)  # SCD41 read_measurement / get_data_ready_status execution time
         return self._i2c.readfrom(addr, n)
 
     # -- outputs, watchdog, reset -------------------------------------------------------

@@ -2,9 +2,12 @@
 # simulator's bus hub, and its sensors are fed by the simulator through standard input.
 #
 # Sensor feed: one JSON object per line on stdin, a snapshot of the node's raw hardware inputs:
-#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}, "i2c": {"<addr>": "<hex>"}}
-# ADC channels absent from the snapshot read 0 (an open input); an i2c address absent from it
-# does not acknowledge (OSError). {"diag": 1} asks for a heap report on stdout.
+#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}, "i2c": {"<addr>": "<hex>"},
+#    "power": {"<addr>": cycles}}
+# ADC channels absent from the snapshot read 0 (an open input). The I2C device (the SCD41) is
+# app.hal.scd41_chip's datasheet state machine, measuring the feed's bytes; an address absent
+# from "i2c" does not acknowledge (OSError), a new "power" count power-cycles the chip (idle
+# until started). {"diag": 1} asks for a heap report on stdout.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
 # End of stdin means the simulator is gone: the node exits rather than run orphaned.
 
@@ -37,7 +40,8 @@ class Hal:
         self._poll.register(self._uart, select.POLLIN)
         self._poll.register(sys.stdin, select.POLLIN)
         self._adc = {}
-        self._i2c = {}
+        self._i2c = {}        # address -> chip model
+        self._i2c_power = {}  # address -> last power-cycle count
         self._sensor_uart = {}
         self.wdt_feeds = 0
         self.peak_alloc = 0
@@ -77,11 +81,20 @@ class Hal:
         self._sensor_uart[name] = b""
         return data
 
+    def i2c_write(self, addr, cmd):
+        self._chip(addr).write(time.ticks_ms(), cmd)
+
     def i2c_read(self, addr, cmd, n):
-        data = self._i2c.get(addr)
-        if data is None:
+        chip = self._chip(addr)
+        chip.write(time.ticks_ms(), cmd)
+        time.sleep_ms(1)  # the command's execution time, as on the board
+        return chip.read(time.ticks_ms(), n)
+
+    def _chip(self, addr):
+        chip = self._i2c.get(addr)
+        if chip is None:
             raise OSError(19)  # ENODEV: no acknowledge
-        return data[:n]
+        return chip
 
     def _read_feed(self):
         line = self._stdin.readline()
@@ -99,7 +112,22 @@ class Hal:
             self._adc = adc
         i2c = snap.get("i2c")
         if i2c is not None:
-            self._i2c = {int(k): binascii.unhexlify(v) for k, v in i2c.items()}
+            now = time.ticks_ms()
+            for chip in self._i2c.values():
+                chip.source = None                 # off the bus unless the feed names it
+            for k, v in i2c.items():
+                addr = int(k)
+                if addr not in self._i2c:
+                    # imported here: only a node with an I2C device pays for the model
+                    from app.hal.scd41_chip import Scd41Chip
+                    self._i2c[addr] = Scd41Chip(now)
+                self._i2c[addr].source = binascii.unhexlify(v)
+            for k, cycles in snap.get("power", {}).items():
+                addr = int(k)
+                chip = self._i2c.get(addr)
+                if chip is not None and self._i2c_power.get(addr, cycles) != cycles:
+                    chip.power_on(now)
+                self._i2c_power[addr] = cycles
         for name, hexdata in snap.get("uart", {}).items():
             if hexdata:
                 self._sensor_uart[name] = self._sensor_uart.get(name, b"") \

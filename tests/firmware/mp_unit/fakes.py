@@ -5,6 +5,20 @@
 import math
 
 from app import hwdef
+from app.drivers.scd41 import READ_MEASUREMENT
+from app.hal.scd41_chip import READ_EXEC_MS, Scd41Chip
+
+
+class CountingChip(Scd41Chip):
+    """The SCD41 stand-in, counting the commands it acknowledged (for the tests)."""
+
+    def __init__(self, now_ms):
+        Scd41Chip.__init__(self, now_ms)
+        self.commands = {}
+
+    def write(self, now_ms, cmd):
+        Scd41Chip.write(self, now_ms, cmd)
+        self.commands[cmd] = self.commands.get(cmd, 0) + 1
 
 S = hwdef.SENSORS
 FS = (1 << S["adc"]["bits"]) - 1
@@ -40,7 +54,8 @@ def ph_counts(ph):
 
 
 def turbidity_counts(ntu):
-    return counts_from_volts(ntu * S["water"]["turbidity_v_per_ntu"])
+    w = S["water"]
+    return counts_from_volts(w["turbidity_offset_v"] + ntu * w["turbidity_v_per_ntu"])
 
 
 def pms_frame(pm1, pm25, pm10, counts03=1200):
@@ -82,15 +97,30 @@ def scd41_response(co2, t_c, rh):
 
 class FakeHal:
     """adc values from a dict (with a +/-1 count dither so nothing looks stuck unless a test
-    wants it), a queue of UART chunks, an I2C responder."""
+    wants it), a queue of UART chunks, and an SCD41 on I2C: the datasheet state machine of
+    app.hal.scd41_chip (the same one the unix HAL uses), measuring `i2c_reply`.
+
+    i2c_reply: the 9 bytes the chip measures (bytes), or an exception instance: the chip is
+    off the bus (every transfer NACKs). `now` is the fake clock, set by run_for()."""
 
     def __init__(self):
         self.counts = {}
         self.dither = True
         self._ticks = {}
         self.uart = []
-        self.i2c_reply = None   # bytes, or an exception instance to raise
-        self.i2c_calls = 0
+        self.now = 0
+        self.scd = CountingChip(0)
+        self._reply = None
+        self.i2c_calls = 0      # read_measurement transfers
+
+    @property
+    def i2c_reply(self):
+        return self._reply
+
+    @i2c_reply.setter
+    def i2c_reply(self, value):
+        self._reply = value
+        self.scd.source = None if isinstance(value, Exception) else value
 
     def adc(self, channel):
         c = self.counts[channel]
@@ -108,13 +138,16 @@ class FakeHal:
             return self.uart.pop(0)
         return b""
 
+    def i2c_write(self, addr, cmd):
+        assert addr == 0x62
+        self.scd.write(self.now, cmd)
+
     def i2c_read(self, addr, cmd, n):
-        assert addr == 0x62 and cmd == 0xEC05 and n == 9
-        self.i2c_calls += 1
-        r = self.i2c_reply
-        if isinstance(r, Exception):
-            raise r
-        return r
+        assert addr == 0x62
+        if cmd == READ_MEASUREMENT:
+            self.i2c_calls += 1
+        self.scd.write(self.now, cmd)
+        return self.scd.read(self.now + READ_EXEC_MS, n)   # the HAL waits the 1 ms
 
 
 class Clock:
@@ -129,7 +162,10 @@ class Clock:
 
 def run_for(cls_obj, clock, seconds, hook=None):
     """Call sample() every clock.step ms for `seconds`."""
+    hal = cls_obj.hal
     for _ in range(int(seconds * 1000 / clock.step)):
         if hook is not None:
             hook(clock.now)
-        cls_obj.sample(clock.tick())
+        now = clock.tick()
+        hal.now = now
+        cls_obj.sample(now)

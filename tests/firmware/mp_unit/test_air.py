@@ -66,7 +66,8 @@ def test_clean_air_reads_normal():
     assert bank.get("aqi_vn") == aqi.vn_aqi(12, 20) == 24
     assert bank.get("aqi_us") == aqi.us_aqi(12, 20) == 56
     assert air.errors == 0
-    assert 2 <= hal.i2c_calls <= 3        # SCD41 polled at its 5 s measurement interval
+    assert hal.scd.commands.get(0x21B1) == 1     # started once, at boot
+    assert hal.i2c_calls == 1             # first measurement 5 s after the start: one so far
 
 
 def test_haze_raises_pm_and_aqi_alarms_then_clears():
@@ -135,17 +136,24 @@ def test_garbage_between_frames_is_skipped():
 def test_scd41_nack_and_crc_failures_debounced():
     hal, env, bank, air, clock = make(co2=1800)
     assert air.alarm_bits == A("co2_high")
-    hal.i2c_reply = OSError(19)         # NACK
-    run(air, clock, hal, env, 10)         # two failed reads
+    errors = air.errors
+    hal.i2c_reply = OSError(19)           # the sensor drops off the bus: every transfer NACKs
+    run(air, clock, hal, env, 4)          # the interval under way ends without data
+    assert air.errors == errors + 1, (errors, air.errors)
     assert not air.fault_bits & F("scd_fault")
-    bad = bytearray(scd41_response(700, 23.0, 50.0))
-    bad[1] ^= 1
-    hal.i2c_reply = bytes(bad)            # third failure: a CRC error
-    run(air, clock, hal, env, 5)
+    run(air, clock, hal, env, 10)         # two more 5 s intervals: three missed in a row
     assert air.fault_bits == F("scd_fault"), air.fault_bits
     assert air.alarm_bits == 0            # co2 alarm withdrawn: no trustworthy reading
+    starts = hal.scd.commands.get(0x21B1, 0)
+    bad = bytearray(scd41_response(700, 23.0, 50.0))
+    bad[1] ^= 1
+    hal.i2c_reply = bytes(bad)            # back on the bus, but every measurement fails its CRC
+    run(air, clock, hal, env, 15)
+    assert hal.scd.commands.get(0x21B1, 0) == starts + 1     # restarted once it answered
+    assert air.fault_bits == F("scd_fault") and bank.get("co2") == 1800
     hal.i2c_reply = scd41_response(700, 23.0, 50.0)
-    run(air, clock, hal, env, 5)
+    run(air, clock, hal, env, 6)
+    assert bank.get("co2") == 700
     assert air.fault_bits == F("scd_fault")     # clearing is debounced too: 3 good reads
     run(air, clock, hal, env, 10)
     assert air.fault_bits == 0 and bank.get("co2") == 700

@@ -6,6 +6,7 @@ from fakes import (
     turbidity_counts,
 )
 
+from app import hwdef
 from app.drivers import analog, scd41
 from app.drivers.pms5003 import PMS5003
 
@@ -104,15 +105,19 @@ def test_ntc_round_trip():
         c = ntc_counts(t)
         got = analog.ntc_celsius(c)
         assert approx(got, t, 0.2), (t, c, got)
-    # 25 °C: R = r_fixed -> half scale
-    assert ntc_counts(25.0) in (2047, 2048)
+    # 25 °C: R = r25 -> V = vref * r_fixed / (r25 + r_fixed)
+    h = hwdef.SENSORS["heat"]
+    expect = 4095 * h["r_fixed"] / (h["r25"] + h["r_fixed"])
+    assert abs(ntc_counts(25.0) - expect) <= 0.5, (ntc_counts(25.0), expect)
 
 
 def test_ntc_open_and_short_are_rail_faults():
     assert analog.rail(0) == analog.OPEN       # thermistor open: no current, 0 V
     assert analog.rail(4095) == analog.SHORT
-    assert analog.rail(ntc_counts(-40.0)) == analog.OK
+    assert analog.rail(ntc_counts(-5.0)) == analog.OK
     assert analog.rail(ntc_counts(150.0)) == analog.OK
+    # below about -9 °C the divider is under the ESP32 ADC's floor: read as an open thermistor
+    assert analog.rail(ntc_counts(-40.0)) == analog.OPEN
     analog.ntc_celsius(0)                      # finite, no ZeroDivisionError
     analog.ntc_celsius(4095)
 

@@ -164,12 +164,15 @@ def test_shorted_inputs_never_alarm():
     assert fire.fault_bits == F("smoke_short") | F("heat_short"), fire.fault_bits
 
 
-def test_open_thermistor_and_cold_out_of_physics():
+def test_open_thermistor_and_hot_out_of_physics():
     hal, _bank, fire, clock = make()
     hal.counts["heat"] = 0
     run_for(fire, clock, 2)
     assert fire.fault_bits == F("heat_open")
-    hal.counts["heat"] = ntc_counts(-50.0)   # above the open threshold, below -40 °C
+    hal.counts["heat"] = ntc_counts(-40.0)   # under the ADC floor: as open as a cut wire
+    run_for(fire, clock, 2)
+    assert fire.fault_bits == F("heat_open")
+    hal.counts["heat"] = ntc_counts(170.0)   # below the short threshold, above 150 °C
     run_for(fire, clock, 2)
     assert fire.fault_bits == F("out_of_physics"), fire.fault_bits
     assert fire.alarm_bits == 0

@@ -94,7 +94,7 @@ def test_fault_clears_an_active_alarm():
 
 def test_ph_out_of_range_is_out_of_physics():
     hal, _bank, water, clock = make()
-    hal.counts["ph"] = 150               # off the rail but pH > 14
+    hal.counts["ph"] = 200               # above the ADC floor (open) but pH > 14
     run_for(water, clock, 3)
     assert water.fault_bits == F("out_of_physics"), water.fault_bits
     assert water.alarm_bits == 0

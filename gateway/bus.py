@@ -1,0 +1,192 @@
+"""The bus-coordinator interface the poller uses, and the exceptions it translates to.
+
+One :class:`ModbusBus` owns one Modbus link (an RS-485 port, :class:`gateway.rtu.RtuBus`, or a
+Modbus TCP connection, :class:`gateway.tcp.TcpBus`): one transaction at a time, and every result
+of pymodbus translated once, here, into four exceptions that carry the protocol's reason:
+
+- :class:`ModbusError`: the node answered with a Modbus exception (it is alive).
+- :class:`NoResponse`: no valid reply (timeout, CRC error, garbled frame, dead node).
+- :class:`BadReply`: a reply that is valid on the wire but not an answer to the request (wrong
+  function code, wrong register count). pymodbus does not check these; a node that does this is
+  that node's protocol fault, never a reason to decode garbage or to crash.
+- :class:`PortLost`: the link itself is gone (USB adapter unplugged, TCP peer unreachable). The
+  poller closes the bus and reconnects; the other buses never notice.
+
+Per-device timeouts: each call may carry its own reply timeout (a device's ``poll.timeout_s``);
+the bus default applies otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Self
+
+from pymodbus.exceptions import ConnectionException, ModbusException
+
+__all__ = ["BadReply", "ModbusBus", "ModbusError", "NoResponse", "PortLost"]
+
+log = logging.getLogger(__name__)
+# pymodbus logs every timeout at ERROR, with a dump of the last 20 frames. Its failures are
+# translated below and the poller logs them once per change of a node's state, so a dead node
+# does not fill the Pi's journal every back-off period.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class ModbusError(Exception):
+    """The node answered with a Modbus exception (code 1-4, or another the node sent)."""
+
+    def __init__(self, device: int, function: int, code: int):
+        super().__init__(f"device {device}: function {function:#04x} "
+                         f"answered exception {code:#04x}")
+        self.device = device
+        self.function = function
+        self.code = code
+
+
+class NoResponse(Exception):
+    """No valid reply: timeout, CRC error, garbled frame, dead or absent node."""
+
+    def __init__(self, device: int, detail: str):
+        super().__init__(f"device {device}: no valid response ({detail})")
+        self.device = device
+
+
+class BadReply(Exception):
+    """A well-formed frame that does not answer the request (function code, register count)."""
+
+    def __init__(self, device: int, function: int, detail: str):
+        super().__init__(f"device {device}: bad reply to function {function:#04x} ({detail})")
+        self.device = device
+        self.function = function
+
+
+class PortLost(Exception):
+    """The link is not open: the serial port vanished or the TCP peer cannot be reached."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+
+
+class ModbusBus:
+    """What the poller needs from a bus. Subclasses build ``self._client`` and ``describe``."""
+
+    _client: Any
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self.transactions = 0
+        self.failures = 0
+
+    # -- the link, in subclasses -----------------------------------------------------------
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        """Open the link; raises :class:`PortLost` when it cannot be opened."""
+        try:
+            ok = await self._client.connect()
+        except OSError as exc:
+            raise PortLost(self.describe(), f"cannot open: {exc}") from None
+        if not ok:
+            raise PortLost(self.describe(), "cannot open")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _before(self) -> None:
+        """Called under the lock before each request (RTU: the t3.5 silent interval)."""
+
+    def _after_failure(self) -> None:
+        """Called under the lock after a request without a reply."""
+
+    # -- one transaction ----------------------------------------------------------------------
+    async def _call(self, device: int, function: int, coro_fn: Any, *args: Any,
+                    timeout: float | None = None, **kwargs: Any) -> Any:
+        async with self._lock:
+            if not self.connected:
+                raise PortLost(self.describe(), "not open")
+            await self._before()
+            # pymodbus reads its reply timeout from comm_params at each request; the lock
+            # makes setting it per request safe (one transaction at a time).
+            self._client.ctx.comm_params.timeout_connect = timeout or self.timeout
+            try:
+                result = await coro_fn(*args, device_id=device, **kwargs)
+            except ConnectionException as exc:
+                self.failures += 1
+                self._after_failure()
+                raise PortLost(self.describe(), str(exc)) from None
+            except ModbusException as exc:
+                self.failures += 1
+                self._after_failure()
+                if not self.connected:
+                    raise PortLost(self.describe(), str(exc)) from None
+                raise NoResponse(device, str(exc)) from None
+            finally:
+                self.transactions += 1
+        if result.isError():
+            code = getattr(result, "exception_code", 0)
+            self.failures += 1
+            if code:
+                raise ModbusError(device, function, code)
+            raise NoResponse(device, str(result))
+        if result.function_code != function:
+            self.failures += 1
+            raise BadReply(device, function, f"answered function {result.function_code:#04x}")
+        return result
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        rr = await self._call(device, 4, self._client.read_input_registers, address,
+                              count=count, timeout=timeout)
+        return self._registers(device, 4, rr, count)
+
+    async def read_holding(self, device: int, address: int, count: int,
+                           timeout: float | None = None) -> list[int]:
+        rr = await self._call(device, 3, self._client.read_holding_registers, address,
+                              count=count, timeout=timeout)
+        return self._registers(device, 3, rr, count)
+
+    def _registers(self, device: int, function: int, rr: Any, count: int) -> list[int]:
+        registers = list(rr.registers)
+        if len(registers) != count:
+            self.failures += 1
+            raise BadReply(device, function, f"{len(registers)} registers for {count} asked")
+        return registers
+
+    async def write_register(self, device: int, address: int, value: int,
+                             timeout: float | None = None) -> None:
+        await self._call(device, 6, self._client.write_register, address, value,
+                         timeout=timeout)
+
+    async def write_registers(self, device: int, address: int, values: list[int],
+                              timeout: float | None = None) -> None:
+        await self._call(device, 16, self._client.write_registers, address, values,
+                         timeout=timeout)
+
+    async def read_coils(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[bool]:
+        rr = await self._call(device, 1, self._client.read_coils, address, count=count,
+                              timeout=timeout)
+        bits = list(rr.bits)
+        if len(bits) < count:
+            self.failures += 1
+            raise BadReply(device, 1, f"{len(bits)} coils for {count} asked")
+        return bits[:count]
+
+    async def write_coil(self, device: int, address: int, value: bool,
+                         timeout: float | None = None) -> None:
+        await self._call(device, 5, self._client.write_coil, address, value, timeout=timeout)

@@ -1,0 +1,75 @@
+"""The poller's supervision of its own bus, with a bus that fails in ways a real port cannot be
+made to fail on demand (an unforeseen exception)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.bus import ModbusBus
+from gateway.decode import DeviceDecoder, DeviceInfo
+from gateway.outbox import Message
+from gateway.poller import BusPoller, DevicePoll
+from gateway.schedule import Timing
+from hardware.regmap import load_maps
+
+
+class _Client:
+    connected = True
+
+    def close(self) -> None:
+        pass
+
+
+class SurprisingBus(ModbusBus):
+    """Answers like a healthy fire detector, except that its first read raises a bug."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=0.1)
+        self._client = _Client()
+        self.reads = 0
+
+    def describe(self) -> str:
+        return "a bus with a surprise"
+
+    async def connect(self) -> None:
+        pass
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        self.reads += 1
+        if self.reads == 1:
+            raise RuntimeError("an error nobody foresaw")
+        words = [0] * count
+        fire = load_maps().classes["fire"]
+        if address == 0:
+            words[:5] = [1, fire.class_id, 0, 1, 0]
+        return words
+
+
+def test_an_unforeseen_error_on_one_bus_reopens_that_bus_and_polling_resumes() -> None:
+    async def main() -> tuple[BusPoller, list[Message]]:
+        got: list[Message] = []
+        decoder = DeviceDecoder("gw", DeviceInfo("fire-1", "fire", "", "riser", 1))
+        poller = BusPoller("riser", SurprisingBus(),
+                           [DevicePoll(decoder, Timing(0.05, 1.0, 1.0, fire=True))],
+                           got.extend, reconnect_s=0.05)
+        stop = asyncio.Event()
+        run = asyncio.create_task(poller.run(stop))
+
+        def online(ms: list[Any]) -> bool:
+            return any(m.kind == "state" and m.body["online"] for m in ms)
+
+        for _ in range(200):
+            if online(got):
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(run, 2)
+        return poller, got
+
+    poller, got = asyncio.run(main())
+    states = [m.body["online"] for m in got if m.kind == "state"]
+    assert states == [False, True], "offline with the reason, then polled again"
+    assert poller.link_losses == 1
+    assert "an error nobody foresaw" in next(m.body["reason"] for m in got if m.kind == "state")
