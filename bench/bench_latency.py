@@ -2,8 +2,15 @@
 
 A riser of 32 real firmware fire detectors on one paced 19200-baud RS-485 bus; the real gateway
 (`edgefleet gateway run`, its own process) polls them with telemetry running and publishes to a
-real Mosquitto; a subscriber timestamps every alarm. Detectors are commissioned at a 200 ms
-sample period (holding register 1), as a latency-critical riser would be.
+real Mosquitto; a subscriber timestamps every alarm. Two configurations:
+
+- `fire_alarm_latency_p99_s`: detectors commissioned at a 100 ms sample period (holding
+  register 1), as a latency-critical riser would be, telemetry every 10 s, a clean line; 64 trips.
+- `fire_alarm_latency_default_p99_s`: what an installer gets without commissioning: the
+  firmware's default sample period (500 ms), the gateway's default telemetry interval (5 s),
+  1 % of bytes on the line with a flipped bit (the hub's noise fault), and one dead node
+  configured on the bus (the gateway keeps polling and backing off from it); 224 trips, so the
+  p99 is not just the maximum.
 
 Each trip is a fire lit in one room at a time; the trip instant is the simulator step at which
 the room's smoke passes the detector's 4 %/m alarm threshold. Latency therefore includes the
@@ -25,6 +32,7 @@ from typing import Any
 
 from bench.results import Metric
 from hardware.serialline import allow_parity_on_ptys
+from hardware.sim.bushub import Faults
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import attach_physics
 from tests.gateway.mosquitto import Broker, Subscriber
@@ -34,10 +42,13 @@ THRESHOLD = 4.0  # %/m, the detectors' default smoke alarm
 SAMPLE_MS = 100  # detector sampling, commissioned through holding register 1
 TELEMETRY_MS = 10000  # riser telemetry: every detector's full map every 10 s
 GW = "riser"
+DEAD = NODES + 1  # the default run's dead node: configured, wired, never answering
+NOISE = 0.01
+MISS_S = 60.0
 
 
-def _commission(port: str, addresses: list[int]) -> None:
-    """The technician's step: 200 ms sampling on every detector (before the gateway runs)."""
+def _commission(port: str, addresses: list[int], sample_ms: int) -> None:
+    """The technician's step: faster sampling on every detector (before the gateway runs)."""
     from pymodbus import FramerType
     from pymodbus.client import ModbusSerialClient
 
@@ -49,7 +60,7 @@ def _commission(port: str, addresses: list[int]) -> None:
         for address in addresses:
             for _ in range(20):
                 try:
-                    rr = client.write_register(1, SAMPLE_MS, device_id=address)
+                    rr = client.write_register(1, sample_ms, device_id=address)
                     if not rr.isError():
                         break
                 except Exception:
@@ -60,32 +71,72 @@ def _commission(port: str, addresses: list[int]) -> None:
         client.close()
 
 
-def _config(port: str, broker: Broker, storage: Path) -> str:
+def _config(port: str, broker: Broker, storage: Path, telemetry_ms: int | None,
+            nodes: int = NODES) -> str:
+    poll = f'poll = {{ telemetry_ms = {telemetry_ms} }}\n' if telemetry_ms else ""
     devices = "\n".join(
         f'[[bus.device]]\naddress = {a}\nclass = "fire"\nid = "det-{a:02d}"\n'
-        f'location = "floor {a}"\npoll = {{ telemetry_ms = {TELEMETRY_MS} }}\n'
-        for a in range(1, NODES + 1))
+        f'location = "floor {a}"\n{poll}'
+        for a in range(1, nodes + 1))
     return (f'[gateway]\nid = "{GW}"\nstorage = "{storage}"\n\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n\n'
             f'[[bus]]\nname = "riser"\ntype = "rtu"\nport = "{port}"\ntimeout_s = 0.2\n\n'
             f"{devices}")
 
 
-def run(rounds: int = 2) -> list[Metric]:
+def run() -> list[Metric]:
+    tuned = _percentiles("commissioned", measure(rounds=2, sample_ms=SAMPLE_MS,
+                                                 telemetry_ms=TELEMETRY_MS))
+    default = _percentiles("default", measure(rounds=7, sample_ms=None, telemetry_ms=None,
+                                              noise=NOISE, dead=True))
+    return [Metric("fire_alarm_latency_p99_s", round(tuned[1], 3), "s", 1.0, "lower",
+                   f"{tuned[2]} trips, p50 {tuned[0]:.3f} s; smoke passes 4 %/m in the "
+                   f"simulator -> alarm at an MQTT subscriber; {NODES} detectors sampling every "
+                   f"{SAMPLE_MS} ms on one paced 19200-baud bus, telemetry every "
+                   f"{TELEMETRY_MS / 1000:g} s; EN 54-2 / NFPA 72 allow 10 s"),
+            Metric("fire_alarm_latency_default_p99_s", round(default[1], 3), "s", 1.5, "lower",
+                   f"{default[2]} trips, p50 {default[0]:.3f} s; as fire_alarm_latency_p99_s "
+                   f"but uncommissioned: default 500 ms sampling, default 5 s telemetry, "
+                   f"{NOISE:.0%} of bytes with a flipped bit, one dead node (address {DEAD}) "
+                   f"configured on the bus")]
+
+
+def _percentiles(label: str, latencies: list[float]) -> tuple[float, float, int]:
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    p50 = statistics.median(latencies)
+    print(f"  {label}: {len(latencies)} trips on a {NODES}-detector riser: p50 {p50:.3f} s, "
+          f"p99 {p99:.3f} s, max {latencies[-1]:.3f} s", flush=True)
+    print("  deciles: " + " ".join(f"{latencies[int(q * (len(latencies) - 1))]:.2f}"
+                                   for q in (0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)),
+          flush=True)
+    return p50, p99, len(latencies)
+
+
+def measure(rounds: int, sample_ms: int | None, telemetry_ms: int | None, noise: float = 0.0,
+            dead: bool = False) -> list[float]:
+    """Trip every detector once per round; latencies in seconds."""
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-latency-") as tmp:
         root = Path(tmp)
         broker = Broker(root / "mosquitto")
         broker.start()
-        sim = SimBus([(a, "fire") for a in range(1, NODES + 1)])
+        nodes = [(a, "fire") for a in range(1, NODES + 1)]
+        if dead:
+            nodes.append((DEAD, "fire"))
+        # the hub's port 0 is the master; node i sits on port i + 1
+        sim = SimBus(nodes, faults=Faults(dead_ports={len(nodes)} if dead else set()))
         feed = attach_physics(sim, time_scale=1.0)
         sim.feed_period = 0.1
         sim.start()
         gateway: subprocess.Popen[bytes] | None = None
         try:
-            _commission(sim.master_path, list(range(1, NODES + 1)))
+            if sample_ms is not None:
+                _commission(sim.master_path, list(range(1, NODES + 1)), sample_ms)
+            sim.hub.faults.bit_noise = noise  # after commissioning: the line degrades
             config = root / "gateway.toml"
-            config.write_text(_config(sim.master_path, broker, root / "state"))
+            config.write_text(_config(sim.master_path, broker, root / "state", telemetry_ms,
+                                      len(nodes)))
             arrivals: dict[str, float] = {}
             lock = threading.Lock()
             with Subscriber(broker, f"edgefleet/v1/{GW}/+/alarm") as sub:
@@ -112,15 +163,16 @@ def run(rounds: int = 2) -> list[Metric]:
                         while time.monotonic() < deadline and any(
                                 feed.truth(a)["smoke"] > 0.3 for a in range(1, NODES + 1)):
                             time.sleep(0.2)
-                        for a in range(1, NODES + 1):
-                            _reset(broker, f"det-{a:02d}")
+                        _reset_all(broker, [f"det-{a:02d}" for a in range(1, NODES + 1)])
                         time.sleep(6)
                     device = f"det-{address:02d}"
                     with lock:
                         arrivals.pop(device, None)
                     feed.apply(address, "ignite", {"growth": 1.0, "smokiness": 20.0})
                     crossed = None
-                    deadline = time.monotonic() + 20
+                    # An alarm later than this is recorded at this bound (and so sets the p99):
+                    # a node flapping offline on a noisy line can be polled that rarely.
+                    deadline = time.monotonic() + MISS_S
                     while time.monotonic() < deadline:
                         if crossed is None and feed.truth(address)["smoke"] >= THRESHOLD:
                             crossed = time.monotonic()
@@ -131,7 +183,11 @@ def run(rounds: int = 2) -> list[Metric]:
                             break
                         time.sleep(0.005)
                     else:
-                        raise RuntimeError(f"trip {i}: no alarm from {device} within 20 s")
+                        if crossed is None:
+                            raise RuntimeError(f"trip {i}: the smoke never reached {THRESHOLD}")
+                        print(f"  trip {i}: no alarm from {device} within {MISS_S:g} s",
+                              flush=True)
+                        latencies.append(MISS_S)
                     # put it out and clear the room (the detector stays latched until the
                     # round ends and the fleet resets it)
                     feed.apply(address, "extinguish", {"tau_s": 0.5})
@@ -143,23 +199,27 @@ def run(rounds: int = 2) -> list[Metric]:
                 gateway.wait(timeout=15)
             sim.stop()
             broker.stop()
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    p50 = statistics.median(latencies)
-    print(f"  {len(latencies)} trips on a {NODES}-detector riser: p50 {p50:.3f} s, "
-          f"p99 {p99:.3f} s, max {latencies[-1]:.3f} s", flush=True)
-    print("  deciles: " + " ".join(f"{latencies[int(q * (len(latencies) - 1))]:.2f}"
-                                   for q in (0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)))
-    return [Metric("fire_alarm_latency_p99_s", round(p99, 3), "s", 1.0, "lower",
-                   f"{len(latencies)} trips, p50 {p50:.3f} s; smoke passes 4 %/m in the "
-                   f"simulator -> alarm at an MQTT subscriber; {NODES} detectors sampling every "
-                   f"{SAMPLE_MS} ms on one paced 19200-baud bus, telemetry every "
-                   f"{TELEMETRY_MS / 1000:g} s; EN 54-2 / NFPA 72 allow 10 s")]
+    return latencies
 
 
-def _reset(broker: Broker, device: str) -> None:
-    """Reset the latched detector the way the fleet does: a command through the broker."""
+def _reset_all(broker: Broker, devices: list[str]) -> None:
+    """Reset the latched detectors the way the fleet does: commands through the broker, each
+    sent again until its ack says ok (on a noisy line a write can go unanswered)."""
     from tests.gateway.mosquitto import publish_once
 
-    cmd = json.dumps({"id": f"reset-{device}-{time.monotonic()}"}).encode()
-    publish_once(broker, f"edgefleet/v1/{GW}/cmd/{device}/reset", cmd)
+    pending = set(devices)
+    with Subscriber(broker, f"edgefleet/v1/{GW}/ack") as acks:
+        for attempt in range(10):
+            ids = {f"reset-{d}-{attempt}": d for d in sorted(pending)}
+            for cmd_id, device in ids.items():
+                publish_once(broker, f"edgefleet/v1/{GW}/cmd/{device}/reset",
+                             json.dumps({"id": cmd_id}).encode())
+            acks.wait_for(lambda ms, ids=ids: len({json.loads(m.payload)["id"] for m in ms}
+                                                  & set(ids)) >= len(ids), 60, "reset acks")
+            for m in acks.messages:
+                body = json.loads(m.payload)
+                if body["id"] in ids and body["ok"]:
+                    pending.discard(ids[body["id"]])
+            if not pending:
+                return
+    raise RuntimeError(f"detectors not reset after 10 attempts: {sorted(pending)}")

@@ -297,7 +297,9 @@ class Gateway:
                 outbox.update(depth=stats.depth, bytes=stats.bytes,
                               oldest_age_s=round(stats.oldest_age_s, 1),
                               dropped_telemetry=stats.dropped_telemetry,
-                              dead_letters=stats.dead_letters)
+                              dead_letters=stats.dead_letters,
+                              dead_letters_discarded=stats.dead_letters_discarded,
+                              epoch=stats.epoch)
             except (OutboxError, sqlite3.Error) as exc:  # a failing disk: health still reports
                 outbox["error"] = str(exc)
         return {
