@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,12 @@ def for_bus(scenario: Scenario, addresses: set[int]) -> Scenario:
 
 class Stack:
     def __init__(self, state: Path, *, port: int = 8080,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None,
+                 gateways: Sequence[GatewaySpec] = GATEWAYS,
+                 sites: Sequence[tuple[str, str, float, float]] = SITES,
+                 users: Sequence[tuple[str, str, str | None]] = USERS) -> None:
         self.state = state
+        self.gateways, self.sites, self.users = tuple(gateways), tuple(sites), tuple(users)
         self.port = free_port(port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.broker_port = free_port()
@@ -214,7 +218,7 @@ class Stack:
     def seed(self) -> None:
         """The registry and the accounts, through the API as any admin would."""
         api = httpx.Client(base_url=f"{self.url}/api/v1", timeout=30, headers=_bearer(
-            self._login(self._seeder, self._seed_password)))
+            self.admin_token()))
         with api:
             def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 r = api.post(path, json=body)
@@ -225,13 +229,13 @@ class Stack:
 
             areas = {CITY: post("/areas", {"name": CITY, "kind": "city"})["id"]}
             sites: dict[str, int] = {}
-            for ward, site, lat, lon in SITES:
+            for ward, site, lat, lon in self.sites:
                 if ward not in areas:
                     areas[ward] = post("/areas", {"name": ward, "kind": "ward",
                                                   "parent_id": areas[CITY]})["id"]
                 sites[site] = post("/sites", {"name": site, "area_id": areas[ward],
                                               "latitude": lat, "longitude": lon})["id"]
-            for gw in GATEWAYS:
+            for gw in self.gateways:
                 gw_id = post("/gateways", {"key": gw.key, "name": gw.name,
                                            "site_id": sites[gw.site]})["id"]
                 for node in gw.nodes:
@@ -240,17 +244,17 @@ class Stack:
                                       "site_id": sites[node.site]})
             admin = post("/auth/users", {"username": "admin", "role": "admin"})
             self.admin_password = str(admin["one_time_password"])
-            for username, role, area in USERS:
+            for username, role, area in self.users:
                 body: dict[str, Any] = {"username": username, "role": role,
                                         "area_id": areas[area or CITY]}
                 if role in ("fire-safety", "technician"):
                     body["fire_granted"] = True
                 self.user_passwords[username] = str(post("/auth/users", body)["one_time_password"])
 
-    def start_buses(self, baud: int = 19200) -> None:
-        for gw in GATEWAYS:
+    def start_buses(self, baud: int = 19200, feed_period: float = 0.2) -> None:
+        for gw in self.gateways:
             bus = SimBus([(n.address, n.cls) for n in gw.nodes], baud=baud,
-                         workdir=self.state / "sim" / gw.key)
+                         workdir=self.state / "sim" / gw.key, feed_period=feed_period)
             feed = PhysicsFeed([(n.address, n.cls) for n in gw.nodes],
                                seed=len(self.buses) * 10, on_event=self._event)
             bus.feed = feed
@@ -258,25 +262,29 @@ class Stack:
             self.buses[gw.key], self.feeds[gw.key] = bus, feed
 
     def start_gateways(self) -> None:
-        for gw in GATEWAYS:
+        for gw in self.gateways:
             config = self.state / f"{gw.key}.toml"
             config.write_text(gateway_config(gw, self.buses[gw.key].master_path,
                                              self.state / "gateways" / gw.key,
                                              self.broker_port))
             self._spawn(gw.key, _cli("-v", "gateway", "run", str(config)))
 
+    def admin_token(self) -> str:
+        """A bearer token of the demo's own admin (the one that seeded the registry)."""
+        return self._login(self._seeder, self._seed_password)
+
     def online(self) -> dict[str, str]:
         """Device key -> connectivity, as the fleet reports it."""
-        r = httpx.get(f"{self.url}/api/v1/devices", params={"limit": 100}, timeout=10,
-                      headers=_bearer(self._login(self._seeder, self._seed_password)))
+        r = httpx.get(f"{self.url}/api/v1/devices", params={"limit": 1000}, timeout=10,
+                      headers=_bearer(self.admin_token()))
         r.raise_for_status()
         return {d["key"]: d["connectivity"] for d in r.json()["items"]}
 
     def wait_online(self, progress: Callable[[int, int], None] | None = None) -> None:
-        total = sum(len(gw.nodes) for gw in GATEWAYS)
+        total = sum(len(gw.nodes) for gw in self.gateways)
 
         def all_online() -> bool:
-            for gw in GATEWAYS:
+            for gw in self.gateways:
                 self._check_alive(gw.key)
             up = sum(1 for c in self.online().values() if c == "online")
             if progress:
@@ -286,7 +294,7 @@ class Stack:
 
     def play(self, name: str = SCENARIO) -> Scenario:
         scenario = load_scenario(name)
-        for gw in GATEWAYS:
+        for gw in self.gateways:
             self.feeds[gw.key].start_scenario(for_bus(scenario, {n.address for n in gw.nodes}))
         return scenario
 
@@ -301,15 +309,15 @@ class Stack:
     # -- stopping -----------------------------------------------------------------------------
     def stop(self) -> None:
         """Gateways first (they stop polling), then the buses, the fleet, the broker."""
-        order = [gw.key for gw in GATEWAYS] + ["fleet", "mosquitto"]
-        for name in order[:len(GATEWAYS)]:
+        order = [gw.key for gw in self.gateways] + ["fleet", "mosquitto"]
+        for name in order[:len(self.gateways)]:
             _terminate(self.procs.get(name))
-        for name in order[:len(GATEWAYS)]:
+        for name in order[:len(self.gateways)]:
             _reap(self.procs.get(name))
         for bus in self.buses.values():
             with contextlib.suppress(Exception):
                 bus.stop()
-        for name in order[len(GATEWAYS):]:
+        for name in order[len(self.gateways):]:
             _terminate(self.procs.get(name))
             _reap(self.procs.get(name))
         for name, proc in self.procs.items():  # anything else started
@@ -404,8 +412,11 @@ def run_stack_demo(*, state: str | None = None, port: int = 8080, duration: floa
     signal.signal(signal.SIGTERM, on_signal)
 
     with _state_dir(state) as workdir:
-        stack = Stack(workdir, port=port, on_event=lambda e: console.print(
-            f"[bold cyan]scenario[/] {e.note or e.describe()}"))
+        def tell(event: Event) -> None:
+            console.print(f"[bold cyan]scenario[/] {event.note or event.describe()}")
+            sys.stdout.flush()  # a pipe (CI, a log) sees the day as it happens
+
+        stack = Stack(workdir, port=port, on_event=tell)
         try:
             _start(stack, console, baud)
             scenario = stack.play()
@@ -455,7 +466,7 @@ def _banner(stack: Stack, console: Console, scenario: Scenario) -> None:
     console.print(f"admin login: admin  one-time password: {stack.admin_password}")
     console.print("  (shown once; the dashboard asks you to set your own at first sign-in)")
     for username, password in stack.user_passwords.items():
-        role = next(r for u, r, _ in USERS if u == username)
+        role = next(r for u, r, _ in stack.users if u == username)
         console.print(f"  also: {username} ({role})  one-time password: {password}")
     console.print(f"state and logs: {stack.state}")
     console.print(f"the day plays over {scenario.duration:.0f} s; Ctrl-C stops everything\n")
