@@ -68,7 +68,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ok = verify(SECRET, self.headers.get(SIGNATURE_HEADER, ""), body,
                             now=int(time.time()), tolerance_s=10**9)
