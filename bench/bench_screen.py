@@ -27,7 +27,7 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,9 @@ def _trip(page: Any, api: httpx.Client, types: dict[str, str], feed: Any, addres
             if alarm_id not in types:  # what the row is, from the API (not timed)
                 alarm = api.get(f"/alarms/{alarm_id}").json()
                 types[alarm_id] = alarm["type"]
-                raised[alarm_id] = datetime.fromisoformat(alarm["raised_at"]).timestamp()
+                at_gw = datetime.fromisoformat(alarm["raised_at"])
+                raised[alarm_id] = (at_gw if at_gw.tzinfo else at_gw.replace(tzinfo=UTC)
+                                    ).timestamp()
             if types[alarm_id] == "smoke":
                 shown.append((row["at"] / 1000, alarm_id))
         if shown and crossed is not None:
