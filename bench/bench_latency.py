@@ -214,8 +214,10 @@ def _reset_all(broker: Broker, devices: list[str]) -> None:
             for cmd_id, device in ids.items():
                 publish_once(broker, f"edgefleet/v1/{GW}/cmd/{device}/reset",
                              json.dumps({"id": cmd_id}).encode())
-            acks.wait_for(lambda ms, ids=ids: len({json.loads(m.payload)["id"] for m in ms}
-                                                  & set(ids)) >= len(ids), 60, "reset acks")
+            def answered(ms: list[Any], ids: dict[str, str] = ids) -> bool:
+                return len({json.loads(m.payload)["id"] for m in ms} & set(ids)) >= len(ids)
+
+            acks.wait_for(answered, 60, "reset acks")
             for m in acks.messages:
                 body = json.loads(m.payload)
                 if body["id"] in ids and body["ok"]:

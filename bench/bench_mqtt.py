@@ -147,6 +147,10 @@ class _LiveSubscriber:
         return done
 
 
+def outbox_empty(outbox: Outbox) -> Callable[[], bool]:
+    return lambda: outbox.stats().depth == 0
+
+
 def _median_rates(runs: list[float], n: int) -> float:
     return n / statistics.median(runs)
 
@@ -164,8 +168,7 @@ def publish_rates(tmp: Path) -> tuple[float, float, MqttSession]:
                 if i == 0:
                     files = _lines(outbox, tmp / "publish", PUBLISH_N)
                 c_runs.append(_c_publish(broker, files))
-                elapsed, session = asyncio.run(
-                    _pump_until(broker, outbox, lambda o=outbox: o.stats().depth == 0))
+                elapsed, session = asyncio.run(_pump_until(broker, outbox, outbox_empty(outbox)))
                 gateway_runs.append(elapsed)
     finally:
         broker.stop()
