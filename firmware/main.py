@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-# Collect after every 4 KB allocated from the very first import: without it garbage from
+# Collect after every 2 KB allocated from the very first import: without it garbage from
 # loading modules piles up to the heap's end and fragments it before the node even starts.
-gc.threshold(4096)
+gc.threshold(2048)
 
 WDT_MS = 8000  # ESP32 task watchdog; the node loop feeds it at least every WDT_MS / 2
 EXIT_CRASH = 76  # unix port: a reset after an exception (the supervisor restarts and counts it)

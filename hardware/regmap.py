@@ -264,7 +264,9 @@ _CLASS_HEADER = '''\
 # Packed for a small heap: a register is one small int (no heap object on the device),
 #   address | type << 8 | scale << 10,  type 0 u16, 1 i16, 2 u32;  multiplier = 10 ** scale,
 #   encoded = round(value * multiplier).
-# Holding limits are tuples indexed by address (raw register values); None = no register.
+# Holding defaults and limits are bytes, one big-endian u16 per address (raw register values,
+#   2 bytes an entry instead of an 8-byte tuple slot); an address without a register has
+#   minimum 0xFFFF > maximum 0, so no value fits it.
 '''
 
 _SCALE_CODES = {1: 0, 10: 1, 100: 2, 1000: 3}
@@ -274,23 +276,29 @@ def pack_register(reg: Register) -> int:
     return reg.address | _TYPE_CODES[reg.type] << 8 | _SCALE_CODES[reg.multiplier] << 10
 
 
+def _u16_bytes(values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(2, "big") for v in values)
+
+
 def _fw_class(cmap: ClassMap) -> dict[str, Any]:
     count = cmap.holding_count
-    default: list[int | None] = [None] * count
-    minimum: list[int | None] = [None] * count
-    maximum: list[int | None] = [None] * count
+    default = [0] * count
+    minimum = [0xFFFF] * count   # no register here: no value fits
+    maximum = [0] * count
     for reg in cmap.holding:
         assert reg.default is not None and reg.minimum is not None and reg.maximum is not None
         default[reg.address] = round(reg.default * reg.multiplier)
         minimum[reg.address] = round(reg.minimum * reg.multiplier)
         maximum[reg.address] = round(reg.maximum * reg.multiplier)
+        if not 0 <= minimum[reg.address] <= maximum[reg.address] <= 0xFFFF:
+            raise RegisterMapError(f"{cmap.name}.{reg.name}: raw range outside u16")
     return {
         "id": cmap.class_id,
         "input": {r.name: pack_register(r) for r in cmap.input},
         "holding": {r.name: pack_register(r) for r in cmap.holding},
-        "hold_default": tuple(default),
-        "hold_min": tuple(minimum),
-        "hold_max": tuple(maximum),
+        "hold_default": _u16_bytes(default),
+        "hold_min": _u16_bytes(minimum),
+        "hold_max": _u16_bytes(maximum),
         "alarm_bits": {b.name: b.bit for b in cmap.alarm_bits},
         "fault_bits": {b.name: b.bit for b in cmap.fault_bits},
         "warning_mask": sum(1 << b.bit for b in cmap.alarm_bits if b.severity == "warning"),
@@ -299,15 +307,17 @@ def _fw_class(cmap: ClassMap) -> dict[str, Any]:
     }
 
 
-def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = None) -> str:
+def render_firmware(maps: Maps | None = None) -> str:
     """Source of firmware/app/hwdef.py: what every node needs, nothing MicroPython lacks.
 
-    Each class's tables live in their own module (app/maps/<class>.py, :func:`render_class`)
-    and board pin maps in app/boards.py, so a node loads only its own map: on a 110 KB heap
+    Data only: on MicroPython a module that defines a function keeps its whole top-level
+    bytecode alive, so the loader for the class tables (``class_map``) lives in app/regbank.py.
+    Each class's tables live in their own module (app/maps/<class>.py, :func:`render_class`),
+    each sensor front-end's parameters in app/sensors/<name>.py (:func:`render_sensor`) and
+    board pin maps in app/boards.py, so a node loads only what it uses: under a 64 KB heap
     every kilobyte of tables counts.
     """
     maps = maps or load_maps()
-    sensors = sensors if sensors is not None else load_sensors()
     parts = [
         _FW_HEADER,
         f"MAP_VERSION = {maps.map_version}\n",
@@ -315,15 +325,16 @@ def render_firmware(maps: Maps | None = None, sensors: dict[str, Any] | None = N
         f"COMMANDS = {pprint.pformat(maps.commands)}\n",
         f"COILS = {pprint.pformat({c.name: c.bit for c in maps.coils})}\n",
         f"CLASS_IDS = {pprint.pformat({n: c.class_id for n, c in maps.classes.items()})}\n",
-        f"SENSORS = {pprint.pformat(sensors, width=100)}\n",
-        "",
-        "def class_map(name):",
-        '    """The register tables of one class (app/maps/<name>.py), imported on first use."""',
-        '    module = __import__("app.maps." + name, None, None, ["CLASS"])',
-        "    return module.CLASS",
-        "",
     ]
     return "\n".join(parts)
+
+
+def render_sensor(name: str, params: dict[str, Any]) -> str:
+    """Source of firmware/app/sensors/<name>.py: one front-end's parameters as module globals
+    (one dict on the device, no nested ones), from the [name] table of hardware/sensors.toml."""
+    lines = [_FW_HEADER, f"# [{name}] of hardware/sensors.toml\n"]
+    lines += [f"{key} = {value!r}" for key, value in params.items()]
+    return "\n".join(lines) + "\n"
 
 
 def render_class(cmap: ClassMap) -> str:
@@ -458,4 +469,7 @@ def generated_files() -> dict[Path, str]:
              FIRMWARE_HWDEF.parent / "maps" / "__init__.py": _FW_HEADER}
     for name, cmap in maps.classes.items():
         files[FIRMWARE_HWDEF.parent / "maps" / f"{name}.py"] = render_class(cmap)
+    files[FIRMWARE_HWDEF.parent / "sensors" / "__init__.py"] = _FW_HEADER
+    for name, params in load_sensors().items():
+        files[FIRMWARE_HWDEF.parent / "sensors" / f"{name}.py"] = render_sensor(name, params)
     return files

@@ -17,28 +17,3 @@ COMMANDS = {'confirm_image': 4, 'factory': 3, 'reboot': 2, 'reset': 1}
 COILS = {'output': 0}
 
 CLASS_IDS = {'air': 4, 'fire': 1, 'flood': 2, 'water': 3}
-
-SENSORS = {'adc': {'bits': 12, 'open_counts': 190, 'short_counts': 4075, 'vref': 3.3},
- 'flood': {'adc_channel': 'level'},
- 'heat': {'adc_channel': 'heat', 'beta': 3950.0, 'r25': 10000.0, 'r_fixed': 2700.0},
- 'loop': {'open_ma': 3.6, 'over_ma': 21.0, 'shunt_ohms': 100.0},
- 'pms5003': {'frame_len': 32, 'uart': 'pms'},
- 'scd41': {'i2c_addr': 98, 'read_cmd': 60421},
- 'smoke': {'adc_channel': 'smoke', 'clean_counts': 400, 'counts_per_pct_m': 60},
- 'water': {'chlorine_channel': 'chlorine',
-           'chlorine_span': 5.0,
-           'ph_channel': 'ph',
-           'ph_gain': 3.0,
-           'ph_offset_v': 1.65,
-           'ph_slope_v': 0.05916,
-           'pressure_channel': 'pressure',
-           'pressure_span': 10.0,
-           'turbidity_channel': 'turbidity',
-           'turbidity_offset_v': 0.25,
-           'turbidity_v_per_ntu': 0.02}}
-
-
-def class_map(name):
-    """The register tables of one class (app/maps/<name>.py), imported on first use."""
-    module = __import__("app.maps." + name, None, None, ["CLASS"])
-    return module.CLASS

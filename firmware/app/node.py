@@ -22,11 +22,11 @@ import time
 import record as store  # the flash record format, shared with the slot picker (/record.py)
 from app import hwdef
 from app.modbus import Slave
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 from app.version import VERSION
 
 _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"}
-_GC_THRESHOLD = 4096  # collect after this many bytes allocated: keeps the heap peak small
+_GC_THRESHOLD = 2048  # collect after this many bytes allocated: the heap peak is live + this
 _MAX_POSTPONE_MS = 100  # the longest a frame in reception may postpone due duties
 _SLOT_CHECK_MS = 30000  # how often the OTA/trial flags are re-read from the slot record
 
@@ -49,7 +49,7 @@ class Node:
         self.data_dir = hal.root + "data/"
         store.makedirs(self.data_dir)
         self._config_path = self.data_dir + "config.json"
-        self._warning_mask = hwdef.class_map(class_name)["warning_mask"]
+        self._warning_mask = class_map(class_name)["warning_mask"]
         self._status_bit = hwdef.STATUS_BITS
         self._commands = hwdef.COMMANDS
         # slot_state from main.py: {"slot": "a", "wdt": <watchdog>, "wdt_ms": 8000}

@@ -31,6 +31,18 @@ def _to_raw(value, kind, mul):
 _MULTIPLIERS = (1, 10, 100, 1000)
 
 
+def class_map(name):
+    """The register tables of one class (the generated app/maps/<name>.py), imported on first
+    use. Here, not in the generated app/hwdef.py: a module with a function keeps its top-level
+    bytecode alive on MicroPython, and hwdef is data only."""
+    return __import__("app.maps." + name, None, None, ["CLASS"]).CLASS
+
+
+def _u16(table, addr):
+    """Entry addr of a generated u16 table (bytes, big-endian; see app/maps/*.py)."""
+    return (table[2 * addr] << 8) | table[2 * addr + 1]
+
+
 def unpack(reg):
     """A packed register (see app/maps/*.py) -> (address, type, multiplier)."""
     return reg & 0xFF, (reg >> 8) & 3, _MULTIPLIERS[(reg >> 10) & 3]
@@ -40,7 +52,7 @@ class RegBank:
     """Registers of one node class. Names come from hardware/registers/*.toml."""
 
     def __init__(self, class_name):
-        spec = hwdef.class_map(class_name)
+        spec = class_map(class_name)
         self.class_name = class_name
         self.class_id = spec["id"]
         self._inputs = spec["input"]
@@ -76,9 +88,8 @@ class RegBank:
 
     # -- holdings -----------------------------------------------------------------------
     def load_defaults(self):
-        for addr, raw in enumerate(self._default):
-            if raw is not None:
-                self.holding[addr] = raw
+        for addr in range(len(self.holding)):
+            self.holding[addr] = _u16(self._default, addr)
 
     def threshold(self, name):
         """A holding register as an engineering value (thresholds, periods)."""
@@ -97,9 +108,13 @@ class RegBank:
         lo, hi = self._min, self._max
         for i in range(len(values)):
             a = address + i
-            if a >= len(lo) or lo[a] is None:
+            if a >= len(self.holding):
                 return 2
-            if not lo[a] <= values[i] <= hi[a]:
+            low = _u16(lo, a)
+            high = _u16(hi, a)
+            if low > high:
+                return 2                    # no register at this address
+            if not low <= values[i] <= high:
                 return 3
         return None
 
@@ -121,7 +136,7 @@ class RegBank:
                 skipped += 1
                 continue
             addr = reg & 0xFF
-            if not self._min[addr] <= raw <= self._max[addr]:
+            if not _u16(self._min, addr) <= raw <= _u16(self._max, addr):
                 skipped += 1
                 continue
             self.holding[addr] = raw

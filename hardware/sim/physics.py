@@ -3,7 +3,9 @@
 This module owns the simulated physics (a room on fire, a street filling with rain, a water main,
 a roadside air station), their noise, and the fault injection every class supports. A sensor is
 a small state machine advanced by :meth:`VirtualSensor.step`; :meth:`VirtualSensor.snapshot`
-renders it into the raw-feed contract read by the firmware's unix HAL::
+renders it into the raw-feed contract of a simulated node (:class:`hardware.sim.simbus.NodeProcess`
+passes "adc" and "uart" on to the firmware's unix HAL and keeps "i2c"/"power" for the chip
+models that answer the node's I2C transfers)::
 
     {"adc": {channel: counts}, "uart": {"pms": "<hex since last snapshot>"},
      "i2c": {"98": "<hex of the 9 bytes an SCD41 measurement would give now>"},
@@ -12,7 +14,8 @@ renders it into the raw-feed contract read by the firmware's unix HAL::
 ADC counts are what the ESP32's calibrated ``read_uv()`` gives (encoders.esp32_counts_exact),
 not an ideal converter. The I2C entry is the air the SCD41 measures, not its answer: the chip's
 command state machine (idle at power-up, NACK until started, data every 5 s) is synchronous
-with the firmware's transfers, so it runs beside the HAL (firmware/app/hal/scd41_chip.py); an
+with the firmware's transfers; it runs on the simulator's side of the node's I2C channel
+(hardware/sim/scd41.py), never in the node process, as a board's MCU never carries it; an
 address missing from "i2c" does not acknowledge, and a new "power" count is a power cycle,
 after which the chip is idle until the firmware starts it again.
 

@@ -2,7 +2,9 @@
 
 Each node is the MicroPython unix port running ``firmware/main.py`` in a directory of its own
 (its "flash"), with its UART on a pty of the :class:`~hardware.sim.bushub.BusHub` and its sensor
-inputs fed on stdin by the simulator's physics. A supervisor restarts a node that reboots itself
+inputs fed on stdin by the simulator's physics; its I2C transfers are answered over the same
+stdin/stdout by the chip models of :mod:`hardware.sim.scd41`, which a board's MCU never carries.
+A supervisor restarts a node that reboots itself
 (exit code 75, the unix port's ``machine.reset()``), that its software watchdog ended (killed
 by SIGALRM, see ``firmware/main.py``) or that lost power (killed) at once, as the board would come
 back. A process that died of an uncaught exception is a board in the REPL: it comes back after
@@ -31,6 +33,7 @@ from hardware.mpy import compile_app, compile_module, tool_beside_python
 from hardware.regmap import CLASS_NAMES
 from hardware.serialline import tighten_timer_slack
 from hardware.sim.bushub import BusHub, Faults
+from hardware.sim.scd41 import I2cBus
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class NodeProcess:
         self._lock = threading.Lock()
         self._stopping = False
         self._armed_ms: int | None = None  # the running process' watchdog timeout, once armed
+        self.i2c = I2cBus()  # the node's I2C devices (an SCD41), answering over stdin/stdout
+        self._i2c_lock = threading.Lock()
         self._prepare_flash()
 
     def _prepare_flash(self) -> None:
@@ -135,6 +140,7 @@ class NodeProcess:
 
     def start(self) -> None:
         self._armed_ms = None
+        self.i2c.node_started()  # a new process: its ticks_ms may count from elsewhere
         cmd = [micropython_executable()]
         if self.heap:
             cmd += ["-X", f"heapsize={self.heap}"]
@@ -209,6 +215,9 @@ class NodeProcess:
                 if "diag" in msg:
                     ev.diag = dict(msg["diag"])
                     return
+                if "i2c" in msg:
+                    self._i2c_transfer(msg["i2c"])
+                    return
         if line.startswith("mem: total="):
             for part in line[5:].split(","):
                 key, _, value = part.strip().partition("=")
@@ -217,7 +226,28 @@ class NodeProcess:
         ev.lines.append(line)
         del ev.lines[:-200]
 
+    def _i2c_transfer(self, request: Any) -> None:
+        """One phase of an I2C transfer the node makes ([seq, addr, cmd, n, node ticks_ms];
+        n == 0: the command write), answered on its stdin as
+        {"i2c_r": [seq, hex or null for a NACK]}."""
+        try:
+            seq, addr, cmd, n, node_ms = (int(v) for v in request)
+        except (TypeError, ValueError):
+            return
+        with self._i2c_lock:
+            now = self.i2c.chip_time(node_ms, time.monotonic() * 1000.0)
+            data = self.i2c.transfer(addr, cmd, n, now)
+        self._send(json.dumps({"i2c_r": [seq, None if data is None else data.hex()]}))
+
     def feed(self, snapshot: dict[str, Any]) -> None:
+        """A snapshot of the node's raw inputs: the I2C chips' measurements and supply stay on
+        this side (the chips answer the node's transfers here), the rest goes to the node."""
+        if "i2c" in snapshot or "power" in snapshot:
+            with self._i2c_lock:
+                self.i2c.feed(snapshot, time.monotonic() * 1000.0)
+            snapshot = {k: v for k, v in snapshot.items() if k not in ("i2c", "power")}
+            if not snapshot:
+                return
         self._send(json.dumps(snapshot, separators=(",", ":")))
 
     def request_diag(self) -> None:

@@ -1,5 +1,5 @@
 # What every device class shares: the never-raise sample() wrapper, the error counter, HAL reads
-# that turn an exception into "no reading", and the bit tables from hwdef.
+# that turn an exception into "no reading", and the bit tables from the class map.
 #
 # Conventions every class follows (the gateway and the fire-safety staff rely on them):
 # - Thresholds and hysteresis are read from the bank at every sample: the gateway may change
@@ -16,17 +16,20 @@
 # - The engineering input registers always hold the value decoded from the latest raw reading,
 #   faulted or not; the fault bits say whether it can be trusted.
 
-from app import hwdef
+from app.regbank import class_map
 
 
 def options(defaults, overrides):
-    """The class defaults dict, with per-device overrides applied (a new dict)."""
+    """The class defaults dict, with per-device overrides applied. Without overrides it is the
+    defaults dict itself (read-only by convention: no copy of it on a small heap); with them, a
+    new dict."""
+    if not overrides:
+        return defaults
     out = dict(defaults)
-    if overrides:
-        for k in overrides:
-            if k not in out:
-                raise KeyError(k)
-            out[k] = overrides[k]
+    for k in overrides:
+        if k not in out:
+            raise KeyError(k)
+        out[k] = overrides[k]
     return out
 
 
@@ -39,7 +42,7 @@ class SensorClass:
     def __init__(self, hal, bank):
         self.hal = hal
         self.bank = bank
-        spec = hwdef.class_map(self.name)
+        spec = class_map(self.name)
         self._abit = spec["alarm_bits"]   # name -> bit number
         self._fbit = spec["fault_bits"]
         self.alarm_bits = 0

@@ -20,13 +20,14 @@
 #                   sensor's range, CO2 above 40000 ppm, T outside -10..60 °C (SCD41 range).
 #                   The reading is discarded; fault_debounce of them in a row set the bit.
 
-from app import aqi, hwdef
+from app import aqi
 from app.classes._base import SensorClass, options
 from app.drivers import scd41
 from app.drivers.pms5003 import PMS5003
 from app.filters import Debounce, Median, StuckDetector, above, ticks_diff
+from app.sensors import pms5003 as _pms5003
 
-_PMS_UART = hwdef.SENSORS["pms5003"]["uart"]
+_PMS_UART = _pms5003.uart
 
 DEFAULTS = {
     "pm_median": 3,             # frames in the PM median filter

@@ -36,13 +36,15 @@
 #
 # fire_state: 2 while any alarm is latched, else 1 while the pre-alarm is active, else 0.
 
-from app import hwdef
 from app.classes._base import SensorClass, options
-from app.drivers import analog
-from app.filters import Debounce, Median, RateOfRise, StuckDetector, above, ticks_diff
+from app.drivers import analog, fire_inputs
+from app.filters import Debounce, Median, StuckDetector, above, ticks_diff
+from app.sensors import heat as _heat
+from app.sensors import smoke as _smoke
+from app.trend import RateOfRise
 
-_SMOKE_CH = hwdef.SENSORS["smoke"]["adc_channel"]
-_HEAT_CH = hwdef.SENSORS["heat"]["adc_channel"]
+_SMOKE_CH = _smoke.adc_channel
+_HEAT_CH = _heat.adc_channel
 
 DEFAULTS = {
     "smoke_median": 5,           # samples in the smoke median filter
@@ -150,7 +152,7 @@ class Fire(SensorClass):
         pct = None
         phys_bad = False
         if counts is not None:
-            pct = analog.smoke_pct_m(counts)
+            pct = fire_inputs.smoke_pct_m(counts)
             bank.set("smoke_raw", counts)
             bank.set("smoke", pct)
             self._smoke_stuck.update(now_ms, counts)
@@ -180,7 +182,7 @@ class Fire(SensorClass):
         phys_bad = False
         t = None
         if counts is not None:
-            t = analog.ntc_celsius(counts)
+            t = fire_inputs.ntc_celsius(counts)
             bank.set("heat_raw", counts)
             bank.set("temperature", t)
             self._heat_stuck.update(now_ms, counts)

@@ -15,12 +15,13 @@
 # fault_debounce samples becomes the out_of_physics fault. A confirmed fault clears the stage
 # and fast-rise alarms (the fault wins: a broken gauge cannot claim a level).
 
-from app import hwdef
 from app.classes._base import SensorClass, options
 from app.drivers import analog
-from app.filters import Debounce, Median, RateOfRise, StuckDetector, above, ticks_diff
+from app.filters import Debounce, Median, StuckDetector, above, ticks_diff
+from app.sensors import flood as _flood
+from app.trend import RateOfRise
 
-_LEVEL_CH = hwdef.SENSORS["flood"]["adc_channel"]
+_LEVEL_CH = _flood.adc_channel
 _M_PER_MIN_TO_CM_PER_H = 6000.0
 
 DEFAULTS = {

@@ -1,5 +1,5 @@
 # Water-quality station: network pressure (4-20 mA), pH (glass electrode + amplifier),
-# turbidity (optical, 0-3 V), free residual chlorine (4-20 mA). Limits per QCVN 01-1:2018/BYT
+# turbidity (optical, 0.25 V live zero), free residual chlorine (4-20 mA). Limits per QCVN 01-1:2018/BYT
 # come from the holding registers (water.toml): low/high alarms with a hysteresis each.
 #
 # The four probes are declared once in _PROBES and handled by one loop. Each reading goes
@@ -11,31 +11,30 @@
 # valid again. The gateway sees the fault bit instead: a disconnected chlorine loop reads
 # -1.25 mg/L and must not be reported as "disinfection failing", it is a maintenance call.
 #
-# Turbidity: the sensor outputs 0 V in clear water, so an open turbidity input is
-# indistinguishable from clean water (both ~0 counts); only the upper rail is a probe fault.
-# A constant 0 is eventually reported as stuck. (Hardware note: a live-zero offset on this
-# input would make an open circuit detectable.)
+# Turbidity: the sensor's output is level-shifted to a 0.25 V live zero (sensors.toml
+# turbidity_offset_v: 0.25 V at 0 NTU, 2.25 V at 100 NTU), above the ESP32 converter's
+# floor, so clear water reads ~310 counts and an open input (the floor, at or below
+# adc.open_counts) is told apart from it: both rails are probe faults, as for pH.
 
-from app import hwdef
 from app.classes._base import SensorClass, options
-from app.drivers import analog
+from app.drivers import analog, water_probes
 from app.filters import Debounce, Median, StuckDetector, above, below
+from app.sensors import water as _W
 
-_W = hwdef.SENSORS["water"]
 
 _LOOP = 0        # 4-20 mA, span from sensors.toml
 _PH = 1          # amplifier output, both rails are faults
-_TURBIDITY = 2   # 0 V is clear water: only the upper rail is a fault
+_TURBIDITY = 2   # live zero 0.25 V: both rails are faults (open input, shorted output)
 
 # (register name, ADC channel, kind, span, fault bit, low alarm, high alarm, hysteresis).
 # The low/high alarm names are both the holding register with the limit and the alarm bit.
 _PROBES = (
-    ("pressure", _W["pressure_channel"], _LOOP, _W["pressure_span"], "pressure_loop",
+    ("pressure", _W.pressure_channel, _LOOP, _W.pressure_span, "pressure_loop",
      "pressure_low", "pressure_high", "pressure_hysteresis"),
-    ("ph", _W["ph_channel"], _PH, None, "ph_probe", "ph_low", "ph_high", "ph_hysteresis"),
-    ("turbidity", _W["turbidity_channel"], _TURBIDITY, None, "turbidity_probe",
+    ("ph", _W.ph_channel, _PH, None, "ph_probe", "ph_low", "ph_high", "ph_hysteresis"),
+    ("turbidity", _W.turbidity_channel, _TURBIDITY, None, "turbidity_probe",
      None, "turbidity_high", "turbidity_hysteresis"),
-    ("chlorine", _W["chlorine_channel"], _LOOP, _W["chlorine_span"], "chlorine_loop",
+    ("chlorine", _W.chlorine_channel, _LOOP, _W.chlorine_span, "chlorine_loop",
      "chlorine_low", "chlorine_high", "chlorine_hysteresis"),
 )
 
@@ -88,11 +87,11 @@ class Water(SensorClass):
             ma = analog.loop_ma(counts)
             return analog.loop_value(ma, span), analog.loop_state(ma) != analog.OK, False
         if kind == _PH:
-            v = analog.ph(counts)
+            v = water_probes.ph(counts)
             bad = analog.rail(counts) != analog.OK
             return v, bad, not bad and not o["ph_min"] <= v <= o["ph_max"]
-        v = analog.turbidity_ntu(counts)
-        return v, analog.rail(counts) == analog.SHORT, False
+        v = water_probes.turbidity_ntu(counts)
+        return v, analog.rail(counts) != analog.OK, False
 
     def _sample(self, now_ms):
         bank = self.bank

@@ -1,7 +1,7 @@
 # Analog front-ends: 12-bit ADC counts to engineering values, and the electrical fault checks
 # (open input, shorted input, 4-20 mA loop out of the NAMUR NE 43 band).
 #
-# Every constant comes from hardware/sensors.toml through the generated app.hwdef; nothing
+# Every constant comes from hardware/sensors.toml through the generated app.sensors; nothing
 # electrical is typed here. "Counts" are the HAL's calibrated reading on a 0..vref = 0..4095
 # scale: on an ESP32 the HAL reads machine.ADC.read_uv() (factory-calibrated microvolts) and
 # scales it, never the raw read_u16() code, which is off by ~0.13 V and nonlinear. The
@@ -21,28 +21,21 @@
 #              pH     = 7 - (V - ph_offset_v) / (ph_slope_v * ph_gain)
 #   turbidity  NTU    = (V - turbidity_offset_v) / turbidity_v_per_ntu
 #
+# The class-specific front-ends are modules of their own, so a node loads only its own:
+# app.drivers.fire_inputs (smoke chamber, NTC) and app.drivers.water_probes (pH, turbidity).
+#
 # Runs on MicroPython and CPython.
 
-import math
+from app.sensors import adc as _ADC
+from app.sensors import loop as _LOOP
 
-from app import hwdef
+FULL_SCALE = (1 << _ADC.bits) - 1   # counts at vref
+VREF = _ADC.vref
+OPEN_COUNTS = _ADC.open_counts      # at or below: wire cut
+SHORT_COUNTS = _ADC.short_counts    # at or above: shorted to the rail
 
-_ADC = hwdef.SENSORS["adc"]
-_SMOKE = hwdef.SENSORS["smoke"]
-_HEAT = hwdef.SENSORS["heat"]
-_LOOP = hwdef.SENSORS["loop"]
-_WATER = hwdef.SENSORS["water"]
-
-FULL_SCALE = (1 << _ADC["bits"]) - 1   # counts at vref
-VREF = _ADC["vref"]
-OPEN_COUNTS = _ADC["open_counts"]      # at or below: wire cut
-SHORT_COUNTS = _ADC["short_counts"]    # at or above: shorted to the rail
-
-LOOP_OPEN_MA = _LOOP["open_ma"]
-LOOP_OVER_MA = _LOOP["over_ma"]
-
-_T25_K = 298.15
-_KELVIN = 273.15
+LOOP_OPEN_MA = _LOOP.open_ma
+LOOP_OVER_MA = _LOOP.over_ma
 
 # Rail states returned by rail() and loop_state()
 OK = 0
@@ -64,44 +57,11 @@ def rail(counts):
     return OK
 
 
-# -- smoke ------------------------------------------------------------------------------------
-
-def smoke_pct_m(counts):
-    """Photoelectric chamber: counts = clean_counts + obscuration * counts_per_pct_m.
-
-    Returns obscuration in %/m; negative below the clean-air level (a failing LED or a dirty
-    chamber compensation, which the fire class treats as a fault when it is far below)."""
-    return (counts - _SMOKE["clean_counts"]) / _SMOKE["counts_per_pct_m"]
-
-
-# -- NTC thermistor ---------------------------------------------------------------------------
-
-def ntc_ohms(counts):
-    """Thermistor resistance from the divider: NTC from vref to the ADC node, r_fixed to ground,
-    V = vref * r_fixed / (r_ntc + r_fixed)  =>  r_ntc = r_fixed * (4095 - counts) / counts.
-
-    Counts are clamped to 1..4094 so the result is always finite; an input that far out is
-    flagged open/short by rail() long before."""
-    if counts < 1:
-        counts = 1
-    elif counts > FULL_SCALE - 1:
-        counts = FULL_SCALE - 1
-    return _HEAT["r_fixed"] * (FULL_SCALE - counts) / counts
-
-
-def ntc_celsius(counts):
-    """Thermistor temperature in °C from the Beta equation:
-    1/T = 1/T25 + ln(R/R25)/beta, T in kelvin, T25 = 298.15 K."""
-    r = ntc_ohms(counts)
-    inv_t = 1.0 / _T25_K + math.log(r / _HEAT["r25"]) / _HEAT["beta"]
-    return 1.0 / inv_t - _KELVIN
-
-
 # -- 4-20 mA loops ----------------------------------------------------------------------------
 
 def loop_ma(counts):
     """Loop current across the shunt: mA = volts(counts) / shunt_ohms * 1000."""
-    return volts(counts) * 1000.0 / _LOOP["shunt_ohms"]
+    return volts(counts) * 1000.0 / _LOOP.shunt_ohms
 
 
 def loop_state(ma):
@@ -117,25 +77,3 @@ def loop_state(ma):
 def loop_value(ma, span):
     """Live-zero scaling: 4 mA -> 0, 20 mA -> span (linear, not clamped)."""
     return (ma - 4.0) * span / 16.0
-
-
-# -- water-quality probes ---------------------------------------------------------------------
-
-_PH_V_PER_UNIT = _WATER["ph_slope_v"] * _WATER["ph_gain"]
-
-
-def ph(counts):
-    """Glass electrode through a non-inverting x ph_gain amplifier with a ph_offset_v offset.
-
-    Sign convention (Nernst, electrode positive in acid):
-        V = ph_offset_v + (7 - pH) * ph_slope_v * ph_gain
-        pH = 7 - (V - ph_offset_v) / (ph_slope_v * ph_gain)
-    so pH 7 is 1.65 V, pH 4 is 2.182 V, pH 10 is 1.118 V; pH 0..14 spans 2.892..0.408 V."""
-    return 7.0 - (volts(counts) - _WATER["ph_offset_v"]) / _PH_V_PER_UNIT
-
-
-def turbidity_ntu(counts):
-    """Optical turbidity sensor behind a level shift, linear:
-    V = turbidity_offset_v + NTU * turbidity_v_per_ntu (0.25-2.25 V = 0-100 NTU), so clear
-    water sits above the ESP32 ADC's 0.15 V floor; an open input decodes far below 0 NTU."""
-    return (volts(counts) - _WATER["turbidity_offset_v"]) / _WATER["turbidity_v_per_ntu"]

@@ -17,9 +17,9 @@
 #
 # Runs on MicroPython and CPython; the frame buffer is allocated once.
 
-from app import hwdef
+from app.sensors import pms5003 as _pms5003
 
-FRAME_LEN = hwdef.SENSORS["pms5003"]["frame_len"]  # 32
+FRAME_LEN = _pms5003.frame_len  # 32
 _START1 = 0x42
 _START2 = 0x4D
 _LENGTH = FRAME_LEN - 4                             # 28

@@ -27,7 +27,7 @@
 #
 # Runs on MicroPython and CPython.
 
-from app import hwdef
+from app.sensors import scd41 as _scd41
 
 try:
     from time import ticks_add, ticks_diff
@@ -39,8 +39,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-ADDR = hwdef.SENSORS["scd41"]["i2c_addr"]
-READ_MEASUREMENT = hwdef.SENSORS["scd41"]["read_cmd"]
+ADDR = _scd41.i2c_addr
+READ_MEASUREMENT = _scd41.read_cmd
 RESPONSE_LEN = 9
 START_PERIODIC = 0x21B1
 STOP_PERIODIC = 0x3F86

@@ -8,7 +8,7 @@ import time
 
 import machine
 
-from app import hwdef
+from app.sensors import adc as _ADC
 from app.boards import BOARDS
 
 _WDT_TIMEOUT_MS = 8000  # sampling + a worst-case flash write stay far below this
@@ -17,11 +17,10 @@ _WDT_TIMEOUT_MS = 8000  # sampling + a worst-case flash write stay far below thi
 # 0..vref = 0..4095 scale every decoder in app.drivers.analog uses. read_u16() is the raw code:
 # ~0.13 V of dead zone and nonlinear above ~2.5 V at 11 dB, never used. The scaling
 # counts = uv * 4095 / 3300000 = (uv / 4) * 819 / 165000 stays inside small ints (< 2**30).
-_ADC = hwdef.SENSORS["adc"]
-_FULL_SCALE = (1 << _ADC["bits"]) - 1
+_FULL_SCALE = (1 << _ADC.bits) - 1
 _UV_NUM = 819            # 4095 / 3 300 000 reduced, with uv pre-divided by 4
 _UV_DEN = 165000
-assert _ADC["bits"] == 12 and _ADC["vref"] == 3.3
+assert _ADC.bits == 12 and _ADC.vref == 3.3
 
 
 class Hal:

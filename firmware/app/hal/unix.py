@@ -2,12 +2,15 @@
 # simulator's bus hub, and its sensors are fed by the simulator through standard input.
 #
 # Sensor feed: one JSON object per line on stdin, a snapshot of the node's raw hardware inputs:
-#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}, "i2c": {"<addr>": "<hex>"},
-#    "power": {"<addr>": cycles}}
-# ADC channels absent from the snapshot read 0 (an open input). The I2C device (the SCD41) is
-# app.hal.scd41_chip's datasheet state machine, measuring the feed's bytes; an address absent
-# from "i2c" does not acknowledge (OSError), a new "power" count power-cycles the chip (idle
-# until started). {"diag": 1} asks for a heap report on stdout.
+#   {"adc": {channel: counts}, "uart": {name: "<hex of new bytes>"}}
+# ADC channels absent from the snapshot read 0 (an open input). {"diag": 1} asks for a heap
+# report on stdout.
+# I2C: the devices (the SCD41) live in the simulator, as the chip lives outside the MCU on a
+# board: each phase of a transfer goes out on stdout as {"i2c": [seq, addr, cmd, n, ticks_ms]}
+# (n == 0: the command write; n > 0: read n bytes; the node's clock, so the chip times the
+# phases as the node made them, not as the simulator happened to read them) and the simulator answers on stdin with
+# {"i2c_r": [seq, "<hex>" or null]}; null (or no answer within _I2C_TIMEOUT_MS) is a NACK
+# (OSError, as machine.I2C raises on the board). Feed lines arriving meanwhile are taken.
 # Coil changes are reported on stdout as {"outputs": [..]} so the simulator can show a sounder.
 # End of stdin means the simulator is gone: the node exits rather than run orphaned.
 #
@@ -26,8 +29,13 @@ import termios
 import time
 
 import micropython
+from micropython import const
 
 EXIT_REBOOT = 75  # the simulator's supervisor restarts a node that exits with this code
+# The simulator's answer to one transfer phase. A board's transfer takes about a millisecond;
+# the simulator is a Python thread on a shared machine and can be scheduled late, which a chip
+# never is, so the wait is generous: only a simulator that is gone makes it a NACK.
+_I2C_TIMEOUT_MS = const(1000)
 
 
 class Hal:
@@ -45,9 +53,11 @@ class Hal:
         self._poll = select.poll()
         self._poll.register(self._uart, select.POLLIN)
         self._poll.register(sys.stdin, select.POLLIN)
+        self._feed_poll = select.poll()  # stdin alone: waiting for an I2C answer
+        self._feed_poll.register(sys.stdin, select.POLLIN)
         self._adc = {}
-        self._i2c = {}        # address -> chip model
-        self._i2c_power = {}  # address -> last power-cycle count
+        self._i2c_seq = 0
+        self._i2c_reply = None  # [seq, hex or None] from the simulator
         self._sensor_uart = {}
         self.wdt_feeds = 0
         self._wdt = wdt  # main.py's SoftWatchdog (None: no watchdog, a bare REPL session)
@@ -57,7 +67,7 @@ class Hal:
         # Sensors are powered before the application starts on a real board: wait (briefly)
         # for the simulator's first snapshot so the first sample is not of unpowered inputs.
         for _ in range(50):
-            if self._adc or self._i2c or self._sensor_uart:
+            if self._adc or self._sensor_uart:
                 break
             for obj, _event in self._poll.poll(100):
                 if obj is not self._uart:
@@ -112,19 +122,32 @@ class Hal:
         return data
 
     def i2c_write(self, addr, cmd):
-        self._chip(addr).write(time.ticks_ms(), cmd)
+        self._i2c(addr, cmd, 0)
 
     def i2c_read(self, addr, cmd, n):
-        chip = self._chip(addr)
-        chip.write(time.ticks_ms(), cmd)
+        self._i2c(addr, cmd, 0)
         time.sleep_ms(1)  # the command's execution time, as on the board
-        return chip.read(time.ticks_ms(), n)
+        return self._i2c(addr, cmd, n)
 
-    def _chip(self, addr):
-        chip = self._i2c.get(addr)
-        if chip is None:
-            raise OSError(19)  # ENODEV: no acknowledge
-        return chip
+    def _i2c(self, addr, cmd, n):
+        """One transfer phase, answered by the simulator's chip; OSError(ENODEV) on a NACK."""
+        self._i2c_seq = seq = (self._i2c_seq + 1) & 0xFFFF
+        self._i2c_reply = None
+        print('{"i2c":[%d,%d,%d,%d,%d]}' % (seq, addr, cmd, n, time.ticks_ms()))
+        deadline = time.ticks_add(time.ticks_ms(), _I2C_TIMEOUT_MS)
+        while True:
+            reply = self._i2c_reply
+            if reply is not None and reply[0] == seq:
+                if reply[1] is None:
+                    break
+                return binascii.unhexlify(reply[1])
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                break
+            # UART bytes wait in the pty for the loop, as in the UART's FIFO on the board
+            if self._feed_poll.poll(left):
+                self._read_feed()
+        raise OSError(19)  # ENODEV: no acknowledge
 
     def _read_feed(self):
         line = self._stdin.readline()
@@ -140,24 +163,10 @@ class Hal:
         adc = snap.get("adc")
         if adc is not None:
             self._adc = adc
-        i2c = snap.get("i2c")
-        if i2c is not None:
-            now = time.ticks_ms()
-            for chip in self._i2c.values():
-                chip.source = None                 # off the bus unless the feed names it
-            for k, v in i2c.items():
-                addr = int(k)
-                if addr not in self._i2c:
-                    # imported here: only a node with an I2C device pays for the model
-                    from app.hal.scd41_chip import Scd41Chip
-                    self._i2c[addr] = Scd41Chip(now)
-                self._i2c[addr].source = binascii.unhexlify(v)
-            for k, cycles in snap.get("power", {}).items():
-                addr = int(k)
-                chip = self._i2c.get(addr)
-                if chip is not None and self._i2c_power.get(addr, cycles) != cycles:
-                    chip.power_on(now)
-                self._i2c_power[addr] = cycles
+        reply = snap.get("i2c_r")
+        if reply is not None:
+            self._i2c_reply = reply
+            return
         for name, hexdata in snap.get("uart", {}).items():
             if hexdata:
                 self._sensor_uart[name] = self._sensor_uart.get(name, b"") \

@@ -37,16 +37,15 @@ sys.modules["machine"] = machine
 sys.modules["select"] = machine.select_module
 
 import mptest  # noqa: E402  (puts firmware/ on sys.path)
-from fakes import scd41_response  # noqa: E402
+from fakes import scd41_response, sensor  # noqa: E402
 
-from app import hwdef  # noqa: E402
 from app.boards import BOARDS  # noqa: E402
-from app.drivers import analog, scd41  # noqa: E402
+from app.drivers import analog, fire_inputs, scd41  # noqa: E402
 from app.hal.esp32 import Hal  # noqa: E402
-from app.hal.scd41_chip import Scd41Chip  # noqa: E402
+from scd41_chip import Scd41Chip  # noqa: E402
 
 BOARD = BOARDS["esp32-devkitc-rs485"]
-SHUNT = hwdef.SENSORS["loop"]["shunt_ohms"]
+SHUNT = sensor("loop")["shunt_ohms"]
 
 
 def make():
@@ -138,12 +137,12 @@ def test_ne43_fault_currents_are_seen_through_the_esp32_adc():
 
 def test_ntc_reads_the_a1_range_true():
     hal = make()
-    h = hwdef.SENSORS["heat"]
+    h = sensor("heat")
     import math
     for t in (25.0, 54.0, 58.0, 65.0):
         r = h["r25"] * math.exp(h["beta"] * (1.0 / (t + 273.15) - 1.0 / 298.15))
         machine.pin_volts[BOARD["adc"]["heat"]] = 3.3 * h["r_fixed"] / (r + h["r_fixed"])
-        got = analog.ntc_celsius(hal.adc("heat"))
+        got = fire_inputs.ntc_celsius(hal.adc("heat"))
         assert mptest.approx(got, t, 0.3), (t, got)
 
 

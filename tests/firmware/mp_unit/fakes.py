@@ -4,9 +4,8 @@
 
 import math
 
-from app import hwdef
 from app.drivers.scd41 import READ_MEASUREMENT
-from app.hal.scd41_chip import READ_EXEC_MS, Scd41Chip
+from scd41_chip import READ_EXEC_MS, Scd41Chip
 
 
 class CountingChip(Scd41Chip):
@@ -20,7 +19,13 @@ class CountingChip(Scd41Chip):
         Scd41Chip.write(self, now_ms, cmd)
         self.commands[cmd] = self.commands.get(cmd, 0) + 1
 
-S = hwdef.SENSORS
+def sensor(name):
+    """The generated app/sensors/<name>.py as a dict (the [name] table of sensors.toml)."""
+    module = __import__("app.sensors." + name, None, None, ["x"])
+    return {k: getattr(module, k) for k in dir(module) if not k.startswith("_")}
+
+
+S = {n: sensor(n) for n in ("adc", "heat", "smoke", "loop", "water")}
 FS = (1 << S["adc"]["bits"]) - 1
 VREF = S["adc"]["vref"]
 
@@ -98,7 +103,7 @@ def scd41_response(co2, t_c, rh):
 class FakeHal:
     """adc values from a dict (with a +/-1 count dither so nothing looks stuck unless a test
     wants it), a queue of UART chunks, and an SCD41 on I2C: the datasheet state machine of
-    app.hal.scd41_chip (the same one the unix HAL uses), measuring `i2c_reply`.
+    scd41_chip (the datasheet's, as the simulator's hardware/sim/scd41.py), measuring `i2c_reply`.
 
     i2c_reply: the 9 bytes the chip measures (bytes), or an exception instance: the chip is
     off the bus (every transfer NACKs). `now` is the fake clock, set by run_for()."""

@@ -3,12 +3,12 @@
 import mptest
 from fakes import Clock, FakeHal, pms_frame, run_for, scd41_response
 
-from app import aqi, hwdef
+from app import aqi
 from app.classes.air import Air
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-BITS = hwdef.class_map("air")["alarm_bits"]
-FAULTS = hwdef.class_map("air")["fault_bits"]
+BITS = class_map("air")["alarm_bits"]
+FAULTS = class_map("air")["fault_bits"]
 approx = mptest.approx
 
 

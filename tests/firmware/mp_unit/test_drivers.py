@@ -2,12 +2,11 @@
 # ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
 import mptest
 from fakes import (
-    loop_counts, ntc_counts, ph_counts, pms_frame, scd41_response, smoke_counts,
+    loop_counts, ntc_counts, ph_counts, pms_frame, scd41_response, sensor, smoke_counts,
     turbidity_counts,
 )
 
-from app import hwdef
-from app.drivers import analog, scd41
+from app.drivers import analog, fire_inputs, scd41, water_probes
 from app.drivers.pms5003 import PMS5003
 
 approx = mptest.approx
@@ -103,10 +102,10 @@ def test_pms_bad_checksum_counted_and_ignored():
 def test_ntc_round_trip():
     for t in (-20.0, 0.0, 25.0, 58.0, 100.0):
         c = ntc_counts(t)
-        got = analog.ntc_celsius(c)
+        got = fire_inputs.ntc_celsius(c)
         assert approx(got, t, 0.2), (t, c, got)
     # 25 °C: R = r25 -> V = vref * r_fixed / (r25 + r_fixed)
-    h = hwdef.SENSORS["heat"]
+    h = sensor("heat")
     expect = 4095 * h["r_fixed"] / (h["r25"] + h["r_fixed"])
     assert abs(ntc_counts(25.0) - expect) <= 0.5, (ntc_counts(25.0), expect)
 
@@ -118,14 +117,14 @@ def test_ntc_open_and_short_are_rail_faults():
     assert analog.rail(ntc_counts(150.0)) == analog.OK
     # below about -9 °C the divider is under the ESP32 ADC's floor: read as an open thermistor
     assert analog.rail(ntc_counts(-40.0)) == analog.OPEN
-    analog.ntc_celsius(0)                      # finite, no ZeroDivisionError
-    analog.ntc_celsius(4095)
+    fire_inputs.ntc_celsius(0)                      # finite, no ZeroDivisionError
+    fire_inputs.ntc_celsius(4095)
 
 
 def test_smoke_counts_to_obscuration():
-    assert approx(analog.smoke_pct_m(smoke_counts(0.0)), 0.0, 0.01)
-    assert approx(analog.smoke_pct_m(smoke_counts(4.0)), 4.0, 0.01)
-    assert analog.smoke_pct_m(0) < -6                 # an open input is never "clean air"
+    assert approx(fire_inputs.smoke_pct_m(smoke_counts(0.0)), 0.0, 0.01)
+    assert approx(fire_inputs.smoke_pct_m(smoke_counts(4.0)), 4.0, 0.01)
+    assert fire_inputs.smoke_pct_m(0) < -6                 # an open input is never "clean air"
 
 
 def test_loop_current_and_namur_band():
@@ -139,10 +138,10 @@ def test_loop_current_and_namur_band():
 
 def test_ph_and_turbidity():
     for ph in (4.0, 7.0, 10.0):
-        assert approx(analog.ph(ph_counts(ph)), ph, 0.02)
-    assert analog.ph(ph_counts(4.0)) < analog.ph(ph_counts(7.0))
+        assert approx(water_probes.ph(ph_counts(ph)), ph, 0.02)
+    assert water_probes.ph(ph_counts(4.0)) < water_probes.ph(ph_counts(7.0))
     assert approx(analog.volts(ph_counts(7.0)), 1.65, 0.002)
-    assert approx(analog.turbidity_ntu(turbidity_counts(50.0)), 50.0, 0.1)
+    assert approx(water_probes.turbidity_ntu(turbidity_counts(50.0)), 50.0, 0.1)
 
 
 mptest.run(globals())

@@ -3,8 +3,9 @@
 import mptest
 
 from app.filters import (
-    Debounce, Ema, Median, RateOfRise, StuckDetector, above, below, ticks_add, ticks_diff,
+    Debounce, Median, StuckDetector, above, below, ticks_add, ticks_diff,
 )
+from app.trend import Ema, RateOfRise
 
 approx = mptest.approx
 

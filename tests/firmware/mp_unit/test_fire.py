@@ -3,12 +3,11 @@
 import mptest
 from fakes import Clock, FakeHal, ntc_counts, run_for, smoke_counts
 
-from app import hwdef
 from app.classes.fire import Fire
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-BITS = hwdef.class_map("fire")["alarm_bits"]
-FAULTS = hwdef.class_map("fire")["fault_bits"]
+BITS = class_map("fire")["alarm_bits"]
+FAULTS = class_map("fire")["fault_bits"]
 approx = mptest.approx
 
 

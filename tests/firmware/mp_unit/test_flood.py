@@ -3,12 +3,11 @@
 import mptest
 from fakes import Clock, FakeHal, loop_counts, loop_counts_for, run_for
 
-from app import hwdef
 from app.classes.flood import Flood
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-BITS = hwdef.class_map("flood")["alarm_bits"]
-FAULTS = hwdef.class_map("flood")["fault_bits"]
+BITS = class_map("flood")["alarm_bits"]
+FAULTS = class_map("flood")["fault_bits"]
 SPAN = 5.0   # sensor_span default
 approx = mptest.approx
 

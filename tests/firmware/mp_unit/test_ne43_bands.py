@@ -3,9 +3,8 @@
 # window (0.15-2.45 V at 11 dB; Espressif ESP-IDF ADC guide).
 # ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
 import mptest
-from fakes import loop_counts
+from fakes import loop_counts, sensor
 
-from app import hwdef
 from app.drivers import analog
 
 
@@ -27,7 +26,7 @@ def test_saturated_transmitter_is_a_reading():
 
 
 def test_shunt_keeps_the_namur_range_in_the_linear_window():
-    shunt = hwdef.SENSORS["loop"]["shunt_ohms"]
+    shunt = sensor("loop")["shunt_ohms"]
     assert 0.15 <= 3.6e-3 * shunt and 21.0e-3 * shunt <= 2.45, shunt
 
 

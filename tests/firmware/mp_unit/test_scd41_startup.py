@@ -1,18 +1,18 @@
-# The SCD41 as its datasheet describes it (app.hal.scd41_chip, the unix port's stand-in) and the
+# The SCD41 as its datasheet describes it (scd41_chip, the unit tests' stand-in;
+# the simulator's is hardware/sim/scd41.py) and the
 # air node's start-up and recovery against it: a real SCD41 powers up idle and NACKs
 # read_measurement until start_periodic_measurement; data is ready every 5 s.
 # ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
 import mptest
 from fakes import Clock, FakeHal, run_for, scd41_response
 
-from app import hwdef
 from app.classes.air import Air
 from app.drivers import scd41
-from app.hal import scd41_chip as chip_mod
+import scd41_chip as chip_mod
 from fakes import CountingChip as Scd41Chip
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-FAULTS = hwdef.class_map("air")["fault_bits"]
+FAULTS = class_map("air")["fault_bits"]
 START = 0x21B1
 STOP = 0x3F86
 

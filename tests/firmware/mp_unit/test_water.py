@@ -1,15 +1,16 @@
 # Water-quality station through a fake HAL: QCVN limits with hysteresis, probe faults win.
 # ruff: noqa: I001  (mptest must be imported first: it puts firmware/ on sys.path)
 import mptest
-from fakes import Clock, FakeHal, loop_counts_for, ph_counts, run_for, turbidity_counts
+from fakes import (
+    Clock, FakeHal, loop_counts_for, ph_counts, run_for, sensor, turbidity_counts,
+)
 
-from app import hwdef
 from app.classes.water import Water
-from app.regbank import RegBank
+from app.regbank import RegBank, class_map
 
-BITS = hwdef.class_map("water")["alarm_bits"]
-FAULTS = hwdef.class_map("water")["fault_bits"]
-W = hwdef.SENSORS["water"]
+BITS = class_map("water")["alarm_bits"]
+FAULTS = class_map("water")["fault_bits"]
+W = sensor("water")
 approx = mptest.approx
 
 
@@ -100,14 +101,31 @@ def test_ph_out_of_range_is_out_of_physics():
     assert water.alarm_bits == 0
 
 
-def test_turbidity_clear_water_is_not_a_fault_but_upper_rail_is():
-    hal, _bank, water, clock = make()
-    hal.counts["turbidity"] = 1          # ~0.03 NTU
+def test_turbidity_clear_water_is_not_a_fault_but_either_rail_is():
+    hal, bank, water, clock = make()
+    hal.counts["turbidity"] = turbidity_counts(0.0)   # clear water: the 0.25 V live zero
     run_for(water, clock, 3)
     assert water.fault_bits == 0 and water.alarm_bits == 0
+    assert approx(bank.get("turbidity"), 0.0, 0.05)
     hal.counts["turbidity"] = 4095
     run_for(water, clock, 3)
     assert water.fault_bits == F("turbidity_probe") and water.alarm_bits == 0
+
+
+def test_an_open_turbidity_input_is_a_probe_fault_not_clear_water():
+    # The cable to the turbidity sensor is cut: the ESP32 reads its converter floor (~0.13 V,
+    # 157 counts), below the sensor's 0.25 V live zero. The old firmware read that as clear
+    # water (only the upper rail was a fault) and never flagged the probe.
+    hal, _bank, water, clock = make()
+    for floor in (157, 0):
+        hal.counts["turbidity"] = floor
+        run_for(water, clock, 3)
+        assert water.fault_bits == F("turbidity_probe"), (floor, water.fault_bits)
+        assert water.value("turbidity") is None      # no "clear water" reading while open
+        assert water.alarm_bits == 0
+        hal.counts["turbidity"] = turbidity_counts(0.8)
+        run_for(water, clock, 3)
+        assert water.fault_bits == 0, water.fault_bits
 
 
 def test_hysteresis_from_holding_registers():

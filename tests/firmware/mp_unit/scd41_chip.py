@@ -1,12 +1,7 @@
-# A Sensirion SCD41 as seen from its I2C bus: the datasheet's command state machine, for the
-# unix port's HAL (the node process's stand-in for the chip) and for the unit tests' fake HAL.
-# Never imported on an ESP32, where the real chip answers.
-#
-# I2C is synchronous: the chip must answer each transfer the moment the firmware makes it, so
-# the state machine runs in the node process; the simulator (hardware/sim/physics.py) owns the
-# air the chip measures and the chip's supply. Through the unix HAL's feed it gives, per
-# address, the 9-byte measurement the chip would take now ("i2c") and a power-cycle counter
-# ("power"); an address missing from "i2c" does not acknowledge at all (a cut bus wire).
+# A Sensirion SCD41 as seen from its I2C bus, in MicroPython, for the unit tests' fake HAL
+# (fakes.FakeHal) and the ESP32 HAL test: the datasheet's command state machine on a fake clock.
+# It lives in tests/ and never runs in a node: a simulated node's transfers are answered by the
+# simulator's model (hardware/sim/scd41.py), as a board's are by the chip outside its MCU.
 #
 # Behaviour modelled (SCD4x datasheet v1.3, Table 9 and sections 3.5-3.9):
 #   - power-up: idle, not answering for the first 30 ms;
