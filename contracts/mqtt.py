@@ -14,11 +14,20 @@ Topic tree (``edgefleet/v1`` is :data:`TOPIC_ROOT`)::
 Device and gateway ids are one topic level each: no ``/``, ``+``, ``#`` or NUL, and a device is
 never called ``status``, ``ack``, ``event`` or ``cmd`` (the names of gateway-level channels).
 
-Delivery accounting. Every device message that the gateway's outbox numbers (telemetry, alarm,
-state, event) carries ``epoch`` and ``seq``: ``epoch`` is a random id made when the outbox is
-created, ``seq`` is gap-free and strictly increasing per device within an epoch. Telemetry that
-the gateway drops by its declared disk policy is reported on the ``drops`` channel as seq ranges,
-so for every (device, epoch): delivered + declared drops = produced (max seq).
+Delivery accounting (docs/mqtt.md). Every device message that the gateway's outbox numbers
+(telemetry, alarm, state, event) carries ``epoch`` and ``seq``:
+
+- ``epoch`` is a random id (16 hex digits) made once, when the gateway's outbox database is
+  created, and kept in it: it survives restarts and power cuts, and changes only with a new
+  database (a replaced SD card, a quarantined outbox). A consumer counts per (device, epoch) and
+  never compares seqs of two epochs, so a new database's seq 1 is not mistaken for a duplicate.
+- ``seq`` is gap-free and strictly increasing per device within an epoch, shared by the
+  device's numbered channels.
+
+Telemetry that the gateway drops by its declared disk policy is reported on the ``drops``
+channel (QoS 1, never itself dropped, stored in the same transaction as the drop) as inclusive
+seq ranges with a ``reason`` (``disk_bound``, ``disk_full``), so for every (device, epoch):
+delivered + declared drops = produced (max seq).
 """
 
 from __future__ import annotations

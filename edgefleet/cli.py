@@ -278,6 +278,28 @@ def cmd_fleet_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_outbox(args: argparse.Namespace) -> int:
+    from gateway import outbox_admin
+    from gateway.config import ConfigError
+    from gateway.outbox import OutboxError
+
+    try:
+        if args.outbox_command == "stats":
+            lines = outbox_admin.stats(args.config)
+        elif args.outbox_command == "dead":
+            lines = outbox_admin.dead(args.config, args.limit)
+        else:
+            lines = outbox_admin.retry(args.config, args.ids)
+    except ConfigError as exc:
+        print("\n".join(str(i) for i in exc.issues), file=sys.stderr)
+        return 1
+    except (OSError, OutboxError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.console:
@@ -332,6 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = gw_sub.add_parser("run", help="run the gateway until SIGINT/SIGTERM")
     run.add_argument("config", help="gateway TOML file")
     run.set_defaults(func=cmd_gateway_run)
+    ob = gw_sub.add_parser("outbox", help="inspect the outbox; re-queue dead letters")
+    ob_sub = ob.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
+    for name, text in (("stats", "backlog, drops, dead letters, active alarms"),
+                       ("dead", "the newest dead letters with their reason codes"),
+                       ("retry", "move dead letters (all, or --id ...) back into the queue")):
+        p = ob_sub.add_parser(name, help=text)
+        p.add_argument("config", help="gateway TOML file")
+        p.set_defaults(func=cmd_gateway_outbox)
+        if name == "dead":
+            p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+        if name == "retry":
+            p.add_argument("--id", dest="ids", type=int, action="append",
+                           help="a dead letter's id (repeatable); default: all")
 
     hw = sub.add_parser("hw", help="register maps: generate firmware constants and docs")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="HW_COMMAND", required=True)

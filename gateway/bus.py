@@ -2,10 +2,15 @@
 
 One :class:`ModbusBus` owns one Modbus link (an RS-485 port, :class:`gateway.rtu.RtuBus`, or a
 Modbus TCP connection, :class:`gateway.tcp.TcpBus`): one transaction at a time, and every result
-of pymodbus translated once, here, into four exceptions that carry the protocol's reason:
+of pymodbus translated once, here, into five exceptions that carry the protocol's reason:
 
 - :class:`ModbusError`: the node answered with a Modbus exception (it is alive).
-- :class:`NoResponse`: no valid reply (timeout, CRC error, garbled frame, dead node).
+- :class:`NoResponse`: no reply at all: silence until the timeout (a dead or absent node, or a
+  request the node never understood).
+- :class:`Garbled` (a :class:`NoResponse`): bytes came back but no valid frame (CRC error, noise
+  on the line). The node is alive; its bytes arrived. On a serial bus this is known as soon as
+  the line has been quiet ``garble_gap_s`` after the last byte, not at the timeout, so a retry
+  costs milliseconds, not the reply timeout.
 - :class:`BadReply`: a reply that is valid on the wire but not an answer to the request (wrong
   function code, wrong register count). pymodbus does not check these; a node that does this is
   that node's protocol fault, never a reason to decode garbage or to crash.
@@ -24,7 +29,7 @@ from typing import Any, Self
 
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-__all__ = ["BadReply", "ModbusBus", "ModbusError", "NoResponse", "PortLost"]
+__all__ = ["BadReply", "Garbled", "ModbusBus", "ModbusError", "NoResponse", "PortLost"]
 
 log = logging.getLogger(__name__)
 # pymodbus logs every timeout at ERROR, with a dump of the last 20 frames. Its failures are
@@ -52,6 +57,14 @@ class NoResponse(Exception):
         self.device = device
 
 
+class Garbled(NoResponse):
+    """Bytes arrived but they were no valid reply (CRC error, noise): the node is alive."""
+
+    def __init__(self, device: int, heard: int):
+        super().__init__(device, f"garbled reply: {heard} byte(s) without a valid frame")
+        self.heard = heard
+
+
 class BadReply(Exception):
     """A well-formed frame that does not answer the request (function code, register count)."""
 
@@ -73,12 +86,36 @@ class ModbusBus:
     """What the poller needs from a bus. Subclasses build ``self._client`` and ``describe``."""
 
     _client: Any
+    #: Quiet time after received bytes that ends a reply with no valid frame (None: the link
+    #: has no such notion, e.g. TCP). Subclasses report received bytes through :meth:`_heard`.
+    garble_gap_s: float | None = None
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self._lock = asyncio.Lock()
         self.transactions = 0
         self.failures = 0
+        self.garbled = 0
+        self._heard_bytes = 0
+        self._request: asyncio.Future[Any] | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._cut_short = False
+
+    def _heard(self, count: int) -> None:
+        """Bytes arrived (the event-loop thread): while a request waits, re-arm the garble
+        timer; when it runs out before a valid frame completes the request, cut it short."""
+        self._heard_bytes += count
+        if self.garble_gap_s is None or self._request is None or self._request.done():
+            return
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._gap_timer = asyncio.get_running_loop().call_later(self.garble_gap_s,
+                                                                self._cut_garbled)
+
+    def _cut_garbled(self) -> None:
+        if self._request is not None and not self._request.done():
+            self._cut_short = True
+            self._request.cancel()
 
     # -- the link, in subclasses -----------------------------------------------------------
     def describe(self) -> str:
@@ -123,8 +160,19 @@ class ModbusBus:
             # pymodbus reads its reply timeout from comm_params at each request; the lock
             # makes setting it per request safe (one transaction at a time).
             self._client.ctx.comm_params.timeout_connect = timeout or self.timeout
+            self._heard_bytes, self._cut_short = 0, False
+            self._request = request = asyncio.ensure_future(
+                coro_fn(*args, device_id=device, **kwargs))
             try:
-                result = await coro_fn(*args, device_id=device, **kwargs)
+                result = await request
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._cut_short or (task is not None and task.cancelling()):
+                    raise  # cancelled from outside (the gateway stops): not a bus fault
+                self.failures += 1
+                self.garbled += 1
+                self._after_failure()
+                raise Garbled(device, self._heard_bytes) from None
             except ConnectionException as exc:
                 self.failures += 1
                 self._after_failure()
@@ -134,9 +182,18 @@ class ModbusBus:
                 self._after_failure()
                 if not self.connected:
                     raise PortLost(self.describe(), str(exc)) from None
+                if self._heard_bytes:
+                    self.garbled += 1
+                    raise Garbled(device, self._heard_bytes) from None
                 raise NoResponse(device, str(exc)) from None
             finally:
                 self.transactions += 1
+                if not request.done():
+                    request.cancel()
+                self._request = None
+                if self._gap_timer is not None:
+                    self._gap_timer.cancel()
+                    self._gap_timer = None
         if result.isError():
             code = getattr(result, "exception_code", 0)
             self.failures += 1

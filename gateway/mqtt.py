@@ -6,17 +6,15 @@ outbox, and `MqttSession.pump()` drains it. A message leaves the outbox only whe
 answered its PUBACK with a reason code below 0x80; a code at or above 0x80 (135, "Not
 authorized", when the ACL denies the topic) moves it to the dead-letter table, counted.
 
-Why a subclass of aiomqtt.Client rather than paho directly: aiomqtt already owns the hard part
-of running paho on an asyncio loop (socket reader/writer registration, keepalive task, TLS
-pending bytes, the CONNECT in an executor) and the architecture names it. Its one gap is that
-`Client.publish()` drops the PUBACK reason code (aiomqtt 2.5.1 `_on_publish` only sets an
-event). `_PubackClient` adds `publish_tracked()`, which calls paho's `publish()` itself to learn
-the message id and returns a future that `_on_publish` resolves with the reason code. No
-callback can fire between paho's `publish()` returning and the future being registered: aiomqtt
-registers paho's socket I/O with the event loop (`on_socket_register_write`), so paho never
-writes or reads synchronously inside `publish()`, and every `on_publish` runs from a later loop
-callback. It also skips aiomqtt's per-call bookkeeping (an Event, a context manager and an O(n)
-scan of pending calls per publish), which matters at 10k+ messages/s.
+Where the PUBACK reason codes come from: gateway/_aiomqtt_shim.py, the one module that touches
+aiomqtt's private API. What a code means and how many publishes may be in flight (the broker's
+Receive Maximum, shared by outbox messages, command acks and the status): gateway/pubwindow.py,
+pure. Command acks are outbox rows (kind ``ack``), stored durably before they are sent, so a
+restart never loses one.
+
+Commands are never re-run from a retained message: the subscription asks the broker not to send
+retained messages (MQTT 5 Retain Handling 2), and a message that still arrives flagged retained
+is refused, so a reconnect does not execute an old command a second time.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import ssl
 import time
 from collections import deque
@@ -36,11 +33,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.mqtt import ack_topic, command_filter, status_topic
+from gateway._aiomqtt_shim import PubackClient, reason_name
+from gateway.outbox import Message, OutboxError
+from gateway.pubwindow import PubackWindow, Settled, Verdict
 
 __all__ = [
     "Backoff",
@@ -79,6 +79,7 @@ class OutboxLike(Protocol):
     def peek(self, limit: int, after_id: int = 0) -> Sequence[StoredLike]: ...
     def ack(self, ids: Iterable[int]) -> None: ...
     def dead_letter(self, id: int, reason: str, code: int | None = None) -> None: ...
+    def put(self, msg: Message) -> StoredLike: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class MqttStats:
     published: int = 0
     acked: int = 0
     refused: dict[int, int] = field(default_factory=dict)  # PUBACK reason code -> count
+    retried: int = 0  # transient refusals (0x80, 0x91, 0x97), sent again after a back-off
     reconnects: int = 0
     connect_failures: int = 0
     in_flight: int = 0
@@ -141,7 +143,8 @@ class MqttStats:
         return {
             "connected": self.connected, "published": self.published, "acked": self.acked,
             "refused": {str(k): v for k, v in sorted(self.refused.items())},
-            "reconnects": self.reconnects, "connect_failures": self.connect_failures,
+            "retried": self.retried, "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
             "in_flight": self.in_flight, "commands": self.commands,
             "commands_rejected": self.commands_rejected, "last_error": self.last_error,
             "publish_latency_p50_ms": None if p50 is None else round(p50 * 1000, 3),
@@ -197,74 +200,6 @@ def utc_now() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The aiomqtt adapter that keeps PUBACK reason codes (see the module docstring).
-
-class _PubackClient(aiomqtt.Client):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pubacks: dict[int, asyncio.Future[ReasonCode]] = {}
-        self.connack_properties: Properties | None = None
-
-    def publish_tracked(self, topic: str, payload: bytes, qos: int,
-                        retain: bool) -> asyncio.Future[ReasonCode]:
-        """Hand one PUBLISH to paho; the future resolves with the PUBACK's reason code (QoS 0:
-        success once written) or fails with MqttError when the connection is lost first."""
-        info = self._client.publish(topic, payload, qos, retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
-        self._pubacks[info.mid] = fut
-        return fut
-
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
-                    reason_code: ReasonCode, properties: Properties) -> None:
-        fut = self._pubacks.pop(mid, None)
-        if fut is None:  # one of aiomqtt's own publish() calls
-            super()._on_publish(client, userdata, mid, reason_code, properties)
-        elif not fut.done():
-            fut.set_result(reason_code)
-
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
-                    reason_code: ReasonCode, properties: Properties | None = None) -> None:
-        self.connack_properties = properties
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    @property
-    def receive_maximum(self) -> int:
-        """The broker's Receive Maximum: how many QoS 1 PUBLISHes may await a PUBACK."""
-        value = getattr(self.connack_properties, "ReceiveMaximum", 65535)
-        return int(value)
-
-    async def __aenter__(self) -> _PubackClient:
-        await super().__aenter__()
-        self._disconnected.add_done_callback(self._fail_pending)
-        return self
-
-    def _fail_pending(self, disconnected: asyncio.Future[None]) -> None:
-        cause = None if disconnected.cancelled() else disconnected.exception()
-        pending, self._pubacks = self._pubacks, {}
-        for fut in pending.values():
-            if not fut.done():
-                error = aiomqtt.MqttError(f"connection lost before PUBACK: {cause}")
-                error.__cause__ = cause
-                fut.set_exception(error)
-
-    def abort(self) -> None:
-        """Drop the TCP connection without DISCONNECT, as a power cut would (tests, drills)."""
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _reason_name(code: ReasonCode) -> str:
-    try:
-        return code.getName()
-    except (KeyError, ValueError):
-        return f"reason code {code.value}"
-
-
-# ---------------------------------------------------------------------------------------------
 # The session
 
 
@@ -304,7 +239,9 @@ class MqttSession:
         status_interval: float | None = 60.0,
         health: HealthSource | None = None,
         on_command: CommandHandler | None = None,
-        max_pending_acks: int = 1000,
+        retry_backoff: Backoff | None = None,
+        max_attempts: int = 10,
+        goodbye_s: float = 3.0,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
@@ -326,11 +263,17 @@ class MqttSession:
         self.ack_topic = ack_topic(gateway_id)
         self.command_filter = command_filter(gateway_id)
 
-        self._client: _PubackClient | None = None
+        self.retry_backoff = retry_backoff or Backoff(0.1, 10.0)
+        self.max_attempts = max_attempts
+        #: After stop: how long the session may take to drain, say offline and disconnect;
+        #: then the connection is dropped, so stopping never waits on the broker.
+        self.goodbye_s = goodbye_s
+        self._client: PubackClient | None = None
+        self._connecting: PubackClient | None = None
+        self._window: PubackWindow | None = None
+        self._slot_freed = asyncio.Event()
+        self._outbox: OutboxLike | None = None
         self._wake = asyncio.Event()
-        self._acks: deque[bytes] = deque()
-        self._acks_ready = asyncio.Event()
-        self._max_pending_acks = max_pending_acks
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
 
     def __repr__(self) -> str:  # no password, ever
@@ -344,17 +287,22 @@ class MqttSession:
         self._wake.set()
 
     def ack(self, command_id: str | None, ok: bool, error: str | None = None) -> None:
-        """Answer a command on `.../ack`. Never blocks: queued, sent (QoS 1) when connected."""
+        """Answer a command on `.../ack`. Never blocks on the broker: the ack is stored in the
+        outbox (durably, never dropped) and delivered (QoS 1) like any message."""
         body: dict[str, Any] = {"v": 1, "id": command_id, "ok": ok}
         if error is not None:
             body["error"] = error
         body["ts"] = utc_now()
-        if len(self._acks) >= self._max_pending_acks:
-            self._acks.popleft()
-            log.warning("command acks: %d waiting for the broker, dropped the oldest",
-                        self._max_pending_acks)
-        self._acks.append(json.dumps(body, separators=(",", ":")).encode())
-        self._acks_ready.set()
+        if self._outbox is None:
+            log.error("command %s: no outbox to store its ack in (the session is not running)",
+                      command_id)
+            return
+        try:
+            self._outbox.put(Message(self.ack_topic, body, "ack"))
+        except OutboxError as exc:
+            log.error("command %s: its ack could not be stored: %s", command_id, exc)
+            return
+        self.notify()
 
     def status_payload(self, online: bool) -> bytes:
         body: dict[str, Any] = {"v": 1, "online": online, "gateway": self.gateway_id}
@@ -373,12 +321,12 @@ class MqttSession:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         return ctx
 
-    def _make_client(self) -> _PubackClient:
+    def _make_client(self) -> PubackClient:
         # A fresh client per connection: no paho state (mids, queued packets) crosses a
         # reconnect; everything unacknowledged is re-sent from the outbox instead. Clean start
         # on purpose: commands sent while the gateway was away are not replayed hours later
         # onto actuators; the fleet sees no ack and decides.
-        client = _PubackClient(
+        client = PubackClient(
             self.host, self.port, username=self.username, password=self._password,
             identifier=self.client_id, keepalive=self.keepalive,
             will=aiomqtt.Will(self.status_topic, self.status_payload(online=False), qos=1,
@@ -392,10 +340,13 @@ class MqttSession:
     async def pump(self, outbox: OutboxLike, stop: asyncio.Event) -> None:
         """Run until `stop` is set: connect, publish from the outbox, reconnect on loss."""
         first = True
+        self._outbox = outbox
         async with asyncio.TaskGroup() as tg:
             worker = tg.create_task(self._command_worker(), name="mqtt-commands")
+            watch = tg.create_task(self._drop_after_goodbye(stop), name="mqtt-goodbye")
             while not stop.is_set():
                 client = self._make_client()
+                self._connecting = client
                 try:
                     async with client:
                         self._client = client
@@ -416,81 +367,153 @@ class MqttSession:
                                     self.host, self.port, error)
                     else:
                         self.stats.connect_failures += 1
-                        log.info("MQTT connect to %s:%d failed: %s", self.host, self.port, error)
+                        log.warning("MQTT connect to %s:%d failed: %s", self.host, self.port,
+                                    error)
                 finally:
-                    self._client = None
+                    self._client = self._connecting = None
                     self.stats.connected = False
                     self.stats.in_flight = 0
                 if not stop.is_set():
                     delay = self.backoff.next()
                     log.info("MQTT reconnecting in %.2fs", delay)
                     await _wait_any((stop,), delay)
+            # Stopping: a command still running (a bus write) is abandoned with the buses.
             worker.cancel()
+            watch.cancel()
 
-    async def _connected(self, client: _PubackClient, outbox: OutboxLike,
+    async def _drop_after_goodbye(self, stop: asyncio.Event) -> None:
+        """``goodbye_s`` after stop, drop a connection still open (or still connecting): a
+        broker that does not answer must not hold the gateway's exit (systemd would kill it
+        mid-write after its stop timeout)."""
+        await stop.wait()
+        await asyncio.sleep(self.goodbye_s)
+        client = self._client or self._connecting
+        if client is not None:
+            log.warning("MQTT goodbye took longer than %g s; dropping the connection",
+                        self.goodbye_s)
+            client.abort()
+            client.give_up()
+    async def _connected(self, client: PubackClient, outbox: OutboxLike,
                          stop: asyncio.Event) -> None:
         """One connection's life: announce, subscribe, then publish until stop or loss."""
         # Subscribe first: "online" on the status topic then means "listening for commands".
-        await client.subscribe(self.command_filter, qos=1)
-        await _settled(client.publish_tracked(self.status_topic, self.status_payload(True), 1,
-                                              True), self.connect_timeout)
-        window = max(1, min(self.window, client.receive_maximum))
-        async with asyncio.TaskGroup() as tg:
-            helpers = [tg.create_task(self._read_commands(client), name="mqtt-cmd-reader"),
-                       tg.create_task(self._send_acks(client), name="mqtt-acks")]
-            if self.status_interval:
-                helpers.append(tg.create_task(self._refresh_status(client, self.status_interval),
-                                              name="mqtt-status"))
-            await self._publish_from(client, outbox, stop, window)
-            for task in helpers:
-                task.cancel()
+        # Retain Handling 2: a retained command is not sent on (re)subscription, so it is not
+        # executed again after every reconnect.
+        granted = await client.subscribe(
+            self.command_filter, options=SubscribeOptions(qos=1, retainHandling=2))
+        for code in granted:
+            value = code.value if isinstance(code, ReasonCode) else int(code)
+            if value >= REFUSAL:
+                log.warning("MQTT broker %s:%d refused the command subscription %s: %s (%d); "
+                            "this gateway will receive no commands", self.host, self.port,
+                            self.command_filter, reason_name(value, PacketTypes.SUBACK), value)
+        window = PubackWindow(self.window, client.receive_maximum, self.retry_backoff.next,
+                              on_delivered=self.retry_backoff.reset,
+                              max_attempts=self.max_attempts)
+        self._window = window
+        try:
+            await self._publish_status(client, online=True, timeout=self.connect_timeout)
+            async with asyncio.TaskGroup() as tg:
+                helpers = [tg.create_task(self._read_commands(client), name="mqtt-cmd-reader")]
+                if self.status_interval:
+                    helpers.append(tg.create_task(
+                        self._refresh_status(client, self.status_interval), name="mqtt-status"))
+                await self._publish_from(client, outbox, stop, window)
+                for task in helpers:
+                    task.cancel()
+        finally:
+            self._window = None
 
-    async def _say_goodbye(self, client: _PubackClient) -> None:
-        """A clean DISCONNECT discards the Will, so say offline ourselves (retained)."""
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            await _settled(client.publish_tracked(self.status_topic, self.status_payload(False),
-                                                  1, True), 2.0)
+    async def _publish_status(self, client: PubackClient, online: bool,
+                              timeout: float) -> None:
+        """One retained status publish, inside the connection's Receive Maximum budget."""
+        window = self._window
+        if window is None:
+            raise aiomqtt.MqttError("no connection")
+        window.want()
+        try:
+            while not window.borrow():
+                self._slot_freed.clear()
+                await asyncio.wait_for(self._slot_freed.wait(), timeout)
+        except BaseException:
+            window.cancel_want()
+            raise
+        try:
+            code = await _settled(client.publish_tracked(
+                self.status_topic, self.status_payload(online), 1, True), timeout)
+        finally:
+            window.give_back()
+            self._slot_freed.set()
+        if code >= REFUSAL:
+            self.stats.refused[code] = self.stats.refused.get(code, 0) + 1
+            log.warning("broker refused the gateway status: %s (%d)", reason_name(code), code)
+
+    async def _say_goodbye(self, client: PubackClient) -> None:
+        """A clean DISCONNECT discards the Will, so say offline ourselves (retained).
+
+        It runs after the outbox window has drained, so it is the only publish in flight,
+        unless the drain gave up waiting for PUBACKs (the broker is not answering then)."""
+        self._window = PubackWindow(1, client.receive_maximum, lambda: 0.0)
+        try:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await self._publish_status(client, online=False, timeout=2.0)
+        finally:
+            self._window = None
 
     # -- publishing ----------------------------------------------------------------------------
 
-    async def _publish_from(self, client: _PubackClient, outbox: OutboxLike,
-                            stop: asyncio.Event, window: int) -> None:
-        """Keep up to `window` outbox messages in flight, oldest first; settle PUBACKs in order.
+    async def _publish_from(self, client: PubackClient, outbox: OutboxLike,
+                            stop: asyncio.Event, window: PubackWindow) -> None:
+        """Keep the window full from the outbox, oldest first; settle PUBACKs in order.
 
         Each connection starts again from the oldest unacknowledged message, so a message that
         was in flight when the link dropped is sent again (a duplicate at worst, never a gap).
+        The window decides what each PUBACK means (gateway/pubwindow.py); this loop does the I/O.
         """
-        inflight: deque[tuple[StoredLike, asyncio.Future[ReasonCode], float]] = deque()
+        inflight: deque[tuple[StoredLike, asyncio.Future[int], float]] = deque()
         waiting: deque[StoredLike] = deque()
         after_id = 0
         acked: list[int] = []
         stats = self.stats
+        publish_many = client.publish_many
         try:
             while True:
-                while len(inflight) < window and not stop.is_set():
-                    if not waiting:
+                rewind = window.rewind(time.monotonic())
+                if rewind is not None:  # a transient refusal's back-off is over: read again
+                    self._ack(outbox, acked)
+                    waiting.clear()
+                    after_id = rewind
+                room = window.room() if not stop.is_set() else 0
+                if room > 0:
+                    if len(waiting) < room:
                         batch = outbox.peek(self.peek_batch, after_id)
-                        if not batch:
-                            break
-                        waiting.extend(batch)
-                        after_id = batch[-1].id
-                    msg = waiting.popleft()
-                    fut = client.publish_tracked(msg.topic, msg.payload, msg.qos, msg.retain)
-                    inflight.append((msg, fut, time.perf_counter()))
-                    stats.published += 1
-                stats.in_flight = len(inflight)
+                        if batch:
+                            waiting.extend(batch)
+                            after_id = batch[-1].id
+                    sending = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+                    if sending:
+                        futures = publish_many([(m.topic, m.payload, m.qos, m.retain)
+                                                for m in sending])
+                        sent_at = time.perf_counter()
+                        for msg, fut in zip(sending, futures, strict=True):
+                            window.sent(msg.id)
+                            inflight.append((msg, fut, sent_at))
+                        stats.published += len(sending)
+                stats.in_flight = window.in_flight
                 if not inflight:
                     self._ack(outbox, acked)
                     if stop.is_set():
                         return
                     self._wake.clear()
-                    await _wait_any((stop, self._wake), self.idle_poll)
+                    pause = window.resume_in(time.monotonic())
+                    await _wait_any((stop, self._wake),
+                                    self.idle_poll if pause is None else pause)
                     continue
                 head = inflight[0][1]
                 if not head.done():
                     if stop.is_set():  # draining: bounded, the rest stays in the outbox
                         try:
-                            await asyncio.wait_for(asyncio.shield(head), self.connect_timeout)
+                            await asyncio.wait_for(asyncio.shield(head), self.goodbye_s)
                         except TimeoutError:
                             log.warning("stopping with %d publishes unacknowledged; they stay "
                                         "in the outbox", len(inflight))
@@ -498,9 +521,12 @@ class MqttSession:
                     else:
                         await head
                 now = time.perf_counter()
+                mono = time.monotonic()
                 while inflight and inflight[0][1].done():
                     msg, fut, sent = inflight.popleft()
-                    self._settle(outbox, msg, fut.result(), now - sent, acked)
+                    for settled in window.puback(msg.id, fut.result(), mono):
+                        self._settle(outbox, msg, settled, now - sent, acked)
+                self._slot_freed.set()
                 if len(acked) >= self.ack_batch:
                     self._ack(outbox, acked)
         finally:
@@ -510,17 +536,27 @@ class MqttSession:
                     fut.exception()
             stats.in_flight = 0
 
-    def _settle(self, outbox: OutboxLike, msg: StoredLike, code: ReasonCode, latency: float,
+    def _settle(self, outbox: OutboxLike, msg: StoredLike, settled: Settled, latency: float,
                 acked: list[int]) -> None:
-        if code.value >= REFUSAL:
-            reason = _reason_name(code)
-            outbox.dead_letter(msg.id, reason, code.value)
-            self.stats.refused[code.value] = self.stats.refused.get(code.value, 0) + 1
-            log.debug("broker refused outbox id %d on %s: %s (%d)", msg.id, msg.topic, reason,
-                      code.value)  # the outbox logs the dead letter with device and seq
-        else:
+        stats = self.stats
+        code = settled.code
+        if settled.verdict is Verdict.DELIVERED:
             acked.append(msg.id)
-            self.stats.latency.add(latency)
+            stats.latency.add(latency)
+            return
+        name = reason_name(code)
+        if settled.verdict is Verdict.RETRY:
+            stats.retried += 1
+            log.warning("broker answered %s (%#04x) for outbox id %d on %s (attempt %d of %d); "
+                        "sending it again after a back-off", name, code, msg.id, msg.topic,
+                        settled.attempts, self.max_attempts)
+            return
+        reason = name if settled.attempts == 0 else (
+            f"{name}, still after {settled.attempts} attempts")
+        outbox.dead_letter(msg.id, reason, code)
+        stats.refused[code] = stats.refused.get(code, 0) + 1
+        log.debug("broker refused outbox id %d on %s: %s (%d)", msg.id, msg.topic, reason,
+                  code)  # the outbox logs the dead letter with device and seq
 
     def _ack(self, outbox: OutboxLike, acked: list[int]) -> None:
         if acked:
@@ -528,17 +564,21 @@ class MqttSession:
             self.stats.acked += len(acked)
             acked.clear()
 
-    async def _refresh_status(self, client: _PubackClient, interval: float) -> None:
+    async def _refresh_status(self, client: PubackClient, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await _settled(client.publish_tracked(self.status_topic, self.status_payload(True),
-                                                  1, True), self.connect_timeout)
+            await self._publish_status(client, online=True, timeout=self.connect_timeout)
 
     # -- commands ------------------------------------------------------------------------------
 
-    async def _read_commands(self, client: _PubackClient) -> None:
+    async def _read_commands(self, client: PubackClient) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.retain:  # Retain Handling 2 should prevent it; never run one twice
+                self.stats.commands_rejected += 1
+                log.warning("ignored a retained command on %s: commands are not retained",
+                            message.topic.value)
+                continue
             try:
                 command = parse_command(self.gateway_id, message.topic.value, payload)
             except CommandRejected as exc:
@@ -564,19 +604,6 @@ class MqttSession:
                 log.exception("command %s (%s) failed", command.id, command.action)
                 self.ack(command.id, False, f"{type(exc).__name__}: {exc}")
 
-    async def _send_acks(self, client: _PubackClient) -> None:
-        while True:
-            await self._acks_ready.wait()
-            while self._acks:
-                code = await _settled(client.publish_tracked(self.ack_topic, self._acks[0], 1,
-                                                             False), self.connect_timeout)
-                self._acks.popleft()  # only once the broker has it (or refused it)
-                if code.value >= REFUSAL:
-                    self.stats.refused[code.value] = self.stats.refused.get(code.value, 0) + 1
-                    log.warning("broker refused a command ack: %s (%d)", _reason_name(code),
-                                code.value)
-            self._acks_ready.clear()
-
 
 def _first_leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
@@ -584,7 +611,7 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-async def _settled(fut: asyncio.Future[ReasonCode], timeout: float) -> ReasonCode:
+async def _settled(fut: asyncio.Future[int], timeout: float) -> int:
     try:
         return await asyncio.wait_for(fut, timeout)
     except TimeoutError:

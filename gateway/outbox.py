@@ -1,15 +1,23 @@
 """The gateway's durable store-and-forward queue: one SQLite file in WAL mode.
 
-It owns three things (docs/gateway.md):
+It owns four things (docs/gateway.md, docs/mqtt.md):
 
-- ``seq``: one counter per device, shared by its telemetry, alarm and state messages. It is
-  assigned in the same transaction that stores the message, so a crash can never hand out a
-  ``seq`` without its message, nor store a message twice.
+- ``epoch`` and ``seq``: ``epoch`` is a random id made once, when the database is created, and
+  kept in it; ``seq`` is one counter per device, shared by its telemetry, alarm, state and event
+  messages. Both are written into every device payload in the same transaction that stores the
+  message, so a crash can never hand out a ``seq`` without its message, nor store a message
+  twice; and a lost or replaced database starts a new epoch instead of re-using seqs that a
+  consumer would de-duplicate away.
+- The gateway's durable state beside the messages it belongs to: the active alarm ids of every
+  device (``put_many(..., alarm_state=...)``, committed with the alarm edges that changed them)
+  and the command acknowledgements (kind ``"ack"`` rows, delivered like any message).
 - Delivery bookkeeping: a row leaves the queue only through :meth:`Outbox.ack` (PUBACK < 0x80)
   or :meth:`Outbox.dead_letter` (PUBACK >= 0x80, moved to a table and counted, never dropped).
 - The bounded-disk policy: past ``max_bytes`` of stored payload the oldest *telemetry* is dropped
-  and counted, in total, per device and as seq ranges, so a consumer can tell a policy drop from
-  a loss. Alarms, state, status and acks are never dropped.
+  and counted, in total, per device and as seq ranges, and declared to the fleet in a ``drops``
+  message on the device's topic tree, stored in the same transaction as the drop, so a consumer
+  can prove delivered + declared drops = produced. Alarms, state, status, acks, events and drops
+  messages are never dropped. The dead-letter table is bounded too (oldest discarded, counted).
 
 Durability. Every transaction that stores messages commits with ``synchronous=FULL``: in WAL mode
 that fsyncs the WAL on each commit, so a committed message survives a power cut, not only a
@@ -30,17 +38,22 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from contracts.mqtt import rfc3339
 
 __all__ = [
     "KINDS",
     "NEVER_DROPPED",
+    "AlarmState",
     "DeadLetter",
     "DropRange",
     "Message",
@@ -51,18 +64,26 @@ __all__ = [
     "OutboxStats",
     "Stored",
     "plan_drops",
+    "seq_runs",
 ]
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"telemetry", "alarm", "state", "status", "ack", "event"})
+KINDS = frozenset({"telemetry", "alarm", "state", "status", "ack", "event", "drops"})
 #: Kinds the bounded-disk policy never drops. Only telemetry is dropped; "event" (line-protocol
-#: events such as a fire panel's printer port) is kept as well: it is evidence, not a sample.
+#: events such as a fire panel's printer port) is kept as well: it is evidence, not a sample;
+#: "drops" is the declaration of what was dropped.
 NEVER_DROPPED = KINDS - {"telemetry"}
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Drop ranges kept for inspection. The per-device counts are exact forever; ranges are detail.
 MAX_DROP_RANGES = 10_000
+#: Dead letters kept for a technician (``edgefleet gateway outbox dead``); older ones are
+#: discarded and counted (``dead_letters_discarded``), as the outbox counts its drops.
+MAX_DEAD_LETTERS = 10_000
+#: The ``reason`` of a ``drops`` message: over ``max_bytes``, or SQLite could not grow the file.
+DROP_REASON_BOUND = "disk_bound"
+DROP_REASON_FULL = "disk_full"
 OVER_LIMIT_LOG_INTERVAL_S = 60.0
 
 _SCHEMA = """
@@ -110,7 +131,18 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta(key, value) VALUES
-    ('schema_version', 1), ('dropped_telemetry', 0), ('dead_letters', 0);
+    ('schema_version', 2), ('dropped_telemetry', 0), ('dead_letters', 0),
+    ('dead_letters_discarded', 0);
+CREATE TABLE IF NOT EXISTS identity (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS active_alarms (
+    device   TEXT NOT NULL,
+    key      TEXT NOT NULL,  -- the producer's key: an alarm type, or a panel's zone/point key
+    alarm_id TEXT NOT NULL,
+    PRIMARY KEY (device, key)
+) WITHOUT ROWID;
 """
 
 _ROW = "id, topic, payload, qos, retain, kind, device, seq"
@@ -192,6 +224,13 @@ class OutboxStats:
     dead_letters: int  # total ever, persisted
     oldest_age_s: float  # 0.0 when empty
     dropped_by_device: Mapping[str, int] = field(default_factory=dict)
+    epoch: str = ""
+    dead_letters_held: int = 0  # in the dead-letter table now (at most max_dead_letters)
+    dead_letters_discarded: int = 0  # total ever discarded from that table by its bound
+
+
+#: alarm_state: device -> {key: alarm_id}, the complete set of that device's active alarms.
+AlarmState = Mapping[str, Mapping[str, str]]
 
 
 def plan_drops(candidates: Iterable[tuple[int, int]], excess: int) -> list[int]:
@@ -208,6 +247,27 @@ def plan_drops(candidates: Iterable[tuple[int, int]], excess: int) -> list[int]:
         ids.append(row_id)
         freed += size
     return ids
+
+
+def seq_runs(seqs: Iterable[int]) -> list[list[int]]:
+    """Pure: seqs -> sorted inclusive ``[first, last]`` runs, e.g. 1,2,3,7 -> [[1, 3], [7, 7]]."""
+    runs: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return runs
+
+
+def _merge_runs(runs: Iterable[Sequence[int]]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for first, last in sorted((int(a), int(b)) for a, b in runs):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged
 
 
 def _encode(body: dict[str, Any]) -> bytes:
@@ -228,7 +288,8 @@ class Outbox:
     """The durable queue. One instance, one owner, one connection."""
 
     def __init__(self, path: Path, max_bytes: int = 256 * 1024 * 1024, *,
-                 check: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 check: bool = True, clock: Callable[[], float] = time.time,
+                 max_dead_letters: int = MAX_DEAD_LETTERS) -> None:
         """Open (or create) the queue at ``path``.
 
         ``check`` runs ``PRAGMA quick_check`` at open, so a file damaged by a power cut or a
@@ -237,8 +298,11 @@ class Outbox:
         """
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        if max_dead_letters <= 0:
+            raise ValueError(f"max_dead_letters must be positive, not {max_dead_letters}")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.max_dead_letters = max_dead_letters
         self._clock = clock
         self._sync_full: bool | None = None
         self._last_over_limit_log = -OVER_LIMIT_LOG_INTERVAL_S
@@ -274,6 +338,17 @@ class Outbox:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            if self._meta("schema_version") == 1:  # v1 had no epoch, active alarms or bound
+                db.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+                log.info("outbox %s: schema upgraded from version 1 to 2", self.path)
+            row = db.execute("SELECT value FROM identity WHERE key = 'epoch'").fetchone()
+            if row is None:
+                # A new epoch: this database has never numbered a message, so seq starts at 1
+                # and a consumer must not compare it with another database's seqs.
+                row = (secrets.token_hex(8),)
+                db.execute("INSERT INTO identity(key, value) VALUES ('epoch', ?)", row)
+        #: This database's epoch (docs/mqtt.md): in every device payload beside ``seq``.
+        self.epoch: str = row[0]
         version = self._meta("schema_version")
         if version != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
@@ -283,7 +358,10 @@ class Outbox:
         self._bytes: int = size
         self._dropped: int = self._meta("dropped_telemetry")
         self._dead: int = self._meta("dead_letters")
-        log.info("outbox %s open: %d messages, %d bytes waiting", self.path, depth, size)
+        self._dead_held: int = db.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
+        self._dead_discarded: int = self._meta("dead_letters_discarded")
+        log.info("outbox %s open (epoch %s): %d messages, %d bytes waiting", self.path,
+                 self.epoch, depth, size)
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -291,39 +369,46 @@ class Outbox:
         """Store one message (one fsync). Telemetry should come in batches: :meth:`put_many`."""
         return self.put_many([msg])[0]
 
-    def put_many(self, msgs: Sequence[Message]) -> list[Stored]:
+    def put_many(self, msgs: Sequence[Message], *,
+                 alarm_state: AlarmState | None = None) -> list[Stored]:
         """Store messages in one transaction, assigning each device's next seq in order.
+
+        ``alarm_state`` (device -> {key: alarm_id}) replaces those devices' active alarms in the
+        same transaction, so the alarm ids the gateway remembers and the raise/clear messages it
+        has promised to deliver can never disagree, whatever is killed when. With no messages
+        the alarm state alone is stored (durably).
 
         All or nothing: a bad message (ValueError) or a full disk (OutboxFull) stores none of the
         batch and consumes no seq. On a full disk the oldest telemetry is evicted to make room
-        (counted like any policy drop) and the batch retried once; if that is not enough,
-        OutboxFull is raised.
+        (counted and declared like any policy drop) and the batch retried once; if that is not
+        enough, OutboxFull is raised.
         """
-        if not msgs:
+        if not msgs and not alarm_state:
             return []
         for msg in msgs:
             _validate(msg)
         try:
-            return self._insert(msgs)
+            return self._insert(msgs, alarm_state)
         except OutboxFull:
             need = sum(len(_encode(m.body)) for m in msgs) * 2 + 64 * 1024
             if not self._evict_for_full_disk(need):
                 raise
             log.warning("outbox %s: disk full, evicted the oldest telemetry to store %d "
                         "message(s)", self.path, len(msgs))
-            return self._insert(msgs)
+            return self._insert(msgs, alarm_state)
 
-    def _insert(self, msgs: Sequence[Message]) -> list[Stored]:
+    def _insert(self, msgs: Sequence[Message], alarm_state: AlarmState | None) -> list[Stored]:
         now = self._clock()
         next_seq: dict[str, int] = {}
         rows: list[tuple[str, bytes, int, int, str, str | None, int | None, float]] = []
+        epoch = self.epoch
         for msg in msgs:
             seq: int | None = None
             body = msg.body
             if msg.device is not None:
                 seq = next_seq.get(msg.device) or self._load_next_seq(msg.device)
                 next_seq[msg.device] = seq + 1
-                body = {**body, "seq": seq}
+                body = {**body, "epoch": epoch, "seq": seq}
             rows.append((msg.topic, _encode(body), msg.qos, int(msg.retain), msg.kind,
                          msg.device, seq, now))
         stored: list[Stored] = []
@@ -341,14 +426,33 @@ class Outbox:
                 cur.executemany("INSERT INTO devices(device, next_seq) VALUES (?, ?) "
                                 "ON CONFLICT(device) DO UPDATE SET next_seq = excluded.next_seq",
                                 next_seq.items())
+            if alarm_state:
+                self._store_alarm_state(cur, alarm_state)
             added = sum(len(r[1]) for r in rows)
-            dropped = self._enforce_limit(self._bytes + added, now)
+            change = self._enforce_limit(self._bytes + added, now)
         # Committed: now the in-memory mirrors may move.
         self._next_seq.update(next_seq)
-        self._depth += len(rows) - dropped[0]
-        self._bytes += added - dropped[1]
-        self._dropped += dropped[0]
+        self._apply(change, rows=len(rows), size=added)
         return stored
+
+    def _store_alarm_state(self, cur: sqlite3.Cursor, alarm_state: AlarmState) -> None:
+        for device, active in alarm_state.items():
+            cur.execute("DELETE FROM active_alarms WHERE device = ?", (device,))
+            cur.executemany("INSERT INTO active_alarms(device, key, alarm_id) VALUES (?, ?, ?)",
+                            [(device, key, alarm_id) for key, alarm_id in active.items()])
+
+    def active_alarms(self) -> dict[str, dict[str, str]]:
+        """device -> {key: alarm_id}: the alarms raised and not yet cleared, as last stored."""
+        out: dict[str, dict[str, str]] = {}
+        for device, key, alarm_id in self._db.execute(
+                "SELECT device, key, alarm_id FROM active_alarms ORDER BY device, key"):
+            out.setdefault(device, {})[key] = alarm_id
+        return out
+
+    def _apply(self, change: _Change, rows: int = 0, size: int = 0) -> None:
+        self._depth += rows + change.rows
+        self._bytes += size + change.bytes
+        self._dropped += change.dropped
 
     def _load_next_seq(self, device: str) -> int:
         seq = self._next_seq.get(device)
@@ -360,44 +464,94 @@ class Outbox:
 
     # -- the bounded-disk policy -------------------------------------------------------------
 
-    def _enforce_limit(self, total: int, now: float) -> tuple[int, int]:
+    def _enforce_limit(self, total: int, now: float) -> _Change:
         """Inside the insert's transaction: drop the oldest telemetry while over max_bytes."""
         if total <= self.max_bytes:
-            return 0, 0
-        count, freed = self._drop_oldest_telemetry(total - self.max_bytes, now)
-        if count:
+            return _Change()
+        change = _Change()
+        # The drops declaration itself takes room (it is never dropped), so drop again until
+        # the declarations fit too; they merge into one row per device, so this converges.
+        for _ in range(4):
+            step = self._drop_oldest_telemetry(total + change.bytes - self.max_bytes, now,
+                                               DROP_REASON_BOUND)
+            change.add(step)
+            if not step.dropped or total + change.bytes <= self.max_bytes:
+                break
+        if change.dropped:
             log.warning("outbox %s over %d bytes: dropped the %d oldest telemetry message(s) "
-                        "(%d bytes)", self.path, self.max_bytes, count, freed)
-        if total - freed > self.max_bytes:
+                        "(%d bytes)", self.path, self.max_bytes, change.dropped,
+                        change.freed)
+        if total + change.bytes > self.max_bytes:
             mono = time.monotonic()
             if mono - self._last_over_limit_log >= OVER_LIMIT_LOG_INTERVAL_S:
                 self._last_over_limit_log = mono
                 log.error("outbox %s holds %d bytes, over its %d-byte limit, in messages that "
                           "are never dropped (alarm, state, status, ack, event); keeping them",
-                          self.path, total - freed, self.max_bytes)
-        return count, freed
+                          self.path, total + change.bytes, self.max_bytes)
+        return change
 
-    def _drop_oldest_telemetry(self, excess: int, now: float) -> tuple[int, int]:
-        """Delete the oldest telemetry rows freeing >= excess bytes; record the drops."""
+    def _drop_oldest_telemetry(self, excess: int, now: float, reason: str) -> _Change:
+        """Delete the oldest telemetry rows freeing >= excess bytes; record and declare them.
+
+        Each device that lost telemetry gets one ``drops`` message (QoS 1, never dropped) in
+        this same transaction, naming the dropped seqs as ranges. A ``drops`` message of that
+        device still queued is folded into the new one (its ranges merged, the old row deleted),
+        so a long outage leaves one declaration per device, not one per eviction.
+        """
         cur = self._db.execute("SELECT id, length(payload) FROM outbox "
                                "WHERE kind = 'telemetry' ORDER BY id")
         ids = plan_drops(_iter_rows(cur), excess)
         cur.close()
         if not ids:
-            return 0, 0
+            return _Change()
         deleted = self._db.execute(
             "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) "
-            "RETURNING device, seq, length(payload)", (json.dumps(ids),)).fetchall()
+            "RETURNING device, seq, length(payload), topic", (json.dumps(ids),)).fetchall()
+        change = _Change(rows=-len(deleted), bytes=-sum(r[2] for r in deleted),
+                         dropped=len(deleted))
+        change.freed = -change.bytes
         by_device: dict[str, list[int]] = {}
-        for device, seq, _ in deleted:
+        topics: dict[str, str] = {}
+        for device, seq, _, topic in deleted:
             if device is not None:
                 by_device.setdefault(device, []).append(seq)
+                topics[device] = topic
         for device, seqs in by_device.items():
             self._record_drop_range(device, min(seqs), max(seqs), len(seqs), now)
+            self._declare_drops(device, topics[device], seqs, reason, now, change)
         self._db.executemany("UPDATE devices SET dropped = dropped + ? WHERE device = ?",
                              [(len(s), d) for d, s in by_device.items()])
         self._bump("dropped_telemetry", len(deleted))
-        return len(deleted), sum(r[2] for r in deleted)
+        return change
+
+    def _declare_drops(self, device: str, telemetry_topic: str, seqs: list[int], reason: str,
+                       now: float, change: _Change) -> None:
+        runs = seq_runs(seqs)
+        pending = self._db.execute(
+            "DELETE FROM outbox WHERE kind = 'drops' AND device = ? "
+            "RETURNING payload", (device,)).fetchall()
+        for (payload,) in pending:
+            old = json.loads(payload)
+            if old.get("reason") == reason:
+                runs = _merge_runs([*old["ranges"], *runs])
+            else:  # a different reason keeps its own message: re-insert it as it was
+                pending_reason_row = self._db.execute(
+                    "INSERT INTO outbox(topic, payload, qos, retain, kind, device, seq, created) "
+                    "VALUES (?, ?, 1, 0, 'drops', ?, NULL, ?) RETURNING id",
+                    (_drops_topic(telemetry_topic), payload, device, now)).fetchone()
+                assert pending_reason_row is not None
+                change.rows += 1
+                change.bytes += len(payload)
+            change.rows -= 1
+            change.bytes -= len(payload)
+        body = {"v": 1, "device": device, "epoch": self.epoch, "ranges": runs,
+                "reason": reason, "ts": rfc3339(datetime.fromtimestamp(now, UTC))}
+        payload = _encode(body)
+        self._db.execute("INSERT INTO outbox(topic, payload, qos, retain, kind, device, seq, "
+                         "created) VALUES (?, ?, 1, 0, 'drops', ?, NULL, ?)",
+                         (_drops_topic(telemetry_topic), payload, device, now))
+        change.rows += 1
+        change.bytes += len(payload)
 
     def _record_drop_range(self, device: str, first: int, last: int, count: int,
                            now: float) -> None:
@@ -418,13 +572,11 @@ class Outbox:
         """After SQLITE_FULL: drop telemetry (oldest first) to free pages for a retry."""
         try:
             with self._txn(durable=True):
-                count, freed = self._drop_oldest_telemetry(need, self._clock())
+                change = self._drop_oldest_telemetry(need, self._clock(), DROP_REASON_FULL)
         except OutboxFull:
             return False
-        self._depth -= count
-        self._bytes -= freed
-        self._dropped += count
-        return count > 0
+        self._apply(change)
+        return change.dropped > 0
 
     # -- the publisher -----------------------------------------------------------------------
 
@@ -445,10 +597,10 @@ class Outbox:
         with self._txn(durable=False):
             deleted = self._db.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) "
-                "RETURNING device, length(payload)", (json.dumps(id_list),)).fetchall()
+                "RETURNING device, length(payload), kind", (json.dumps(id_list),)).fetchall()
         self._depth -= len(deleted)
         self._bytes -= sum(r[1] for r in deleted)
-        self._open_ranges.difference_update(r[0] for r in deleted)
+        self._open_ranges.difference_update(r[0] for r in deleted if r[2] != "drops")
 
     def dead_letter(self, id: int, reason: str, code: int | None = None) -> None:
         """Refused by the broker (PUBACK >= 0x80): move to dead_letter with reason and code."""
@@ -466,13 +618,48 @@ class Outbox:
                 return
             self._db.execute("DELETE FROM outbox WHERE id = ?", (id,))
             self._bump("dead_letters", 1)
+            over = self._dead_held + 1 - self.max_dead_letters
+            discarded = 0
+            if over > 0:  # bounded like the outbox: the oldest letters go, counted
+                discarded = len(self._db.execute(
+                    "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter "
+                    "ORDER BY failed_at, id LIMIT ?) RETURNING id", (over,)).fetchall())
+                self._bump("dead_letters_discarded", discarded)
         topic, device, seq, size = moved
         self._depth -= 1
         self._bytes -= size
         self._dead += 1
+        self._dead_held += 1 - discarded
+        self._dead_discarded += discarded
         self._open_ranges.discard(device)
         log.warning("outbox: broker refused %s (device=%s seq=%s code=%s): %s; dead-lettered",
                     topic, device, seq, code, reason)
+        if discarded:
+            log.warning("outbox %s: dead-letter table full (%d); discarded the %d oldest",
+                        self.path, self.max_dead_letters, discarded)
+
+    def requeue_dead(self, ids: Iterable[int] | None = None) -> int:
+        """A technician's retry: move dead letters (all, or ``ids``) back into the queue.
+
+        They keep their payload, so their epoch and seq: a consumer that already has the seq
+        de-duplicates it. They queue behind what is waiting (new row ids). Returns how many.
+        """
+        where, args = "", tuple[str, ...]()
+        if ids is not None:
+            where, args = "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+        with self._txn(durable=True):
+            moved = self._db.execute(
+                f"DELETE FROM dead_letter {where} RETURNING topic, payload, qos, retain, kind, "
+                "device, seq, created", args).fetchall()
+            moved.sort(key=lambda r: r[7])  # oldest first, as they were queued
+            self._db.executemany("INSERT INTO outbox(topic, payload, qos, retain, kind, device, "
+                                 "seq, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", moved)
+        self._depth += len(moved)
+        self._bytes += sum(len(r[1]) for r in moved)
+        self._dead_held -= len(moved)
+        if moved:
+            log.warning("outbox %s: %d dead letter(s) re-queued", self.path, len(moved))
+        return len(moved)
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -487,7 +674,9 @@ class Outbox:
                                           "WHERE dropped > 0 ORDER BY device").fetchall())
         return OutboxStats(depth=self._depth, bytes=self._bytes, max_bytes=self.max_bytes,
                            dropped_telemetry=self._dropped, dead_letters=self._dead,
-                           oldest_age_s=age, dropped_by_device=by_device)
+                           oldest_age_s=age, dropped_by_device=by_device, epoch=self.epoch,
+                           dead_letters_held=self._dead_held,
+                           dead_letters_discarded=self._dead_discarded)
 
     def drop_ranges(self, device: str | None = None) -> list[DropRange]:
         """Policy drops as seq ranges, oldest first (the newest MAX_DROP_RANGES are kept)."""
@@ -550,6 +739,26 @@ class Outbox:
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             return OutboxCorrupt(f"{self.path}: {e} (during {doing})")
         return OutboxError(f"{self.path}: {e} (during {doing})")
+
+
+@dataclass
+class _Change:
+    """What one transaction did to the queue beyond the rows it inserted (mirrors' deltas)."""
+
+    rows: int = 0
+    bytes: int = 0
+    dropped: int = 0
+    freed: int = 0  # payload bytes of the dropped telemetry (for the log)
+
+    def add(self, other: _Change) -> None:
+        self.rows += other.rows
+        self.bytes += other.bytes
+        self.dropped += other.dropped
+        self.freed += other.freed
+
+
+def _drops_topic(telemetry_topic: str) -> str:
+    return telemetry_topic.rsplit("/", 1)[0] + "/drops"
 
 
 def _iter_rows(cur: sqlite3.Cursor) -> Iterator[tuple[int, int]]:

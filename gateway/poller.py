@@ -10,6 +10,9 @@ module does the I/O around it:
 - **Status reads take the fast path** (see :meth:`BusPoller._read`).
 - **Edge rules before storage.** After a poll the decoded values go to the rules hook first and
   only then to the sink (the outbox), so the siren never waits for (or depends on) the disk.
+- **Noise costs a retry, not a detector.** A garbled reply (:class:`~gateway.bus.Garbled`) or
+  a silent online node is polled again at once, once; a garbled reply never counts toward
+  offline (the rules are the schedule's, :mod:`gateway.schedule`).
 - **One device's failure is that device's.** No answer, a Modbus exception, a reply that does not
   answer the request (:class:`~gateway.bus.BadReply`) or registers that do not decode are
   counted for that device and logged at most once a minute; they never leave this loop.
@@ -30,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.bus import BadReply, ModbusBus, ModbusError, NoResponse, PortLost
+from gateway.bus import BadReply, Garbled, ModbusBus, ModbusError, NoResponse, PortLost
 from gateway.decode import (
     ALARM_WORD_COUNT,
     ALARM_WORD_START,
@@ -63,6 +66,8 @@ class DevicePoll:
     timeouts: int = 0
     exceptions: int = 0
     bad_replies: int = 0
+    garbled: int = 0  # replies that arrived without a valid frame (CRC errors, noise)
+    retries: int = 0  # polls tried again at once after a garbled reply or silence
     last_ok: float = 0.0
     _logged_at: float = -LOG_EVERY_S
     _unlogged: int = 0
@@ -130,7 +135,8 @@ class BusPoller:
             "failures": self.bus.failures,
             "devices": {d.id: {"online": bool(d.decoder.online), "polls": d.polls,
                                "timeouts": d.timeouts, "exceptions": d.exceptions,
-                               "bad_replies": d.bad_replies,
+                               "bad_replies": d.bad_replies, "garbled": d.garbled,
+                               "retries": d.retries,
                                "failures_in_a_row": d.failures}
                         for d in self.devices.values()},
         }
@@ -255,19 +261,37 @@ class BusPoller:
         t = time.monotonic()
         dev.timing.started("status" if kind == "status" else "telemetry", t)
         dev.polls += 1
-        try:
-            words = await self._read(dev, kind)
-        except NoResponse as exc:
-            dev.timeouts += 1
-            self._failed(dev, str(exc))
-            return
-        except ModbusError as exc:
-            dev.exceptions += 1
-            self._log_fault(dev, logging.WARNING, str(exc))
-            return
-        except BadReply as exc:
-            self._protocol_fault(dev, str(exc))
-            return
+        attempt = 0
+        heard = False  # a garbled reply in this poll: the node is alive, whatever follows
+        while True:
+            try:
+                words = await self._read(dev, kind)
+                break
+            except NoResponse as exc:
+                garbled = isinstance(exc, Garbled)
+                if garbled:
+                    dev.garbled += 1
+                else:
+                    dev.timeouts += 1
+                heard = heard or garbled
+                if dev.timing.retry_now(heard, attempt):
+                    attempt += 1
+                    dev.retries += 1
+                    continue
+                if heard:
+                    dev.timing.garbled()
+                    self._log_fault(dev, logging.WARNING,
+                                    f"garbled reply (line noise?), retried once: {exc}")
+                else:
+                    self._failed(dev, str(exc))
+                return
+            except ModbusError as exc:
+                dev.exceptions += 1
+                self._log_fault(dev, logging.WARNING, str(exc))
+                return
+            except BadReply as exc:
+                self._protocol_fault(dev, str(exc))
+                return
         if words is None:  # alarm word unchanged: the node is alive and nothing happened
             self._answered(dev, t)
             return

@@ -16,10 +16,10 @@ import time
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
-from gateway.bus import BadReply, ModbusBus, ModbusError, NoResponse, PortLost
+from gateway.bus import BadReply, Garbled, ModbusBus, ModbusError, NoResponse, PortLost
 from hardware.serialline import allow_parity_on_ptys, t35, tighten_timer_slack
 
-__all__ = ["BadReply", "ModbusError", "NoResponse", "PortLost", "RtuBus"]
+__all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuBus"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class RtuBus(ModbusBus):
             stopbits=stopbits, timeout=timeout, retries=retries, reconnect_delay=0,
             trace_packet=self._on_packet)
         self._idle_since = 0.0
+        # A reply is one burst (gaps < t1.5 on the wire); 50 ms of quiet after bytes that made
+        # no frame means the frame will never complete: generous for a loaded host's pty or a
+        # USB adapter's latency timer (16 ms), still 10x shorter than the reply timeout.
+        self.garble_gap_s = max(0.05, 20 * self._gap)
 
     def describe(self) -> str:
         return f"serial port {self.port}"
@@ -66,6 +70,7 @@ class RtuBus(ModbusBus):
         # from when pymodbus has finished decoding the reply.
         if not sending:
             self._idle_since = time.perf_counter()
+            self._heard(len(data))
         return data
 
     async def connect(self) -> None:

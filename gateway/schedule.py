@@ -9,9 +9,18 @@ every rule below has a table test (tests/gateway/test_schedule.py).
   within a level the job that has waited longest goes first. A job overdue by a whole period is
   raised to fire priority, so telemetry never starves. (Urgent writes are the poller's queue and
   always go before any of these.)
-- **Failures.** After ``OFFLINE_AFTER`` failures in a row the device is offline (reported once)
+- **A garbled reply is not silence.** Bytes that made no valid frame (a CRC error, noise on
+  the line) prove the node is alive: the poll is retried at once (:meth:`Timing.retry_now`),
+  and if the retry fails too, nothing counts toward offline and nothing backs off
+  (:meth:`Timing.garbled`). On a noisy life-safety bus, noise must cost a retry, never a
+  detector going unpolled.
+- **Silence.** A poll of an online node that times out is retried at once as well (the request
+  itself may have been garbled on its way). Only when the retry is silent too does it count as
+  a failure. After ``OFFLINE_AFTER`` failures in a row the device is offline (reported once)
   and backs off: ``status_s · 2ⁿ · jitter``, capped at ``max_backoff_s``, so a dead node never
-  slows the rest of the bus. A good answer resets the count.
+  slows the rest of the bus; a fire detector's back-off is capped at ``FIRE_MAX_BACKOFF_S``
+  whatever the configuration, because a fire detector that comes back must be heard within
+  seconds. A good answer resets the count.
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-__all__ = ["OFFLINE_AFTER", "PRIORITY_FIRE", "PRIORITY_STATUS", "PRIORITY_TELEMETRY", "Job",
-           "Timing", "next_job"]
+__all__ = ["FIRE_MAX_BACKOFF_S", "OFFLINE_AFTER", "PRIORITY_FIRE", "PRIORITY_STATUS",
+           "PRIORITY_TELEMETRY", "Job", "Timing", "next_job"]
 
-OFFLINE_AFTER = 3  # consecutive failed polls before a node is declared offline
+OFFLINE_AFTER = 3  # consecutive silent polls (each retried once) before a node is offline
+FIRE_MAX_BACKOFF_S = 3.0  # a fire detector offline is still polled at least this often
 PRIORITY_FIRE, PRIORITY_STATUS, PRIORITY_TELEMETRY = 1, 2, 3
 MAX_EXPONENT = 16  # 2**16 periods: far beyond any cap, and no float overflow, ever
 
@@ -69,12 +79,27 @@ class Timing:
         ended, self.failures = self.failures, 0
         return ended
 
+    @property
+    def backoff_cap_s(self) -> float:
+        return min(self.max_backoff_s, FIRE_MAX_BACKOFF_S) if self.fire else self.max_backoff_s
+
+    def retry_now(self, garbled: bool, attempt: int) -> bool:
+        """A poll failed on its ``attempt``-th try (0: the first): try it again at once?
+
+        Once per poll, for a garbled reply always (the node is alive), for silence only while
+        the node is online (a dead node must not cost two timeouts per back-off period)."""
+        return attempt == 0 and (garbled or not self.offline)
+
+    def garbled(self) -> None:
+        """A poll (and its retry) got bytes but no valid frame: the node is alive. Nothing
+        counts toward offline and nothing backs off: the next poll comes at its usual time."""
+
     def failed(self, now: float, jitter: float = 1.0) -> bool:
-        """A poll without a valid answer; True when this one makes the device offline."""
+        """A poll without any answer (silence); True when this one makes the device offline."""
         self.failures += 1
         if self.failures >= OFFLINE_AFTER:
             exponent = min(self.failures - OFFLINE_AFTER + 1, MAX_EXPONENT)
-            delay = min(self.max_backoff_s, self.status_s * 2 ** exponent * jitter)
+            delay = min(self.backoff_cap_s, self.status_s * 2 ** exponent * jitter)
             self.status_due = now + delay
             self.telemetry_due = max(self.telemetry_due, now + delay)
         return self.failures == OFFLINE_AFTER

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig
 from gateway.decode import DeviceDecoder, DeviceInfo, now
 from gateway.lineproto import LineParser, PanelEvent, read_serial_lines
 from gateway.mqtt import Command, MqttSession
-from gateway.outbox import Message, Outbox, OutboxError
+from gateway.outbox import AlarmState, Message, Outbox, OutboxError
 from gateway.panel import PanelAlarms, PanelEdge
 from gateway.poller import BusPoller, DevicePoll
 from gateway.rtu import RtuBus
@@ -61,10 +61,10 @@ class Gateway:
         self.config = config
         self.id = config.gateway.id
         storage = Path(config.gateway.storage)
-        self.store = Store.at(storage / "outbox.db",
-                              int(config.gateway.max_outbox_mb * 1024 * 1024))
-        self._alarms_path = storage / "alarms.json"
-        saved = self._load_alarms()
+        self._legacy_alarms = storage / "alarms.json"
+        #: Devices whose alarm state changed since start: what the outbox remembers for them
+        #: is older than what they know (see _outbox_opened).
+        self._touched: set[str] = set()
         self.rules = RuleEngine(list(config.rule))
         self.pollers: dict[str, BusPoller] = {}
         self.device_bus: dict[str, BusPoller] = {}
@@ -74,7 +74,6 @@ class Gateway:
                 plan = bus.poll_plan(dev)
                 decoder = DeviceDecoder(self.id, DeviceInfo(dev.id, dev.device_class,
                                                             dev.location, bus.name, dev.address))
-                decoder.active = dict(saved.get(dev.id, {}))
                 timing = Timing(plan.status_ms / 1000, plan.telemetry_ms / 1000,
                                 plan.max_backoff_s, fire=dev.device_class == "fire")
                 polls.append(DevicePoll(decoder, timing, timeout_s=plan.timeout_s))
@@ -83,8 +82,7 @@ class Gateway:
             for dev in bus.device:
                 self.device_bus[dev.id] = poller
         self.panels: dict[str, PanelAlarms] = {
-            p.device_id: PanelAlarms(p.device_id, _panel_state(saved.get(p.device_id)))
-            for p in config.serial_input}
+            p.device_id: PanelAlarms(p.device_id) for p in config.serial_input}
         mqtt = config.mqtt
         password = mqtt.read_password()
         self.session = MqttSession(
@@ -101,6 +99,10 @@ class Gateway:
         self.rule_failures = 0
         self.metrics_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Opened last: opening adopts the remembered alarm state into the producers above.
+        self.store = Store.at(storage / "outbox.db",
+                              int(config.gateway.max_outbox_mb * 1024 * 1024),
+                              on_open=self._outbox_opened)
         if self.store.quarantined is not None:
             self.publish([Message(event_topic(self.id), {
                 "v": 1, "ts": rfc3339(now()), "event": "outbox_quarantined",
@@ -119,41 +121,89 @@ class Gateway:
     def publish(self, messages: list[Message]) -> None:
         """Store messages (durably if the disk takes them), then wake the MQTT pump.
 
-        Never raises for a storage failure (see gateway/store.py)."""
-        if any(m.kind == "alarm" for m in messages):
-            self._save_alarms()
-        self.store.put(messages)
+        The active alarm ids of every device with an alarm edge in ``messages`` (and each
+        panel's raise counter) are stored in the same transaction (outbox ``active_alarms``),
+        also when the messages are held in memory first: what the gateway remembers after a
+        crash is exactly what it has promised the fleet. Never raises for a storage failure
+        (see gateway/store.py)."""
+        alarm_state = {m.device: self._alarm_snapshot(m.device) for m in messages
+                       if m.kind == "alarm" and m.device is not None}
+        self._touched.update(alarm_state)
+        self.store.put(messages, alarm_state)
         self.session.notify()
 
-    def _load_alarms(self) -> dict[str, Any]:
+    def _alarm_snapshot(self, device: str) -> dict[str, str]:
+        poller = self.device_bus.get(device)
+        if poller is not None and device in poller.devices:
+            return poller.devices[device].decoder.snapshot()
+        if device in self.panels:
+            return _encode_panel(self.panels[device].snapshot())
+        return {}
+
+    def _alarm_state(self) -> dict[str, dict[str, str]]:
+        """Every producer's complete alarm state (empty for a device with none)."""
+        devices = [*self.device_bus, *self.panels]
+        return {device: self._alarm_snapshot(device) for device in devices}
+
+    def _outbox_opened(self, outbox: Outbox, quarantined: Path | None) -> AlarmState | None:
+        """The outbox opened (at start, late after a refusing disk, or new after a quarantine):
+        adopt the alarm state it remembers (plus, once, a previous release's alarms.json and
+        what can be salvaged from a quarantined file) into every producer whose state has not
+        changed since start; return the complete state to store with the held messages, or
+        None when the outbox already holds it."""
+        stored = outbox.active_alarms()
+        salvaged = _salvage_alarms(quarantined) if quarantined is not None and not stored else {}
+        legacy = self._take_over_legacy(outbox, stored)
+        remembered = {**legacy, **salvaged, **stored}
+        for device, state in remembered.items():
+            self._adopt(device, state)
+        current = self._alarm_state()
+        if {k: v for k, v in current.items() if v} == stored:
+            return None
+        return current
+
+    def _adopt(self, device: str, state: Mapping[str, str]) -> None:
+        poller = self.device_bus.get(device)
+        if poller is not None and device in poller.devices:
+            decoder = poller.devices[device].decoder
+            if device not in self._touched:
+                decoder.active = dict(state)
+            return
+        panel = self.panels.get(device)
+        if panel is None:
+            return
+        saved = _decode_panel(state)
+        if device in self._touched:  # it raised since start: never re-use a stored id number
+            panel.raised = max(panel.raised, int(saved["raised"]))
+        else:
+            panel.raised, panel.active = int(saved["raised"]), dict(saved["active"])
+
+    def _take_over_legacy(self, outbox: Outbox,
+                          stored: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """A previous release's alarms.json, stored in the outbox once, then removed."""
+        path = self._legacy_alarms
         try:
-            data = json.loads(self._alarms_path.read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError):
-            log.error("%s is unreadable; active alarms will be re-raised with new ids",
-                      self._alarms_path)
-            return {}
-        return {str(k): v for k, v in data.items() if isinstance(v, dict)}
-
-    def _save_alarms(self) -> None:
-        """Active alarm ids (and each panel's id counter), written before the messages that
-        carry them are stored, so a restart never issues an id twice."""
-        data: dict[str, Any] = {}
-        for poller in self.pollers.values():
-            for dev in poller.devices.values():
-                if dev.decoder.active:
-                    data[dev.id] = dev.decoder.snapshot()
-        data.update({k: panel.snapshot() for k, panel in self.panels.items()})
-        tmp = self._alarms_path.with_suffix(".tmp")
+        except (OSError, ValueError) as exc:
+            log.error("%s is unreadable (%s); its active alarms are not taken over", path, exc)
+            data = {}
+        state: dict[str, dict[str, str]] = {}
+        for device, saved in (data.items() if isinstance(data, dict) else ()):
+            if isinstance(saved, dict) and "active" in saved:  # a panel: counter and ids
+                state[str(device)] = _encode_panel(saved)
+            elif isinstance(saved, dict):
+                state[str(device)] = {str(k): str(v) for k, v in saved.items()}
+        new = {k: v for k, v in state.items() if k not in stored}
+        if new:
+            outbox.put_many([], alarm_state=new)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(data))
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(self._alarms_path)
-        except OSError as exc:
-            log.error("cannot save active alarm ids to %s: %s", self._alarms_path, exc)
+            path.unlink()
+        except OSError as exc:  # taken over again next time: the outbox's own state wins
+            log.error("cannot remove %s after taking it over: %s", path, exc)
+        log.info("took over %d device(s) with active alarms from %s", len(new), path)
+        return new
 
     # -- rules ------------------------------------------------------------------------
     async def _after_poll(self, decoder: DeviceDecoder) -> None:
@@ -297,7 +347,9 @@ class Gateway:
                 outbox.update(depth=stats.depth, bytes=stats.bytes,
                               oldest_age_s=round(stats.oldest_age_s, 1),
                               dropped_telemetry=stats.dropped_telemetry,
-                              dead_letters=stats.dead_letters)
+                              dead_letters=stats.dead_letters,
+                              dead_letters_discarded=stats.dead_letters_discarded,
+                              epoch=stats.epoch)
             except (OutboxError, sqlite3.Error) as exc:  # a failing disk: health still reports
                 outbox["error"] = str(exc)
         return {
@@ -347,6 +399,9 @@ class Gateway:
                        "1 while the node answers", labels=ld)
                 metric("edgefleet_device_timeouts_total", dev["timeouts"],
                        "Polls without an answer", "counter", ld)
+                metric("edgefleet_device_garbled_total", dev["garbled"],
+                       "Replies without a valid frame (CRC errors, noise): the node is alive",
+                       "counter", ld)
                 metric("edgefleet_device_bad_replies_total", dev["bad_replies"],
                        "Replies that did not answer the request (protocol faults)",
                        "counter", ld)
@@ -412,7 +467,7 @@ class Gateway:
         """Messages held in memory while the disk refused them go out once it takes writes."""
         while not stop.is_set():
             await _until(stop, asyncio.sleep(1.0))
-            if (self.store.held or self.outbox is None) and self.store.flush():
+            if (not self.store.healthy or self.outbox is None) and self.store.flush():
                 self.session.notify()
 
 
@@ -432,13 +487,45 @@ async def _until(stop: asyncio.Event, coro: Any) -> None:
         task.result()  # re-raise what the coroutine raised
 
 
-def _panel_state(saved: Any) -> dict[str, Any] | None:
-    """A panel's saved state; the old format (a plain ``key -> alarm_id`` map) is migrated."""
-    if not isinstance(saved, dict):
-        return None
-    if "active" in saved:
-        return saved
-    return {"raised": 0, "active": saved}
+#: The key under which a panel's raise counter is kept beside its alarm ids in the outbox
+#: (``active_alarms``); no condition key starts with "#".
+RAISED_KEY = "#raised"
+
+
+def _encode_panel(snapshot: Mapping[str, Any]) -> dict[str, str]:
+    """A panel's state (``{"raised": n, "active": {key: id}}``) as outbox alarm state."""
+    active = snapshot.get("active", {})
+    return {**{str(k): str(v) for k, v in dict(active).items()},
+            RAISED_KEY: str(int(snapshot.get("raised", 0)))}
+
+
+def _decode_panel(state: Mapping[str, str]) -> dict[str, Any]:
+    """Outbox alarm state -> a panel's state; an id map without a counter (an old format)
+    starts the counter past every stored id's number."""
+    active = {k: v for k, v in state.items() if k != RAISED_KEY}
+    numbers = [int(v.rsplit(":", 1)[1]) for v in active.values()
+               if v.rsplit(":", 1)[-1].isdigit()]
+    raised = max([int(state.get(RAISED_KEY, 0)), *numbers])
+    return {"raised": raised, "active": active}
+
+
+def _salvage_alarms(path: Path) -> dict[str, dict[str, str]]:
+    """The active alarms a quarantined (corrupt) outbox still yields, read-only; {} if none."""
+    state: dict[str, dict[str, str]] = {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for device, key, alarm_id in db.execute(
+                    "SELECT device, key, alarm_id FROM active_alarms"):
+                state.setdefault(str(device), {})[str(key)] = str(alarm_id)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        log.error("no active alarms could be salvaged from %s (%s); alarms still active will "
+                  "be raised again with new ids", path, exc)
+        return {}
+    log.warning("salvaged the active alarms of %d device(s) from %s", len(state), path)
+    return state
 
 
 async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:

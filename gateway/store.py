@@ -8,13 +8,21 @@ when the disk under it fails, because local safety must never depend on the disk
 - **A disk that refuses writes** (``OutboxFull``, ``OutboxError``, ``OSError``: SD card full,
   read-only, I/O errors) does not lose messages at once: they are *held in memory*, in order,
   and stored (with their ``seq``, assigned then) as soon as the disk takes writes again, retried
-  every ``RETRY_S``. The memory hold is bounded (``HOLD_MAX`` messages): past it, the oldest
+  every ``RETRY_S``. The active alarm state handed in with them (``alarm_state``, see
+  :meth:`gateway.outbox.Outbox.put_many`) is held with them and stored in the same transaction
+  when they are finally written, so the remembered alarm ids never run ahead of (or behind) the
+  edges that changed them. The memory hold is bounded (``HOLD_MAX`` messages): past it, the oldest
   held telemetry (then the oldest of any kind) is given up and counted as ``lost_by_disk``, with
   an ERROR in the log. Held messages have no ``seq`` yet, so a consumer never sees a gap for
   them: a loss of held messages is a loss the gateway counts and says, not a hole in ``seq``.
 - **A disk that refuses even to open the outbox** (full or read-only at boot) is the same case:
   messages are held, and opening is retried with every retry; the MQTT session starts once the
   outbox is open (it only ever publishes from the outbox).
+- **Whenever the outbox opens** (at boot, late, or new after a quarantine), ``on_open`` is called
+  with it before anything is written: the service adopts the alarm state stored there (or
+  salvaged from the quarantined file) into its producers and returns its complete current
+  state, which is stored with the held messages in their transaction. A new outbox (new epoch)
+  thus carries the alarm state over.
 - **A corrupt outbox at start** (``OutboxCorrupt``: a power cut mid-write, a failing SD card) is
   moved aside with its WAL, renamed ``outbox.db.corrupt-<UTC time>`` and kept for forensics; a
   new outbox is started and the event is published on the gateway's event topic. Without this
@@ -32,9 +40,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.outbox import Message, Outbox, OutboxCorrupt, OutboxError
+from gateway.outbox import AlarmState, Message, Outbox, OutboxCorrupt, OutboxError
 
 __all__ = ["HOLD_MAX", "RETRY_S", "Store", "open_outbox"]
+
+#: Called with a freshly opened outbox (and the file a corrupt one was moved to, if it was);
+#: returns the complete alarm state to store (device ->
+#: {key: alarm_id}), or None when the outbox already holds it. May raise a disk error.
+OnOpen = Callable[[Outbox, Path | None], AlarmState | None]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +85,15 @@ class Store:
 
     def __init__(self, outbox: Outbox | None, *, hold_max: int = HOLD_MAX,
                  clock: Callable[[], float] = time.monotonic,
-                 opener: Callable[[], Outbox] | None = None):
+                 opener: Callable[[], Outbox] | None = None, on_open: OnOpen | None = None):
         self.outbox = outbox
         self.hold_max = hold_max
         self._clock = clock
         self._opener = opener
+        self._on_open = on_open
         self.held: deque[Message] = deque()
+        #: Alarm state waiting to be stored with the held messages (device -> full state).
+        self.pending: dict[str, dict[str, str]] = {}
         self.stored = 0
         self.lost_by_disk = 0
         self.disk_errors = 0
@@ -100,7 +116,7 @@ class Store:
             return outbox
 
         store = cls(None, opener=opener, **kwargs)
-        store._open()
+        store.flush()
         return store
 
     def _open(self) -> bool:
@@ -108,27 +124,36 @@ class Store:
             return True
         if self._opener is None:
             return False
+        outbox: Outbox | None = None
         try:
-            self.outbox = self._opener()
+            outbox = self._opener()
+            state = (self._on_open(outbox, self.quarantined) if self._on_open is not None
+                     else None)
         except DISK_ERRORS as exc:
+            if outbox is not None:
+                outbox.close()
             self._refused(exc)
             return False
-        log.info("store: outbox %s open", self.outbox.path)
+        self.outbox = outbox
+        if state is not None:  # the producers' complete state: newer than anything pending
+            self.pending = {k: dict(v) for k, v in state.items()}
+        log.info("store: outbox %s open", outbox.path)
         return True
 
-    def put(self, messages: Sequence[Message]) -> bool:
+    def put(self, messages: Sequence[Message], alarm_state: AlarmState | None = None) -> bool:
         """Store now if the disk takes it (True), else hold in memory (False). Never raises
-        for a disk failure; a malformed message (ValueError, a bug) is logged and dropped."""
-        if self.held:
-            self.flush()
-        if self.held or self.outbox is None:  # the disk still refuses: keep the order
-            self._hold(messages)
-            return False
+        for a disk failure; a malformed message (ValueError, a bug) is logged and dropped.
+
+        ``alarm_state`` (device -> its complete active alarms after these messages) is stored
+        in the same transaction as the messages, now or when held ones are written."""
+        if self.held or self.pending or self.outbox is None:  # a backlog: keep the order
+            self._hold(messages, alarm_state)
+            return self.flush()
         try:
-            self.outbox.put_many(messages)
+            self.outbox.put_many(messages, alarm_state=alarm_state)
         except DISK_ERRORS as exc:
             self._refused(exc)
-            self._hold(messages)
+            self._hold(messages, alarm_state)
             return False
         except ValueError:
             log.exception("store: %d malformed message(s) refused (a bug): %s", len(messages),
@@ -138,29 +163,62 @@ class Store:
         return True
 
     def flush(self) -> bool:
-        """Open the outbox if it is not, then store what is held (at most every RETRY_S);
-        True when the outbox is open and nothing is held."""
-        waiting = self.outbox is None or bool(self.held)
-        if waiting and (self._clock() < self._retry_at or not self._open()):
-            return False
-        if not self.held:
+        """Open the outbox if it is not, then store what is held with the pending alarm state
+        (at most every RETRY_S after a refusal); True when the outbox is open and nothing is
+        held."""
+        waiting = self.outbox is None or bool(self.held) or bool(self.pending)
+        if not waiting:
             return True
+        if self._clock() < self._retry_at or not self._open():
+            return False
         assert self.outbox is not None
+        if not self.held and not self.pending:
+            return True
         batch = list(self.held)
         try:
-            self.outbox.put_many(batch)
+            self.outbox.put_many(batch, alarm_state=self.pending)
         except DISK_ERRORS as exc:
             self._refused(exc)
             return False
+        except ValueError:  # a bug in one message must not block the others behind it
+            return self._flush_one_by_one()
         self.held.clear()
+        self.pending = {}
         self.stored += len(batch)
-        log.warning("store: the disk takes writes again; %d held message(s) stored",
-                    len(batch))
+        if batch:
+            log.warning("store: the disk takes writes again; %d held message(s) stored",
+                        len(batch))
+        return True
+
+    def _flush_one_by_one(self) -> bool:
+        """The held batch holds a malformed message (a bug): store the others one at a time
+        (the pending alarm state with the last), log and give up the malformed ones."""
+        assert self.outbox is not None
+        while self.held:
+            msg = self.held[0]
+            state = self.pending if len(self.held) == 1 else None
+            try:
+                self.outbox.put_many([msg], alarm_state=state)
+            except DISK_ERRORS as exc:
+                self._refused(exc)
+                return False
+            except ValueError:
+                log.exception("store: malformed held message refused (a bug): %s", msg.topic)
+            else:
+                self.stored += 1
+            self.held.popleft()
+        if self.pending:
+            try:
+                self.outbox.put_many([], alarm_state=self.pending)
+            except DISK_ERRORS as exc:
+                self._refused(exc)
+                return False
+        self.pending = {}
         return True
 
     @property
     def healthy(self) -> bool:
-        return not self.held
+        return not self.held and not self.pending
 
     def _refused(self, exc: BaseException) -> None:
         self.disk_errors += 1
@@ -173,8 +231,10 @@ class Store:
                       len(self.held), self.hold_max, self.lost_by_disk)
             self._logged_at = t
 
-    def _hold(self, messages: Sequence[Message]) -> None:
+    def _hold(self, messages: Sequence[Message], alarm_state: AlarmState | None) -> None:
         self.held.extend(messages)
+        for device, active in (alarm_state or {}).items():
+            self.pending[device] = dict(active)
         excess = len(self.held) - self.hold_max
         if excess <= 0:
             return

@@ -188,6 +188,12 @@ class Broker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The running mosquitto's pid (to SIGSTOP it: a broker that hangs)."""
+        assert self._proc is not None
+        return self._proc.pid
+
     def start(self, timeout: float = 10.0) -> None:
         if self.running:
             return

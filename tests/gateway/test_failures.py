@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -414,6 +415,35 @@ device_id = "facp-1"
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_sigterm_stops_the_gateway_within_seconds_when_the_broker_hangs(
+        gateway: Gateway, broker: Broker, sims: list[SimBus]) -> None:
+    """A broker that is up but does not answer (SIGSTOP: a hung VM, a full disk on the broker)
+    must not hold the gateway's exit: no PUBACK for the drain, none for the offline status,
+    no end to the DISCONNECT. Before, each of those waited its own 10 s (over 20 s in all)."""
+    sim, _ = start_sim(sims, [(1, "fire")])
+    gateway.body = rtu_bus("riser", sim.master_path, [
+        device(1, "fire", "fire-1", "telemetry_ms = 200")])
+    with Subscriber(broker, f"edgefleet/v1/{GW}/#") as sub:
+        gateway.start()
+        sub.wait_for(lambda ms: len(of(ms, "fire-1", "telemetry")) >= 2, 30, "telemetry")
+    pid = broker.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # telemetry keeps coming and stays in the outbox, unacknowledged (some in flight)
+        wait_for(lambda: _outbox_rows(gateway.storage / "outbox.db") >= 5, 30,
+                 what="unacknowledged messages in the outbox")
+        took = gateway.stop(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert took < 8, f"SIGTERM took {took:.1f} s with a hung broker"
+    assert gateway.proc is not None and gateway.proc.returncode == 0
+
+
+def _outbox_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
 # --------------------------------------------------------------------------- settings that act

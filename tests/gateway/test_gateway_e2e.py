@@ -186,7 +186,9 @@ def test_broker_outage_and_gateway_kill_lose_nothing_and_duplicate_nothing(
     rig = Rig(sim, attach_physics(sim), broker, config)
     try:
         with Subscriber(broker, f"edgefleet/v1/{GW}/+/+", client_id="fleet-ingest",
-                        persistent=True) as sub:
+                        persistent=True) as sub, \
+                Subscriber(broker, f"edgefleet/v1/{GW}/status", client_id="fleet-status",
+                           persistent=True) as status:
             rig.start_gateway()
             sub.wait_for(lambda ms: len(_of(ms, "fire-1", "telemetry")) >= 5, 30, "telemetry")
             # The fleet's ingest disconnects cleanly first: Mosquitto 2.0 can lose QoS 1
@@ -197,8 +199,16 @@ def test_broker_outage_and_gateway_kill_lose_nothing_and_duplicate_nothing(
             depth = queued(tmp_path / "state" / "outbox.db")
             wait_for(lambda: queued(tmp_path / "state" / "outbox.db") >= depth + 20, 30,
                      what="the gateway to keep polling into its outbox")
+            status.pause()
+            seen = max(_json(m).get("ts", "") for m in status.messages)
             broker.start()
             sub.resume()
+            status.resume()
+            # The gateway reconnects on its own back-off (capped at 30 s): wait for it to say
+            # it is online again, then for the backlog.
+            status.wait_for(lambda ms: any(_json(m)["online"] and _json(m)["ts"] > seen
+                                           for m in ms), 60,
+                            "the gateway online again after the outage")
             sub.wait_for(lambda ms: len(_of(ms, "fire-1", "telemetry")) >= 40, 40,
                          "the backlog after the outage")
             rig.stop_gateway(signal.SIGKILL)  # no goodbye, no flush

@@ -270,7 +270,7 @@ class _Empty:
 
 
 def test_a_command_reaches_the_handler_and_a_malformed_one_is_answered_not_ok(
-        broker: Broker) -> None:
+        broker: Broker, tmp_path: Path) -> None:
     gw = "gw-cmd"
     received: list[Command] = []
 
@@ -289,8 +289,9 @@ def test_a_command_reaches_the_handler_and_a_malformed_one_is_answered_not_ok(
             await asyncio.to_thread(publish_once, broker, f"edgefleet/v1/{gw}/cmd/node-2/reset",
                                     b'{"id": "cmd-18", oops')
 
-        asyncio.run(run_until(session, _Empty(), lambda: len(acks.messages) >= 2, 15,
-                              fleet_sends))
+        with Outbox(tmp_path / "outbox.db") as outbox:  # acks are stored, then delivered
+            asyncio.run(run_until(session, outbox, lambda: len(acks.messages) >= 2, 15,
+                                  fleet_sends))
         answers = [json.loads(m.payload) for m in acks.wait_count(2)]
     assert received == [Command("cmd-17", "node-2", "reset", {"id": "cmd-17", "latched": True},
                                 f"edgefleet/v1/{gw}/cmd/node-2/reset")]

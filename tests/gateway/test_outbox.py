@@ -23,6 +23,7 @@ from gateway.outbox import (
     OutboxFull,
     Stored,
     plan_drops,
+    seq_runs,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,33 +207,36 @@ def test_sigkill_mid_stream_loses_nothing_committed_and_seq_runs_on_without_gaps
 
 def test_over_the_disk_bound_the_oldest_telemetry_goes_and_every_alarm_stays(
         db: Path, caplog: pytest.LogCaptureFixture) -> None:
-    limit = 3000
-    model: list[Stored] = []  # what the policy says should remain, oldest first
-    expected_dropped: dict[str, int] = defaultdict(int)
-    alarms: list[Stored] = []
+    limit = 5000  # room for the 40 alarms (~90 B each with epoch and seq) and some telemetry
+    stored: list[Stored] = []
     with Outbox(db, max_bytes=limit) as outbox, caplog.at_level(logging.WARNING):
         for i in range(200):
             device = f"d{i % 3}"
             msg = alarm(device, i) if i % 5 == 0 else telemetry(device, i, pad=i % 40)
-            [s] = outbox.put_many([msg])
-            model.append(s)
-            if s.kind == "alarm":
-                alarms.append(s)
-            while sum(len(m.payload) for m in model) > limit:
-                oldest = next(m for m in model if m.kind == "telemetry")
-                model.remove(oldest)
-                assert oldest.device is not None
-                expected_dropped[oldest.device] += 1
-        remaining = outbox.peek(1000)
-        assert remaining == model
-        assert all(a in remaining for a in alarms)
+            stored += outbox.put_many([msg])
+            if any(m.kind == "telemetry" for m in outbox.peek(1000)):  # while any can go
+                assert outbox.stats().bytes <= limit  # declarations included
+        queued = outbox.peek(1000)
+        remaining = [m for m in queued if m.kind != "drops"]
+        gone = [s for s in stored if s not in remaining]
+        assert gone and all(s.kind == "telemetry" for s in gone)  # every alarm stays
+        kept_telemetry = [m for m in remaining if m.kind == "telemetry"]
+        assert kept_telemetry and max(s.id for s in gone) < min(m.id for m in kept_telemetry)
+        expected_dropped: dict[str, int] = defaultdict(int)
+        for s in gone:
+            assert s.device is not None
+            expected_dropped[s.device] += 1
         stats = outbox.stats()
-        assert stats.bytes <= limit
-        assert stats.dropped_telemetry == sum(expected_dropped.values()) > 0
+        assert stats.bytes == sum(len(m.payload) for m in queued)
+        assert stats.dropped_telemetry == len(gone)
         assert stats.dropped_by_device == expected_dropped
+        # one declaration per device, naming exactly the seqs that went
+        declared = {body(m)["device"]: body(m)["ranges"] for m in queued if m.kind == "drops"}
+        assert declared == {d: seq_runs(s.seq for s in gone if s.device == d and s.seq)
+                            for d in expected_dropped}
     assert "dropped the 1 oldest telemetry" in caplog.text
     with Outbox(db, max_bytes=limit) as outbox:  # the counters are persisted
-        assert outbox.stats().dropped_telemetry == sum(expected_dropped.values())
+        assert outbox.stats().dropped_telemetry == len(gone)
 
 
 def test_a_consumer_can_tell_policy_drops_from_losses_by_the_drop_ranges(db: Path) -> None:
@@ -291,10 +295,12 @@ def test_a_full_disk_raises_outbox_full_naming_the_file_and_keeps_what_was_store
         assert len(stored) > 10
         assert outbox.peek(100_000) == stored
         assert outbox.next_seq("fire-1") == len(stored) + 1  # the failed put consumed no seq
-        outbox.ack([stored[0].id, stored[1].id])
+        delivered = len(stored) // 2  # whole b-tree pages free up (a row or two may not)
+        outbox.ack(s.id for s in stored[:delivered])
         assert outbox.put(alarm("fire-1")).seq == len(stored) + 1  # room again: no gap
     with Outbox(db) as outbox:
-        assert [m.seq for m in outbox.peek(100_000)] == list(range(3, len(stored) + 2))
+        assert [m.seq for m in outbox.peek(100_000)] == list(range(delivered + 1,
+                                                                   len(stored) + 2))
 
 
 def test_on_a_full_disk_the_oldest_telemetry_makes_room_for_new_messages(db: Path) -> None:
@@ -310,9 +316,11 @@ def test_on_a_full_disk_the_oldest_telemetry_makes_room_for_new_messages(db: Pat
             outbox.put(alarm("d1", i))
         queued = outbox.peek(100_000)
         assert [m.seq for m in queued if m.device == "d1"] == list(range(1, 21))
-        d0 = [m.seq for m in queued if m.device == "d0"]
+        d0 = [m.seq for m in queued if m.device == "d0" and m.kind == "telemetry"]
         assert d0 == list(range(d0[0], outbox.next_seq("d0")))  # only the oldest went
         assert outbox.stats().dropped_by_device == {"d0": d0[0] - 1}
+        [declared] = [body(m) for m in queued if m.kind == "drops"]  # and said so
+        assert declared["ranges"] == [[1, d0[0] - 1]] and declared["reason"] == "disk_full"
 
 
 def test_a_corrupt_file_is_reported_by_name_at_open(db: Path) -> None:
@@ -334,3 +342,147 @@ def test_a_damaged_page_is_found_by_the_check_at_open(db: Path) -> None:
     db.write_bytes(bytes(raw))
     with pytest.raises(OutboxCorrupt, match=str(db)):
         Outbox(db)
+
+
+# -- epoch ---------------------------------------------------------------------------------------
+
+def test_every_device_message_carries_the_outbox_epoch_and_a_new_card_starts_a_new_one(
+        tmp_path: Path) -> None:
+    first_card, second_card = tmp_path / "a.db", tmp_path / "b.db"
+    with Outbox(first_card) as outbox:
+        epoch = outbox.epoch
+        stored = outbox.put_many([telemetry("fire-1"), alarm("fire-1"), state("fire-1")])
+        assert [(body(s)["epoch"], body(s)["seq"]) for s in stored] == [(epoch, 1), (epoch, 2),
+                                                                        (epoch, 3)]
+        status = outbox.put(Message(f"{GW}/status", {"v": 1}, "status"))
+        assert "epoch" not in body(status)  # gateway messages are not numbered
+    with Outbox(first_card) as outbox:  # a restart keeps the epoch, and seq runs on
+        assert outbox.epoch == epoch
+        assert body(outbox.put(telemetry("fire-1")))["seq"] == 4
+    with Outbox(second_card) as outbox:  # the SD card was replaced: seq 1 again, new epoch
+        again = outbox.put(telemetry("fire-1"))
+        assert body(again)["seq"] == 1 and body(again)["epoch"] != epoch
+        assert len(outbox.epoch) == 16 and outbox.stats().epoch == outbox.epoch
+
+
+def test_a_version_1_outbox_is_upgraded_in_place_with_its_seqs_kept(db: Path) -> None:
+    with Outbox(db) as outbox:
+        outbox.put_many([telemetry("fire-1", i) for i in range(3)])
+    con = sqlite3.connect(db)  # what a gateway of the previous release left on the card
+    con.execute("DROP TABLE identity")
+    con.execute("DROP TABLE active_alarms")
+    con.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with Outbox(db) as outbox:
+        assert outbox.epoch and outbox.next_seq("fire-1") == 4
+        assert outbox.stats().depth == 3
+
+
+# -- state beside its messages -------------------------------------------------------------------
+
+def test_active_alarm_ids_are_stored_with_the_alarm_edges_that_changed_them(db: Path) -> None:
+    with Outbox(db) as outbox:
+        outbox.put_many([alarm("fire-1", 1)], alarm_state={"fire-1": {"smoke": "a1"}})
+        outbox.put_many([alarm("panel", 2)], alarm_state={"panel": {"fire:1:3": "p2"}})
+        outbox.put_many([alarm("fire-1", 3)], alarm_state={"fire-1": {}})  # cleared
+    with Outbox(db) as outbox:
+        assert outbox.active_alarms() == {"panel": {"fire:1:3": "p2"}}
+
+
+STATE_PRODUCER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from gateway.outbox import Message, Outbox
+    outbox = Outbox(Path({db!r}))
+    active = outbox.active_alarms().get("fire-1", {{}})
+    n = 0
+    while True:
+        n += 1
+        if active:
+            [(kind, alarm_id)] = active.items()
+            active = {{}}
+            body = {{"alarm_id": alarm_id, "state": "cleared"}}
+        else:
+            kind, alarm_id = "smoke", f"fire-1:smoke:{{n}}"
+            active = {{kind: alarm_id}}
+            body = {{"alarm_id": alarm_id, "state": "raised"}}
+        outbox.put_many([Message("a", body, "alarm", device="fire-1")],
+                        alarm_state={{"fire-1": active}})
+        ack = outbox.put(Message("ack", {{"id": f"cmd-{{n}}", "ok": True}}, "ack"))
+        print("ack", ack.id, flush=True)  # printed only after the commit returned
+""")
+
+
+def test_sigkill_never_leaves_an_alarm_raised_but_unknown_nor_loses_a_promised_ack(
+        db: Path) -> None:
+    promised: set[int] = set()
+    for lines in (30, 1, 75, 12, 3, 50):  # six crashes against the same file
+        code = STATE_PRODUCER.format(repo=str(REPO), db=str(db))
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for _ in range(lines):
+            line = proc.stdout.readline()
+            assert line, "producer died before it was killed"
+            promised.add(int(line.split()[1]))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        promised |= {int(ln.split()[1]) for ln in proc.stdout.read().splitlines(keepends=True)
+                     if ln.endswith("\n")}
+    with Outbox(db) as outbox:
+        queued = outbox.peek(1_000_000)
+        assert promised <= {m.id for m in queued if m.kind == "ack"}, "a promised ack was lost"
+        edges = [body(m) for m in queued if m.kind == "alarm"]
+        raised_not_cleared = {e["alarm_id"] for e in edges if e["state"] == "raised"} - {
+            e["alarm_id"] for e in edges if e["state"] == "cleared"}
+        # what the gateway will remember after the crash is exactly what it has told the fleet
+        assert set(outbox.active_alarms().get("fire-1", {}).values()) == raised_not_cleared
+
+
+# -- drops are declared --------------------------------------------------------------------------
+
+def test_seq_runs_turns_dropped_seqs_into_inclusive_ranges() -> None:
+    assert seq_runs([]) == []
+    assert seq_runs([3, 1, 2, 7, 9, 8]) == [[1, 3], [7, 9]]
+    assert seq_runs([5]) == [[5, 5]]
+
+
+def test_each_eviction_is_declared_in_one_drops_message_per_device(db: Path) -> None:
+    with Outbox(db, max_bytes=2000) as outbox:
+        for i in range(60):
+            outbox.put_many([telemetry("d0", i), telemetry("d1", i)])
+        drops = [m for m in outbox.peek(1000) if m.kind == "drops"]
+        assert sorted(m.topic for m in drops) == [f"{GW}/d0/drops", f"{GW}/d1/drops"]
+        for m in drops:
+            b = body(m)
+            assert m.qos == 1 and not m.retain and m.seq is None
+            assert b["epoch"] == outbox.epoch and b["reason"] == "disk_bound"
+            assert b["ranges"] == [[1, outbox.stats().dropped_by_device[str(b["device"])]]]
+
+
+# -- dead letters --------------------------------------------------------------------------------
+
+def test_the_dead_letter_table_is_bounded_and_what_it_discards_is_counted(db: Path) -> None:
+    with Outbox(db, max_dead_letters=3) as outbox:
+        stored = outbox.put_many([alarm("fire-1", i) for i in range(5)])
+        for s in stored:
+            outbox.dead_letter(s.id, "not authorised", 135)
+        assert [d.seq for d in outbox.dead_letters()] == [5, 4, 3]
+        stats = outbox.stats()
+        assert (stats.dead_letters, stats.dead_letters_held, stats.dead_letters_discarded) == (
+            5, 3, 2)
+    with Outbox(db, max_dead_letters=3) as outbox:
+        assert outbox.stats().dead_letters_discarded == 2
+
+
+def test_a_technician_requeues_dead_letters_with_their_seq(db: Path) -> None:
+    with Outbox(db) as outbox:
+        first, second, kept = outbox.put_many([alarm("fire-1", i) for i in range(3)])
+        outbox.dead_letter(first.id, "quota", 151)
+        outbox.dead_letter(second.id, "not authorised", 135)
+        assert outbox.requeue_dead([second.id]) == 1
+        assert [(m.seq, m.payload) for m in outbox.peek(10)] == [
+            (kept.seq, kept.payload), (second.seq, second.payload)]
+        assert outbox.requeue_dead() == 1
+        assert outbox.stats().dead_letters_held == 0 and outbox.stats().depth == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.schedule import OFFLINE_AFTER, Job, Timing, next_job
+from gateway.schedule import FIRE_MAX_BACKOFF_S, OFFLINE_AFTER, Job, Timing, next_job
 
 
 def fire(**kw: float) -> Timing:
@@ -75,3 +75,40 @@ def test_a_lost_link_puts_every_device_offline_at_once_and_reports_it_once() -> 
     assert t.link_down() is True
     assert t.offline
     assert t.link_down() is False
+
+
+@pytest.mark.parametrize(("failures", "delay"), [
+    (OFFLINE_AFTER, 1.0),        # offline: status_s · 2¹, as for any device
+    (OFFLINE_AFTER + 1, 2.0),
+    (OFFLINE_AFTER + 2, FIRE_MAX_BACKOFF_S),  # 4 s would be longer than a fire detector may wait
+    (OFFLINE_AFTER + 50, FIRE_MAX_BACKOFF_S),  # configured max_backoff_s 30 s: still a few s
+])
+def test_an_offline_fire_detector_is_polled_again_within_seconds(failures: int,
+                                                                 delay: float) -> None:
+    t = fire(status_due=100.0, telemetry_due=100.0)
+    for _ in range(failures):
+        t.failed(50.0)
+    assert t.status_due == pytest.approx(50.0 + delay)
+
+
+@pytest.mark.parametrize(("garbled", "attempt", "failures", "retry"), [
+    (True, 0, 0, True),                   # a garbled reply: at once, once
+    (True, 1, 0, False),                  # ... and only once per poll
+    (True, 0, OFFLINE_AFTER, True),       # garbled bytes from an "offline" node: it is alive
+    (False, 0, 0, True),                  # silence from an online node: the request may have
+    (False, 0, OFFLINE_AFTER - 1, True),  # been garbled on its way, try once more
+    (False, 1, 0, False),
+    (False, 0, OFFLINE_AFTER, False),     # silence from an offline node: one timeout is enough
+])
+def test_a_failed_poll_is_retried_at_once_once(garbled: bool, attempt: int, failures: int,
+                                               retry: bool) -> None:
+    assert fire(failures=failures).retry_now(garbled, attempt) is retry
+
+
+def test_garbled_replies_never_take_a_detector_offline_nor_back_it_off() -> None:
+    t = fire(status_due=100.0, telemetry_due=100.0)
+    for _ in range(10 * OFFLINE_AFTER):
+        t.started("status", 50.0)
+        t.garbled()
+    assert not t.offline
+    assert t.status_due == pytest.approx(50.5)  # its usual period, no back-off

@@ -1,0 +1,123 @@
+"""The PUBACK window without a broker: what each reason code means, the Receive Maximum budget
+shared with the status, in-order settlement, and the back-off after a transient refusal."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+import pytest
+
+from gateway._aiomqtt_shim import PRIVATE_API, PubackClient, check_private_api
+from gateway.pubwindow import PubackWindow, Settled, Verdict, classify
+
+
+@pytest.mark.parametrize(("code", "verdict"), [
+    (0x00, Verdict.DELIVERED),  # success
+    (0x10, Verdict.DELIVERED),  # no matching subscribers: the broker has it
+    (0x80, Verdict.RETRY),  # unspecified error
+    (0x91, Verdict.RETRY),  # packet identifier in use
+    (0x97, Verdict.RETRY),  # quota exceeded
+    (0x83, Verdict.REFUSED),  # implementation specific error
+    (0x87, Verdict.REFUSED),  # not authorized
+    (0x90, Verdict.REFUSED),  # topic name invalid
+    (0x99, Verdict.REFUSED),  # payload format invalid
+    (0xA2, Verdict.REFUSED),  # a code this gateway does not know: not retried for ever
+])
+def test_each_puback_reason_code_has_one_meaning(code: int, verdict: Verdict) -> None:
+    assert classify(code) is verdict
+
+
+def window(limit: int = 100, receive_maximum: int = 5, delay: float = 1.0,
+           max_attempts: int = 10) -> PubackWindow:
+    return PubackWindow(limit, receive_maximum, lambda: delay, max_attempts=max_attempts)
+
+
+def test_the_window_is_the_smaller_of_its_limit_and_the_brokers_receive_maximum() -> None:
+    assert window(100, 20).capacity == 20
+    assert window(3, 20).capacity == 3
+    with pytest.raises(ValueError):
+        window(100, 0)
+
+
+def test_a_full_window_sends_nothing_more_until_a_puback() -> None:
+    w = window(receive_maximum=3)
+    for i in (1, 2, 3):
+        w.sent(i)
+    assert w.room() == 0
+    with pytest.raises(RuntimeError):
+        w.sent(4)
+    assert w.puback(1, 0, now=0.0) == [Settled(1, Verdict.DELIVERED, 0, 0)]
+    assert w.room() == 1
+
+
+def test_pubacks_settle_in_the_order_the_messages_were_sent() -> None:
+    w = window()
+    for i in (1, 2, 3):
+        w.sent(i)
+    assert w.puback(2, 0, 0.0) == []  # 1 still outstanding
+    assert w.puback(3, 0x87, 0.0) == []
+    assert w.puback(1, 0, 0.0) == [Settled(1, Verdict.DELIVERED, 0, 0),
+                                   Settled(2, Verdict.DELIVERED, 0, 0),
+                                   Settled(3, Verdict.REFUSED, 0x87, 0)]
+    with pytest.raises(KeyError):
+        w.puback(1, 0, 0.0)
+
+
+def test_the_status_borrows_a_slot_ahead_of_the_outbox_and_never_overfills() -> None:
+    w = window(receive_maximum=2)
+    w.sent(1)
+    w.sent(2)
+    w.want()  # the status is due while the outbox fills the window
+    assert not w.borrow() and w.room() == 0
+    w.puback(1, 0, 0.0)
+    assert w.room() == 0  # the freed slot is the status's, not the outbox's
+    assert w.borrow() and w.in_flight == 2 and w.room() == 0
+    w.give_back()
+    assert w.room() == 1
+
+
+def test_a_transient_refusal_pauses_then_rewinds_to_the_refused_message() -> None:
+    w = window(delay=2.0)
+    for i in (10, 11, 12):
+        w.sent(i)
+    [quota] = w.puback(10, 0x97, now=100.0)
+    assert quota == Settled(10, Verdict.RETRY, 0x97, 1)
+    assert w.paused and w.room() == 0
+    assert w.rewind(now=103.0) is None  # 11 and 12 still in flight
+    w.puback(11, 0, 100.5)
+    w.puback(12, 0, 100.5)
+    assert w.resume_in(101.0) == pytest.approx(1.0)
+    assert w.rewind(now=101.0) is None  # back-off not over
+    assert w.rewind(now=102.0) == 9  # read again from id 10
+    assert not w.paused and w.room() == 5
+
+
+def test_a_message_refused_transiently_max_attempts_times_is_refused_for_good() -> None:
+    w = window(max_attempts=3)
+    verdicts = []
+    for attempt in range(3):
+        w.sent(7)
+        verdicts += [s.verdict for s in w.puback(7, 0x80, float(attempt))]
+        w.rewind(float(attempt) + 10)
+    assert verdicts == [Verdict.RETRY, Verdict.RETRY, Verdict.REFUSED]
+
+
+def test_the_aiomqtt_private_api_the_shim_relies_on_is_still_there() -> None:
+    """Fails by name when an aiomqtt upgrade renames what gateway/_aiomqtt_shim.py uses."""
+    async def build() -> list[str]:
+        client = PubackClient("127.0.0.1", 1, protocol=aiomqtt.ProtocolVersion.V5)
+        return check_private_api(client)
+
+    assert asyncio.run(build()) == []
+    assert set(PRIVATE_API) == {"_client", "_loop", "_disconnected", "_connected"}
+
+
+def test_the_shim_check_names_what_is_missing() -> None:
+    async def build() -> list[str]:
+        client = aiomqtt.Client("127.0.0.1", 1)
+        del client._disconnected  # what an upgrade that renamed it would look like
+        return check_private_api(client)
+
+    [problem] = asyncio.run(build())
+    assert "_disconnected" in problem
