@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian machine:
-#   ./dev.sh demo    run the demo (all four sensor classes on a simulated bus, live view)
+#   ./dev.sh demo    run the demo (buses, gateways, Mosquitto, fleet and dashboard on this machine)
 #   ./dev.sh test    run the test suite (what CI runs)
 #   ./dev.sh bench   run the benchmarks (writes bench/results.json)
 #   ./dev.sh lint    ruff + mypy

@@ -1,7 +1,7 @@
 """`python -m bench` (nox -s bench): run every benchmark, write bench/results.json, print a table.
 
 Usage: python -m bench [NAME ...]
-(names: modbus, heap, outbox, mqtt, latency, ota, ingest, api, push; default all)
+(names: modbus, heap, outbox, mqtt, latency, ota, ingest, api, push, screen; default all)
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from bench import (
     bench_ota,
     bench_outbox,
     bench_push,
+    bench_screen,
 )
 from bench.results import RESULTS_FILE, table, write
 
 SUITES = {"modbus": bench_modbus.run, "heap": bench_heap.run, "outbox": bench_outbox.run,
           "mqtt": bench_mqtt.run, "latency": bench_latency.run, "ota": bench_ota.run,
-          "ingest": bench_ingest.run, "api": bench_api.run, "push": bench_push.run}
+          "ingest": bench_ingest.run, "api": bench_api.run, "push": bench_push.run,
+          "screen": bench_screen.run}
 
 
 def main(argv: list[str]) -> int:

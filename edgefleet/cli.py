@@ -302,9 +302,15 @@ def cmd_gateway_outbox(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgefleet.demo import run_demo
+    if args.console:
+        from edgefleet.demo import run_demo
 
-    return run_demo(scenario=args.scenario, duration=args.duration, baud=args.baud)
+        return run_demo(scenario=args.scenario or "city_block", duration=args.duration,
+                        baud=args.baud)
+    from edgefleet.stack import run_stack_demo
+
+    return run_stack_demo(state=args.state, port=args.port, duration=args.duration,
+                          baud=args.baud)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -491,13 +497,25 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--include-dir", default="", help="provisioning's TLS/ACL fragments")
     broker.set_defaults(func=cmd_fleet_broker_config)
 
-    demo = sub.add_parser("demo", help="all four sensor classes on one bus, live console view",
-                          description="Run a fire, a flood, a water and an air node on one "
-                                      "simulated bus, poll them like a gateway does, and show "
-                                      "readings, alarms and faults live while a scenario plays.")
-    demo.add_argument("--scenario", default="city_block", help="scenario (default city_block)")
+    demo = sub.add_parser(
+        "demo", help="the whole stack on one machine: buses, gateways, Mosquitto, fleet, dashboard",
+        description="Start Mosquitto, the fleet (SQLite, embedded telemetry store) with a seeded "
+                    "Ho Chi Minh City registry, two simulated RS-485 buses of real-firmware "
+                    "nodes of all four classes and a gateway process for each, then play a day "
+                    "(morning PM2.5 peak, storm flood, evening fire). Prints the dashboard URL "
+                    "and a one-time admin login; Ctrl-C stops everything. --console: the older "
+                    "single-bus console view, no fleet.")
+    demo.add_argument("--console", action="store_true",
+                      help="one bus, four nodes, a live console view (no gateway, no fleet)")
+    demo.add_argument("--scenario", default=None,
+                      help="scenario for --console (default city_block)")
     demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: when the scenario ends)")
+                      help="stop after this many seconds (default: Ctrl-C; --console: when "
+                           "the scenario ends)")
+    demo.add_argument("--port", type=int, default=8080,
+                      help="dashboard port (a free one if it is taken)")
+    demo.add_argument("--state", metavar="DIR", default=None,
+                      help="keep configs, logs and data here (default: a temporary directory)")
     demo.add_argument("--baud", type=int, default=19200)
     demo.set_defaults(func=cmd_demo)
     return parser

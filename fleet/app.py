@@ -31,6 +31,8 @@ from fleet.notify.webhook_router import router as webhook_router
 from fleet.notify.webhooks import run_webhook_worker
 from fleet.registry.router import router as registry_router
 from fleet.telemetry.router import router as telemetry_router
+from fleet.web import mount_dashboard
+from fleet.web import router as dashboard_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -88,7 +90,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     api = APIRouter(prefix=API_PREFIX,
                     responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
-                   webhook_router, control_router, telemetry_router, ingest_router):
+                   webhook_router, control_router, telemetry_router, ingest_router,
+                   dashboard_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])
@@ -97,4 +100,5 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     app.include_router(api)
     app.include_router(metrics_router, responses=problem_responses(401, 403, 500))
+    mount_dashboard(app)
     return app

@@ -1,6 +1,10 @@
 """Device commands: request (RBAC: the user must see the device and hold a role the action
 allows), hand to the MQTT publisher (:func:`pending`, :func:`mark_sent`), and record the
-gateway's ack (:func:`apply_ack`, for ingest's ``ack`` channel). No commit inside."""
+gateway's ack (:func:`apply_ack`, for ingest's ``ack`` channel). No commit inside.
+
+A threshold write is checked against the device class's register map (name, range) before
+anything leaves the fleet, so an operator hears "out of range" at once rather than from the
+gateway later; an ack counts only from the gateway the command went to."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from fleet.core.db import utcnow
 from fleet.core.errors import FleetError, Forbidden
 from fleet.registry.models import Device
 from fleet.registry.service import get_device
+from hardware.regmap import load_maps
 
 __all__ = ["Outgoing", "apply_ack", "list_commands", "mark_sent", "pending", "request_command"]
 
@@ -43,6 +48,8 @@ def request_command(session: Session, user: Principal, device_id: int, action: s
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise FleetError(f"{action}: {where}: {first['msg']}", status=422,
                          code="validation") from None
+    if action == "write":
+        _check_register(device.device_class, str(clean["register"]), float(clean["value"]))
     cmd = DeviceCommand(command_id=secrets.token_hex(8), device_id=device.id, action=action,
                         body=clean, state="pending", requested_by=user.user_id, error="")
     session.add(cmd)
@@ -50,6 +57,21 @@ def request_command(session: Session, user: Principal, device_id: int, action: s
     record(session, f"user:{user.username}", "command.requested", "device", device.id,
            {"command_id": cmd.command_id, "action": action, "body": clean})
     return cmd
+
+
+def _check_register(device_class: str, name: str, value: float) -> None:
+    cmap = load_maps().classes.get(device_class)
+    try:
+        reg = cmap.holding_register(name) if cmap is not None else None
+    except KeyError:
+        reg = None
+    if reg is None:
+        raise FleetError(f"class {device_class} has no holding register {name!r}", status=422,
+                         code="validation")
+    if reg.minimum is not None and reg.maximum is not None \
+            and not reg.minimum <= value <= reg.maximum:
+        raise FleetError(f"{name}={value:g} is outside {reg.minimum:g}–{reg.maximum:g} "
+                         f"{reg.unit}".rstrip(), status=422, code="validation")
 
 
 def list_commands(session: Session, user: Principal, device_id: int) -> list[DeviceCommand]:
@@ -89,6 +111,11 @@ def apply_ack(session: Session, gateway_id: str, payload: AckPayload) -> DeviceC
     cmd = session.scalar(select(DeviceCommand).where(DeviceCommand.command_id == payload.id))
     if cmd is None or cmd.state in ("ok", "failed"):
         return cmd
+    device = session.get(Device, cmd.device_id)
+    if device is None or device.gateway.key != gateway_id:
+        log.warning("ack for command %s came from %s, not from its device's gateway",
+                    cmd.command_id, gateway_id)
+        return None
     cmd.state = "ok" if payload.ok else "failed"
     cmd.acked_at = payload.ts or utcnow()
     cmd.error = payload.error or ""

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(default=1.0, gt=0)
     #: Start the background timers (escalation, push poller) with the app.
     run_timers: bool = True
+    #: The dashboard map's tile layer (``https://tiles.example/{z}/{x}/{y}.png`` on a server the
+    #: operations centre can reach); empty: no tiles, the map draws areas and sites alone.
+    dashboard_tile_url: str = ""
+    dashboard_tile_attribution: str = ""
 
     #: MQTT ingest (empty host: this replica runs none) and the telemetry sink it writes to.
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -39,7 +39,7 @@ def test_demo_polls_every_node_and_shows_readings() -> None:
     _micropython_or_skip()
     env = dict(os.environ, PYTHONIOENCODING="utf-8", NO_COLOR="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "demo", "--duration", "25"],
+        [sys.executable, "-m", "edgefleet.cli", "demo", "--console", "--duration", "25"],
         capture_output=True, text=True, encoding="utf-8", timeout=90, env=env)
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr}"

@@ -20,7 +20,7 @@ def test_a_technician_writes_a_threshold_and_sees_the_gateways_ack(client, world
                                                                    fleet_db) -> None:
     device = world.devices["flood-a"]
     r = client.post(f"/api/v1/devices/{device}/commands", headers=world.headers("technician"),
-                    json={"action": "write", "body": {"register": "stage2_level",
+                    json={"action": "write", "body": {"register": "stage2",
                                                       "value": 1.25}})
     assert r.status_code == 201, r.text
     cmd = r.json()
@@ -31,7 +31,7 @@ def test_a_technician_writes_a_threshold_and_sees_the_gateways_ack(client, world
         topic = parse_topic(out[0].topic)
         assert (topic.gateway, topic.device, topic.action) == ("gw-a", "flood-a", "write")
         assert json.loads(out[0].payload) == {"id": cmd["command_id"],
-                                              "register": "stage2_level", "value": 1.25}
+                                              "register": "stage2", "value": 1.25}
         service.mark_sent(s, [o.id for o in out])
         assert service.pending(s) == []
     ack = AckPayload(id=cmd["command_id"], ok=False, error="value above the register maximum")

@@ -164,6 +164,16 @@ CASES = [
                row(200, 200, 404, 200, 200, 200),
                lambda w, db, sub=sub, p=params: (
                    f"/api/v1/devices/{w.devices['fire-a']}/{sub}", dict(p))))],
+    # The dashboard's own views (fleet/web/api.py): as readable as the device.
+    Case("GET", "/api/v1/dashboard/me", "-", ALL, fixed("/api/v1/dashboard/me")),
+    Case("GET", "/api/v1/dashboard/map", "-", ALL, fixed("/api/v1/dashboard/map")),
+    Case("GET", "/api/v1/dashboard/health", "-", ALL, fixed("/api/v1/dashboard/health")),
+    Case("GET", "/api/v1/dashboard/devices/{device_id}", "in", ALL, lambda w, db: (
+        f"/api/v1/dashboard/devices/{w.devices['flood-a']}", {})),
+    Case("GET", "/api/v1/dashboard/devices/{device_id}", "out", HIDDEN, lambda w, db: (
+        f"/api/v1/dashboard/devices/{w.devices['water-b']}", {})),
+    Case("GET", "/api/v1/dashboard/devices/{device_id}", "fire", row(200, 200, 404, 200, 200, 200),
+         lambda w, db: (f"/api/v1/dashboard/devices/{w.devices['fire-a']}", {})),
     Case("GET", "/metrics", "-", ADMIN_ONLY, fixed("/metrics")),
     Case("GET", "/api/v1/alarms", "-", ALL, fixed("/api/v1/alarms")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "in", ALL, alarm_call(ALARM_IN, "")),
@@ -189,11 +199,12 @@ CASES = [
     Case("POST", "/api/v1/devices/{device_id}/commands", "in",
          row(201, 201, 403, 403, 403),
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}/commands",
-                        {"json": {"action": "write", "body": {"register": "r", "value": 1}}})),
+                        {"json": {"action": "write", "body": {"register": "stage2", "value": 1}}})),
     Case("POST", "/api/v1/devices/{device_id}/commands", "out",
          row(201, 404, 404, 404, 404),
          lambda w, db: (f"/api/v1/devices/{w.devices['water-b']}/commands",
-                        {"json": {"action": "write", "body": {"register": "r", "value": 1}}})),
+                        {"json": {"action": "write",
+                                  "body": {"register": "pressure_high", "value": 1}}})),
     Case("POST", "/api/v1/devices/{device_id}/commands", "fire",
          row(201, 201, 404, 201, 403, 403),
          lambda w, db: (f"/api/v1/devices/{w.devices['fire-a']}/commands",

@@ -1,0 +1,122 @@
+"""``edgefleet demo`` as a user runs it: one command, the printed URL and one-time login work, the
+fleet hears devices of all four classes from both gateways, and Ctrl-C leaves no process behind.
+
+The test sends SIGINT to the demo's whole process group, as a terminal's Ctrl-C does. Every
+descendant of the demo inherits a marker in its environment; after SIGINT the test looks
+for that marker in every process on the machine (an orphan is re-parented to init, so walking
+the demo's children would miss exactly the processes that matter)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None
+                                and not Path("/usr/sbin/mosquitto").exists(),
+                                reason="Mosquitto is not installed (apt-get install mosquitto)")
+
+
+def _marked(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    out: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
+def _read_until(out: queue.Queue[str], pattern: str, transcript: list[str],
+                timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = out.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        transcript.append(line)
+        if m := re.search(pattern, line):
+            return m
+    raise AssertionError(f"{pattern!r} never printed:\n{''.join(transcript)}")
+
+
+def test_the_demo_serves_both_gateways_four_classes_and_ctrl_c_leaves_no_process(
+        tmp_path: Path) -> None:
+    marker = f"EDGEFLEET_DEMO_TEST={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", NO_COLOR="1", COLUMNS="120", **{key: value})
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.cli", "demo", "--port", "0",
+                             "--state", str(tmp_path / "state"), "--duration", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            encoding="utf-8", env=env, start_new_session=True)
+    transcript: list[str] = []
+    try:
+        out = _lines(proc)
+        url = _read_until(out, r"dashboard: (http://\S+)/ui/", transcript, 75)[1]
+        password = _read_until(out, r"admin login: admin\s+one-time password: (\S+)",
+                               transcript, 5)[1]
+
+        # The printed login works once, and only for setting one's own password first.
+        r = httpx.post(f"{url}/api/v1/auth/login",
+                       json={"username": "admin", "password": password})
+        assert r.status_code == 200 and r.json()["must_change_password"] is True
+        token = r.json()["access_token"]
+        new = "a-demo-visitor-own-Pa55"
+        r = httpx.post(f"{url}/api/v1/auth/password", headers={"Authorization": f"Bearer {token}"},
+                       json={"old_password": password, "new_password": new})
+        assert r.status_code == 204, r.text
+        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": new})
+        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        devices = httpx.get(f"{url}/api/v1/devices", params={"connectivity": "online",
+                                                             "limit": 100}, headers=auth).json()
+        online = devices["items"]
+        assert {d["device_class"] for d in online} == {"fire", "flood", "water", "air"}
+        by_gateway: dict[int, set[str]] = {}
+        for d in online:
+            by_gateway.setdefault(d["gateway_id"], set()).add(d["device_class"])
+        assert len(by_gateway) >= 2, by_gateway
+        # The readings are the firmware's, through the gateways: telemetry is being stored.
+        flood = next(d for d in online if d["device_class"] == "flood")
+        assert flood["last_seen"] is not None
+        assert _marked(marker), "the marker reaches no process: the check below would be empty"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    leftover = _marked(marker)
+    for pid in leftover:  # clean up before failing, by pid
+        os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, "".join(transcript)
+    assert not leftover, f"processes left after Ctrl-C: {leftover}"

@@ -1,0 +1,113 @@
+"""The views' own promises, in the browser: keyboard sign-in and named controls, the board's
+area and class filters, and the map's tile layer drawn only when the settings name one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.web.conftest import open_page
+from tests.web.stack import PASSWORDS, FleetStack
+
+#: Every form control must have a name a screen reader can say.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll("input, select, button, a[href]")]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+                  && !el.textContent.trim() && !el.getAttribute("title")
+                  && !el.getAttribute("placeholder"))
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+def test_a_dispatcher_signs_in_and_reaches_every_view_with_the_keyboard_alone(
+        browser: Any, stack: FleetStack) -> None:
+    page = open_page(browser, stack)
+    page.keyboard.type("pccc")  # the username field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORDS["pccc"])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#logout")
+    for view, ready in (("map", ".leaflet-marker-icon"), ("health", "section.health table"),
+                        ("alarms", "section.board")):
+        link = page.locator(f"nav a[href='#/{view}']")
+        link.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_selector(ready)
+        assert page.evaluate(UNNAMED_CONTROLS) == [], view
+    page.context.close()
+
+
+def test_the_board_filters_by_ward_and_by_class(browser: Any, stack: FleetStack) -> None:
+    flood = stack.alarm("gw-sg", "flood-2", "flood", "stage1", severity="warning")
+    air = stack.alarm("gw-bt", "air-1", "air", "pm25_high", severity="warning")
+    rows = stack.wait_for("admin", "/alarms?open_only=true",
+                          lambda r: {flood, air} <= {a["alarm_key"] for a in r})
+    ids = {a["alarm_key"]: a["id"] for a in rows}
+    page = open_page(browser, stack, user="admin")
+    for key in (flood, air):
+        page.wait_for_selector(f"article.alarm[data-alarm-id='{ids[key]}']", state="attached")
+
+    page.select_option("#filter-area", label="\u00a0\u00a0Phường Cầu Ông Lãnh")
+    shown = page.eval_on_selector_all("article.alarm", "els => els.map(e => +e.dataset.alarmId)")
+    assert shown == [ids[flood]]
+
+    page.select_option("#filter-area", "")
+    page.select_option("#filter-class", "air")
+    classes = page.eval_on_selector_all("article.alarm",
+                                        "els => els.map(e => e.dataset.deviceClass)")
+    assert ids[air] in page.eval_on_selector_all(
+        "article.alarm", "els => els.map(e => +e.dataset.alarmId)")
+    assert set(classes) == {"air"}
+    page.context.close()
+
+
+def test_the_map_draws_tiles_only_from_a_configured_tile_server(browser: Any,
+                                                               stack: FleetStack) -> None:
+    page = open_page(browser, stack, user="admin", path="#/map")
+    page.goto(f"{stack.url}/ui/#/map")
+    page.wait_for_selector(".leaflet-marker-icon")
+    assert page.locator(".leaflet-tile").count() == 0
+    page.context.close()
+
+    # A tile server on the closed network (here: an image the fleet itself serves).
+    tiles = f"{stack.url}/ui/vendor/leaflet/dist/images/layers.png?z={{z}}&x={{x}}&y={{y}}"
+    stack.settings.dashboard_tile_url = tiles
+    try:
+        page = open_page(browser, stack, user="admin", path="#/map")
+        page.wait_for_selector(".leaflet-tile-loaded")
+        assert any("layers.png?z=" in url for url in page.requests)
+        assert page.locator("p.note").count() == 0
+        page.context.close()
+    finally:
+        stack.settings.dashboard_tile_url = ""
+
+
+def test_names_from_the_registry_are_shown_as_text_never_run_as_markup(
+        browser: Any, stack: FleetStack) -> None:
+    evil = "<img src=x onerror=\"window.__xss=1\">Khu <b>mới</b>"
+    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
+    api = f"{stack.url}/api/v1"
+    import httpx
+
+    area = httpx.post(f"{api}/areas", headers=auth,
+                      json={"name": evil, "parent_id": stack.area_ids["city"]}).json()
+    # Three sites, so the map outlines the area (and labels the outline with its name).
+    site, *_ = [httpx.post(f"{api}/sites", headers=auth, json={
+        "name": evil, "area_id": area["id"], "latitude": lat, "longitude": lon}).json()
+        for lat, lon in ((10.771, 106.690), (10.768, 106.688), (10.770, 106.686))]
+    gateway = next(g for g in httpx.get(f"{api}/gateways", headers=auth).json()
+                   if g["key"] == "gw-sg")
+    device = httpx.post(f"{api}/devices", headers=auth, json={
+        "gateway_id": gateway["id"], "key": "xss-1", "device_class": "air", "name": evil,
+        "site_id": site["id"]}).json()
+    stack.alarm("gw-sg", "xss-1", "air", "co2_high", severity="warning", location=evil)
+    stack.wait_for("admin", "/alarms?class=air",
+                   lambda rows: any(r["device_id"] == device["id"] for r in rows))
+
+    page = open_page(browser, stack, user="admin")
+    page.wait_for_selector(f"article.alarm a[href='#/device/{device['id']}']")
+    for view in ("#/alarms", "#/map", f"#/device/{device['id']}", "#/health"):
+        page.goto(f"{stack.url}/ui/{view}")
+        page.wait_for_selector("main section")
+        page.wait_for_load_state("networkidle")
+        assert "Khu <b>mới</b>" in page.inner_text("main"), view
+    assert page.evaluate("window.__xss") is None
+    page.context.close()
