@@ -263,5 +263,6 @@ def rfc3339(ts: datetime) -> str:
 
 
 def dumps(body: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, as every payload goes on the wire."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, as every payload goes on the wire. NaN and Infinity are refused
+    (ValueError): they are not JSON, and a consumer would reject the whole message."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from contracts.mqtt import rfc3339
+from contracts.mqtt import dumps, rfc3339
 
 __all__ = [
     "KINDS",
@@ -270,11 +270,6 @@ def _merge_runs(runs: Iterable[Sequence[int]]) -> list[list[int]]:
     return merged
 
 
-def _encode(body: dict[str, Any]) -> bytes:
-    # allow_nan=False: NaN/Infinity are not JSON and a consumer would reject the whole message
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def _validate(msg: Message) -> None:
     if msg.kind not in KINDS:
         raise ValueError(f"message kind {msg.kind!r} is not one of {sorted(KINDS)}")
@@ -390,7 +385,7 @@ class Outbox:
         try:
             return self._insert(msgs, alarm_state)
         except OutboxFull:
-            need = sum(len(_encode(m.body)) for m in msgs) * 2 + 64 * 1024
+            need = sum(len(dumps(m.body)) for m in msgs) * 2 + 64 * 1024
             if not self._evict_for_full_disk(need):
                 raise
             log.warning("outbox %s: disk full, evicted the oldest telemetry to store %d "
@@ -409,7 +404,7 @@ class Outbox:
                 seq = next_seq.get(msg.device) or self._load_next_seq(msg.device)
                 next_seq[msg.device] = seq + 1
                 body = {**body, "epoch": epoch, "seq": seq}
-            rows.append((msg.topic, _encode(body), msg.qos, int(msg.retain), msg.kind,
+            rows.append((msg.topic, dumps(body), msg.qos, int(msg.retain), msg.kind,
                          msg.device, seq, now))
         stored: list[Stored] = []
         with self._txn(durable=True):
@@ -546,7 +541,7 @@ class Outbox:
             change.bytes -= len(payload)
         body = {"v": 1, "device": device, "epoch": self.epoch, "ranges": runs,
                 "reason": reason, "ts": rfc3339(datetime.fromtimestamp(now, UTC))}
-        payload = _encode(body)
+        payload = dumps(body)
         self._db.execute("INSERT INTO outbox(topic, payload, qos, retain, kind, device, seq, "
                          "created) VALUES (?, ?, 1, 0, 'drops', ?, NULL, ?)",
                          (_drops_topic(telemetry_topic), payload, device, now))
