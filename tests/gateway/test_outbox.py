@@ -141,6 +141,7 @@ def test_broker_refusal_is_dead_lettered_with_its_reason_code_and_counted(db: Pa
 # -- crash safety --------------------------------------------------------------------------------
 
 PRODUCER = textwrap.dedent("""
+    import os
     import sys
     from pathlib import Path
     sys.path.insert(0, {repo!r})
@@ -391,6 +392,7 @@ def test_active_alarm_ids_are_stored_with_the_alarm_edges_that_changed_them(db: 
 
 
 STATE_PRODUCER = textwrap.dedent("""
+    import os
     import sys
     from pathlib import Path
     sys.path.insert(0, {repo!r})
@@ -405,7 +407,8 @@ STATE_PRODUCER = textwrap.dedent("""
             active = {{}}
             body = {{"alarm_id": alarm_id, "state": "cleared"}}
         else:
-            kind, alarm_id = "smoke", f"fire-1:smoke:{{n}}"
+            # unique across producer runs, as a real id is (it carries the node's boot count)
+            kind, alarm_id = "smoke", f"fire-1:smoke:{{os.getpid()}}:{{n}}"
             active = {{kind: alarm_id}}
             body = {{"alarm_id": alarm_id, "state": "raised"}}
         outbox.put_many([Message("a", body, "alarm", device="fire-1")],
