@@ -49,6 +49,10 @@ __all__ = [
     "DropsPayload",
     "EventPayload",
     "GatewayStatusPayload",
+    "OTA_FINAL",
+    "OTA_PHASES",
+    "OtaCommand",
+    "OtaEvent",
     "StatePayload",
     "TelemetryPayload",
     "Topic",
@@ -217,6 +221,53 @@ class EventPayload(_Payload):
     device: str | None = None
     epoch: Epoch | None = None
     seq: Seq | None = None
+
+
+#: The phases of one OTA delivery to one device, in order; the last three end it.
+#: ``confirmed`` is the only success: the device booted the new image as a trial and the
+#: gateway confirmed it after its healthy period (``trial_confirmed``).
+OTA_PHASES = ("accepted", "downloading", "verified", "queued", "transferring", "committed",
+              "trial", "confirmed", "failed", "cancelled")
+OTA_FINAL = frozenset({"confirmed", "failed", "cancelled"})
+
+
+class OtaCommand(_Payload):
+    """The body of ``cmd/<device>/ota`` (fleet -> gateway).
+
+    ``op`` ``start``: fetch the release bundle (an uncompressed tar of a release directory:
+    ``manifest.json``, ``manifest.sig``, ``files/...``) from ``url`` with ``Authorization:
+    Bearer <token>``, check it is ``size`` bytes with SHA-256 ``sha256``, verify its signature
+    against the gateway's own trust, cache it, and deliver it to the device. ``op`` ``cancel``:
+    stop the transfer of ``campaign`` to the device (a no-op when none runs). A repeated
+    ``start`` of a release already delivered or in flight for that device resumes or re-reports,
+    never restarts from zero."""
+
+    id: str = Field(min_length=1)
+    op: Literal["start", "cancel"]
+    campaign: str = Field(min_length=1)
+    release: str | None = None  # the version, "1.4.0"
+    url: str | None = None
+    token: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(default=None, ge=1)
+
+
+class OtaEvent(_DeviceMessage):
+    """One OTA progress report on the device's ``event`` channel (``"event": "ota"``).
+
+    Reported when the phase changes and, while ``transferring``, at most every few seconds
+    with ``offset`` (bytes the device holds) of ``size``. ``reason`` says why on ``failed``
+    (a contracts.release reason code such as ``bad_signature`` or ``downgrade``, or a delivery
+    one such as ``download``, ``device_refused``, ``rolled_back``, ``timeout``)."""
+
+    event: Literal["ota"]
+    campaign: str = Field(min_length=1)
+    release: str = Field(min_length=1)
+    phase: Literal["accepted", "downloading", "verified", "queued", "transferring", "committed",
+                   "trial", "confirmed", "failed", "cancelled"]
+    offset: int = Field(default=0, ge=0)
+    size: int = Field(default=0, ge=0)
+    reason: str = ""
 
 
 class GatewayStatusPayload(_Payload):

@@ -71,11 +71,14 @@ function commandPanel(device, ctx, charts) {
     } catch (err) {
       ctx.flash(t("alarms.failed", { detail: err.message }));
     }
-    // The ack comes back from the gateway over MQTT: look a few times, then leave it pending.
-    for (let i = 0; i < 20; i++) {
+    // The ack comes back from the gateway over MQTT, usually within a second, but a busy bus or
+    // a reconnecting gateway can take much longer: keep looking, less often as time goes on,
+    // until it is answered, the page is left, or three minutes pass (then it stays pending).
+    const started = Date.now();
+    for (let delay = 500; Date.now() - started < 180_000; delay = Math.min(delay * 1.5, 5000)) {
       const list = await refresh();
-      if (!list.length || answered(list[0])) break;
-      await new Promise((r) => setTimeout(r, 500));
+      if (!list.length || answered(list[0]) || !log.isConnected) break;
+      await new Promise((r) => setTimeout(r, delay));
     }
   }
   const registers = charts.flatMap((c) => c.thresholds);
