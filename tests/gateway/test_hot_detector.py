@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from gateway.bus import ModbusBus
 from gateway.decode import DeviceDecoder, DeviceInfo
 from gateway.outbox import Message
 from gateway.poller import BusPoller, DevicePoll
@@ -48,7 +49,11 @@ def test_a_detector_in_pre_alarm_is_read_several_times_a_second_then_its_alarm_a
             # it in pre-alarm for a few seconds
             for name, value in (("smoke_prealarm", 1.0), ("smoke_alarm", 8.0)):
                 address, raw = _raw(name, value)
-                await poller.submit(lambda bus, a=address, r=raw: bus.write_register(1, a, r))
+
+                async def write(bus: ModbusBus, address: int = address, raw: int = raw) -> None:
+                    await bus.write_register(1, address, raw)
+
+                await poller.submit(write)
             feed.apply(1, "ignite", {"growth": 1.0, "smokiness": 20.0})
             hot, cold = polls[0], polls[1]
             deadline = time.monotonic() + 30
