@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -114,6 +115,11 @@ class LatencyWindow:
     def add(self, seconds: float) -> None:
         self._samples.append(seconds)
         self.count += 1
+
+    def extend(self, samples: Iterable[float]) -> None:
+        batch = list(samples)
+        self._samples.extend(batch)
+        self.count += len(batch)
 
     def percentile(self, p: float) -> float | None:
         if not self._samples:
@@ -494,10 +500,9 @@ class MqttSession:
                     if sending:
                         futures = publish_many([(m.topic, m.payload, m.qos, m.retain)
                                                 for m in sending])
+                        window.sent_many([m.id for m in sending])
                         sent_at = time.perf_counter()
-                        for msg, fut in zip(sending, futures, strict=True):
-                            window.sent(msg.id)
-                            inflight.append((msg, fut, sent_at))
+                        inflight.extend(zip(sending, futures, itertools.repeat(sent_at)))
                         stats.published += len(sending)
                 stats.in_flight = window.in_flight
                 if not inflight:
@@ -521,11 +526,18 @@ class MqttSession:
                     else:
                         await head
                 now = time.perf_counter()
-                mono = time.monotonic()
+                done: list[tuple[StoredLike, int, float]] = []
                 while inflight and inflight[0][1].done():
                     msg, fut, sent = inflight.popleft()
-                    for settled in window.puback(msg.id, fut.result(), mono):
-                        self._settle(outbox, msg, settled, now - sent, acked)
+                    done.append((msg, fut.result(), sent))
+                delivered, others = window.pubacks([(m.id, code) for m, code, _ in done],
+                                                   time.monotonic())
+                acked += delivered
+                stats.latency.extend(now - sent for _, code, sent in done if code < REFUSAL)
+                if others:  # refusals: rare. The window settles exactly what it was given,
+                    by_id = {m.id: m for m, _, _ in done}  # as the deque pops in send order
+                    for settled in others:
+                        self._settle(outbox, by_id[settled.id], settled)
                 self._slot_freed.set()
                 if len(acked) >= self.ack_batch:
                     self._ack(outbox, acked)
@@ -536,14 +548,10 @@ class MqttSession:
                     fut.exception()
             stats.in_flight = 0
 
-    def _settle(self, outbox: OutboxLike, msg: StoredLike, settled: Settled, latency: float,
-                acked: list[int]) -> None:
+    def _settle(self, outbox: OutboxLike, msg: StoredLike, settled: Settled) -> None:
+        """A PUBACK that was not a delivery: a retry later, or a dead letter now."""
         stats = self.stats
         code = settled.code
-        if settled.verdict is Verdict.DELIVERED:
-            acked.append(msg.id)
-            stats.latency.add(latency)
-            return
         name = reason_name(code)
         if settled.verdict is Verdict.RETRY:
             stats.retried += 1

@@ -25,8 +25,9 @@ Rules it owns:
 from __future__ import annotations
 
 import enum
+import functools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -112,6 +113,16 @@ class PubackWindow:
             raise RuntimeError(f"publish {msg_id} is already in flight")
         self._in_flight[msg_id] = None
 
+    def sent_many(self, msg_ids: Sequence[int]) -> None:
+        """:meth:`sent` for a batch (the session sends a window refill as one write)."""
+        if len(msg_ids) > self.room():
+            raise RuntimeError(f"{len(msg_ids)} publishes sent with room for {self.room()}")
+        in_flight = self._in_flight
+        for msg_id in msg_ids:
+            if msg_id in in_flight:
+                raise RuntimeError(f"publish {msg_id} is already in flight")
+            in_flight[msg_id] = None
+
     # -- other QoS 1 publishers share the budget ------------------------------------------------
     def want(self) -> None:
         """Another publisher waits for a slot; the outbox gets no more until it has one."""
@@ -137,6 +148,10 @@ class PubackWindow:
         if msg_id not in self._in_flight:
             raise KeyError(f"PUBACK for {msg_id}, which is not in flight")
         self._in_flight[msg_id] = code
+        return self._drain(now)
+
+    def _drain(self, now: float) -> list[Settled]:
+        """Settle the oldest messages in flight whose PUBACK has come, up to the first without."""
         out: list[Settled] = []
         while self._in_flight:
             head, head_code = next(iter(self._in_flight.items()))
@@ -145,6 +160,43 @@ class PubackWindow:
             del self._in_flight[head]
             out.append(self._settle(head, head_code, now))
         return out
+
+    def pubacks(self, results: Iterable[tuple[int, int]],
+                now: float) -> tuple[list[int], list[Settled]]:
+        """:meth:`puback` for a batch of (id, reason code), in the order they are given.
+
+        Returns the ids delivered, in order, and every other settlement (retry, refused). The
+        common case (a delivery of the oldest message in flight) takes no :class:`Settled` and
+        no back-off reset per message; the outcome is the same as calling :meth:`puback` for
+        each in turn, table-tested against it.
+        """
+        in_flight = self._in_flight
+        delivered: list[int] = []
+        others: list[Settled] = []
+        reset_due = False
+        for msg_id, code in results:
+            if code < REFUSAL and in_flight and next(iter(in_flight)) == msg_id:
+                in_flight.popitem(last=False)
+                if self._attempts:
+                    self._attempts.pop(msg_id, None)
+                delivered.append(msg_id)
+                reset_due = True
+                if not in_flight or next(iter(in_flight.values())) is None:
+                    continue
+                settling = self._drain  # later ones PUBACKed earlier: settle them now
+            else:
+                settling = functools.partial(self.puback, msg_id, code)
+            if reset_due:  # the back-off resets before a later refusal draws its delay
+                self._on_delivered()
+                reset_due = False
+            for settled in settling(now):
+                if settled.verdict is Verdict.DELIVERED:
+                    delivered.append(settled.id)
+                else:
+                    others.append(settled)
+        if reset_due:
+            self._on_delivered()
+        return delivered, others
 
     def _settle(self, msg_id: int, code: int, now: float) -> Settled:
         verdict = classify(code)
