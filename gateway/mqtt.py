@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import random
+import sqlite3
 import ssl
 import time
 from collections import deque
@@ -248,6 +249,7 @@ class MqttSession:
         retry_backoff: Backoff | None = None,
         max_attempts: int = 10,
         goodbye_s: float = 3.0,
+        store: Callable[[Sequence[Message]], object] | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
@@ -274,6 +276,11 @@ class MqttSession:
         #: After stop: how long the session may take to drain, say offline and disconnect;
         #: then the connection is dropped, so stopping never waits on the broker.
         self.goodbye_s = goodbye_s
+        #: Where command acks are stored: the gateway passes its Store (gateway/store.py), like
+        #: every other write, so a disk that refuses writes holds an ack in memory until it
+        #: takes writes again instead of losing it. Without one (tools, benches), the outbox
+        #: being pumped.
+        self._store = store
         self._client: PubackClient | None = None
         self._connecting: PubackClient | None = None
         self._window: PubackWindow | None = None
@@ -294,18 +301,24 @@ class MqttSession:
 
     def ack(self, command_id: str | None, ok: bool, error: str | None = None) -> None:
         """Answer a command on `.../ack`. Never blocks on the broker: the ack is stored in the
-        outbox (durably, never dropped) and delivered (QoS 1) like any message."""
+        outbox (durably, never dropped; through the gateway's Store, held in memory while the
+        disk refuses writes) and delivered (QoS 1) like any message."""
         body: dict[str, Any] = {"v": 1, "id": command_id, "ok": ok}
         if error is not None:
             body["error"] = error
         body["ts"] = utc_now()
+        message = Message(self.ack_topic, body, "ack")
+        if self._store is not None:
+            self._store([message])  # never raises for a disk failure: held until it heals
+            self.notify()
+            return
         if self._outbox is None:
             log.error("command %s: no outbox to store its ack in (the session is not running)",
                       command_id)
             return
         try:
-            self._outbox.put(Message(self.ack_topic, body, "ack"))
-        except OutboxError as exc:
+            self._outbox.put(message)
+        except (OutboxError, OSError, sqlite3.Error) as exc:
             log.error("command %s: its ack could not be stored: %s", command_id, exc)
             return
         self.notify()
