@@ -85,6 +85,7 @@ class PubackWindow:
         self._delays = delays
         self._on_delivered = on_delivered
         self._in_flight: OrderedDict[int, int | None] = OrderedDict()  # id -> code once PUBACKed
+        self._answered = 0  # entries of _in_flight with their code, waiting for an older one
         self._borrowed = 0  # slots held by other publishers (the status)
         self._wanted = 0  # other publishers waiting for a slot: they go first
         self._attempts: dict[int, int] = {}
@@ -147,6 +148,8 @@ class PubackWindow:
         """Record one PUBACK; returns what is now settled, in the order it was sent."""
         if msg_id not in self._in_flight:
             raise KeyError(f"PUBACK for {msg_id}, which is not in flight")
+        if self._in_flight[msg_id] is None:
+            self._answered += 1
         self._in_flight[msg_id] = code
         return self._drain(now)
 
@@ -158,6 +161,7 @@ class PubackWindow:
             if head_code is None:
                 break
             del self._in_flight[head]
+            self._answered -= 1
             out.append(self._settle(head, head_code, now))
         return out
 
@@ -175,15 +179,20 @@ class PubackWindow:
         others: list[Settled] = []
         reset_due = False
         for msg_id, code in results:
-            if code < REFUSAL and in_flight and next(iter(in_flight)) == msg_id:
-                in_flight.popitem(last=False)
-                if self._attempts:
-                    self._attempts.pop(msg_id, None)
-                delivered.append(msg_id)
-                reset_due = True
-                if not in_flight or next(iter(in_flight.values())) is None:
-                    continue
-                settling = self._drain  # later ones PUBACKed earlier: settle them now
+            if code < REFUSAL and in_flight:
+                head, head_code = in_flight.popitem(last=False)
+                if head == msg_id and head_code is None:  # the oldest, delivered: the usual
+                    if self._attempts:
+                        self._attempts.pop(msg_id, None)
+                    delivered.append(msg_id)
+                    reset_due = True
+                    if not self._answered:
+                        continue
+                    settling = self._drain  # later ones PUBACKed earlier: settle them now
+                else:  # not the oldest: put it back where it was
+                    in_flight[head] = head_code
+                    in_flight.move_to_end(head, last=False)
+                    settling = functools.partial(self.puback, msg_id, code)
             else:
                 settling = functools.partial(self.puback, msg_id, code)
             if reset_due:  # the back-off resets before a later refusal draws its delay
