@@ -1,5 +1,6 @@
 """HTTP for live push: ``GET /notify/alarms`` streams alarm changes the user may see as
-server-sent events (``text/event-stream``), resumable with ``Last-Event-ID``. A stream opened
+server-sent events (``text/event-stream``; ``event: alarm``, and ``event: command`` when a device
+command is requested or answered by its gateway), resumable with ``Last-Event-ID``. A stream opened
 without one first names the audit id it starts from (``id:`` with no event), so a browser that
 saw no alarm before the stream dropped still resumes from where it began.
 
@@ -29,7 +30,7 @@ KEEPALIVE_S = 15.0
 
 
 def _frame(event: AlarmEvent) -> bytes:
-    return (f"id: {event.id}\nevent: alarm\n"
+    return (f"id: {event.id}\nevent: {event.kind}\n"
             f"data: {json.dumps(event.data, separators=(',', ':'))}\n\n").encode()
 
 

@@ -157,6 +157,37 @@ def test_a_client_that_saw_no_event_still_resumes_from_where_its_stream_began(  
         again.close()
 
 
+def test_a_command_and_its_ack_reach_who_may_see_the_device(server, world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    from contracts.mqtt import AckPayload
+    from fleet.auth.models import User
+    from fleet.auth.rbac import Principal
+    from fleet.control import service as control
+
+    url = f"{server}/api/v1/notify/alarms"
+    officer = Stream(url, world.headers("fire-safety"))
+    utility = Stream(url, world.headers("utility"))
+    try:
+        with fleet_db.transaction() as s:
+            user = s.query(User).filter_by(username="technician").one()
+            tech = Principal(user_id=user.id, username="technician", role="technician",
+                             area_path=None)
+            fire = control.request_command(s, tech, world.devices["fire-a"], "reset", {})
+            command_id = fire.command_id
+        with fleet_db.transaction() as s:  # the gateway's ack, as ingest applies it
+            control.apply_ack(s, "gw-a", AckPayload(id=command_id, ok=True))
+        with fleet_db.transaction() as s:
+            control.request_command(s, tech, world.devices["flood-a"], "repoll", {})
+        states = [officer.next()[1] for _ in range(3)]
+        assert [(e["command"]["device"], e["command"]["state"]) for e in states] == [
+            ("fire-a", "requested"), ("fire-a", "ok"), ("flood-a", "requested")]
+        assert states[1]["command"]["command_id"] == command_id
+        # The utility user sees no fire device, so none of its commands either.
+        assert utility.next()[1]["command"]["device"] == "flood-a"
+    finally:
+        officer.close()
+        utility.close()
+
+
 def test_the_stream_needs_a_valid_token(server) -> None:  # type: ignore[no-untyped-def]
     r = httpx.get(f"{server}/api/v1/notify/alarms", params={"access_token": "nope"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"

@@ -86,6 +86,14 @@ function commandPanel(device, ctx, charts) {
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+  // The live feed says when a command of this device is requested or answered (from this page
+  // or any other): show it at once. The loop in send() stays as the fallback of a feed that is
+  // down, and the listener goes when the page is left.
+  const onCommand = (e) => {
+    if (!log.isConnected) ctx.store.removeEventListener("command", onCommand);
+    else if (e.detail.device_id === device.id) refresh();
+  };
+  if (ctx.store) ctx.store.addEventListener("command", onCommand);
   const registers = charts.flatMap((c) => c.thresholds);
   const select = h("select", { id: "cmd-register" }, registers.map((r) => h("option", { value: r.name }, `${tData("field", charts.find((c) => c.thresholds.includes(r)).field)}: ${tData("thr", r.name)}`)));
   const value = h("input", { id: "cmd-value", type: "number", step: "any", required: true });
