@@ -6,6 +6,7 @@ its role)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.web.conftest import open_page
@@ -47,6 +48,12 @@ def test_a_viewer_sees_its_ward_live_and_is_offered_no_acknowledge_or_command(
                              timeout=10_000)
     assert viewer.locator(f"article.alarm[data-alarm-id='{other}']").count() == 0
     assert "Bếp trường" not in viewer.inner_text("main")
+    # The escalation deadline is on the row and counts down, read-only desk or not.
+    deadline = f"article.alarm[data-alarm-id='{mine}'] span.deadline"
+    shown = viewer.inner_text(deadline)
+    assert re.fullmatch(r"Escalates in \d+:\d\d", shown), shown
+    viewer.wait_for_function("([sel, was]) => document.querySelector(sel).textContent !== was",
+                             arg=[deadline, shown], timeout=5_000)
     # Read-only: no acknowledge form, no comment field, no resolve button on the board.
     assert row.locator("form.ack").count() == 0
     assert viewer.locator("form.ack, input[name=comment]").count() == 0
