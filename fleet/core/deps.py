@@ -2,8 +2,11 @@
 role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, user: CurrentUser``.
 
 The session is one unit of work per request: committed when the route returns, rolled back when
-it raises. Routes never commit on their own. GET and HEAD requests get a read-only session
-(nothing they do is committed; on SQLite they take no write lock).
+it raises. The commit happens before the response is sent (``scope="function"``; FastAPI's default
+for a dependency with yield closes it after the response): a client that reads right after a 201
+sees what it created, and a commit that fails is a 500, never a 201 for something not stored.
+Routes never commit on their own. GET and HEAD requests get a read-only session (nothing they do
+is committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def get_session(request: Request,
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_authenticated(
