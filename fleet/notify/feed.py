@@ -23,6 +23,7 @@ from fleet.alarms.models import Alarm
 from fleet.audit.models import AuditEntry
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.db import Database
+from fleet.notify.models import UserNotification
 
 __all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_event_data", "alarm_events_after"]
 
@@ -42,6 +43,14 @@ class AlarmEvent:
     area_path: str | None
     device_class: str
     data: dict[str, Any]
+    #: Users this change is addressed to (an escalation's role members, fleet.notify.inbox):
+    #: their sessions also get an ``escalation`` event.
+    recipients: frozenset[int] = frozenset()
+    #: The escalation's level and role, when the change is one.
+    escalation: dict[str, Any] | None = None
+
+    def addressed_to(self, user: Principal) -> bool:
+        return user.user_id in self.recipients
 
 
 def alarm_event_data(entry: AuditEntry, alarm: Alarm) -> dict[str, Any]:
@@ -63,6 +72,13 @@ def alarm_event_data(entry: AuditEntry, alarm: Alarm) -> dict[str, Any]:
 def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
     ids = {int(r.entity_id) for r in rows if r.entity_id.isdigit()}
     alarms = {a.id: a for a in session.scalars(select(Alarm).where(Alarm.id.in_(ids)))}
+    escalations = [r.id for r in rows if r.action == "alarm.escalated"]
+    recipients: dict[int, set[int]] = {}
+    if escalations:
+        for event_id, user_id in session.execute(
+                select(UserNotification.event_id, UserNotification.user_id)
+                .where(UserNotification.event_id.in_(escalations))):
+            recipients.setdefault(int(event_id), set()).add(int(user_id))
     out = []
     for row in rows:
         alarm = alarms.get(int(row.entity_id)) if row.entity_id.isdigit() else None
@@ -70,8 +86,12 @@ def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
             continue
         dev = alarm.device
         area_path = dev.site.area.path if dev.site is not None else None
+        escalation = None
+        if row.action == "alarm.escalated":
+            escalation = {"level": row.detail.get("level"), "role": row.detail.get("role")}
         out.append(AlarmEvent(row.id, row.action, area_path, alarm.device_class,
-                              alarm_event_data(row, alarm)))
+                              alarm_event_data(row, alarm),
+                              frozenset(recipients.get(row.id, ())), escalation))
     return out
 
 

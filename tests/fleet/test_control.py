@@ -26,14 +26,14 @@ def test_a_technician_writes_a_threshold_and_sees_the_gateways_ack(client, world
     cmd = r.json()
     assert cmd["state"] == "pending"
     with fleet_db.transaction() as s:
-        out = service.pending(s)
+        out = service.claim(s, "replica-1")
         assert [o.topic for o in out] == [command_topic("gw-a", "flood-a", "write")]
         topic = parse_topic(out[0].topic)
         assert (topic.gateway, topic.device, topic.action) == ("gw-a", "flood-a", "write")
         assert json.loads(out[0].payload) == {"id": cmd["command_id"],
                                               "register": "stage2", "value": 1.25}
-        service.mark_sent(s, [o.id for o in out])
-        assert service.pending(s) == []
+        assert service.mark_sent(s, "replica-1", [o.id for o in out]) == 1
+        assert service.claim(s, "replica-1") == []
     ack = AckPayload(id=cmd["command_id"], ok=False, error="value above the register maximum")
     with fleet_db.transaction() as s:
         service.apply_ack(s, "gw-a", ack)

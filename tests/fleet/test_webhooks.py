@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from fleet.alarms import service as alarms
 from fleet.core.db import Database, utcnow
 from fleet.notify import webhooks
-from fleet.notify.models import WebhookDelivery
+from fleet.notify.models import WebhookDelivery, WebhookSubscription
+from fleet.notify.sealed import SealError, SecretBox
 from fleet.notify.signing import SIGNATURE_HEADER, backoff_s, sign, verify
 from tests.fleet.conftest import World, alarm_payload, settings_for
 
@@ -111,7 +112,8 @@ def _subscribe(client, world, url: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-untyped-def]
-        client, world, fleet_db, receiver) -> None:
+        client, world, fleet_db, fleet_settings, receiver) -> None:
+    BOX = SecretBox(fleet_settings.secret_key.get_secret_value())
     hook = _subscribe(client, world, receiver.url)
     with fleet_db.transaction() as s:
         ids = [alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", f"fa:smoke:1:{n}")).id
@@ -121,11 +123,11 @@ def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-unt
     assert client.post(f"/api/v1/alarms/{ids[0]}/acknowledge", headers=world.headers(
         "fire-safety"), json={"comment": "xe đang đến"}).status_code == 200
     t0 = utcnow()
-    assert webhooks.deliver_due(fleet_db, t0) == (0, 4)  # the receiver is down: refused
-    assert webhooks.deliver_due(fleet_db, t0) == (0, 0)  # nothing is due again yet
+    assert webhooks.deliver_due(fleet_db, BOX, t0) == (0, 4)  # the receiver is down: refused
+    assert webhooks.deliver_due(fleet_db, BOX, t0) == (0, 0)  # nothing is due again yet
     receiver.up()
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=1)) == (4, 0)
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=2)) == (0, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=1)) == (4, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=2)) == (0, 0)
     assert len(receiver.events) == 4 == len(set(receiver.events))
     assert receiver.bad_signatures == 0
     deliveries = client.get(f"/api/v1/webhooks/{hook}/deliveries",
@@ -135,18 +137,20 @@ def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-unt
     receiver.down()
     with fleet_db.transaction() as s:
         alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:9"))
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=3)) == (0, 1)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=3)) == (0, 1)
     receiver.up()
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=4)) == (1, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=4)) == (1, 0)
     assert len(receiver.events) == 5 == len(set(receiver.events))
 
 
 def test_two_replicas_deliver_each_event_once_on_postgresql(pg_url, tmp_path,  # type: ignore[no-untyped-def]
                                                             receiver) -> None:
     setup = Database.from_url(pg_url)
-    World(setup, settings_for(pg_url, tmp_path))
+    settings = settings_for(pg_url, tmp_path)
+    World(setup, settings)
+    box = SecretBox(settings.secret_key.get_secret_value())
     with setup.transaction() as s:
-        webhooks.create_subscription(s, name="scada", url=receiver.url, classes=[],
+        webhooks.create_subscription(s, box, name="scada", url=receiver.url, classes=[],
                                      secret=SECRET, actor="test")
         for n in range(40):
             alarms.apply_alarm(s, "gw-a", alarm_payload("flood-a", f"fl:{n}", cls="flood"))
@@ -160,7 +164,7 @@ def test_two_replicas_deliver_each_event_once_on_postgresql(pg_url, tmp_path,  #
         try:
             barrier.wait()
             for _ in range(10):
-                results.append(webhooks.deliver_due(db, utcnow(), limit=5))
+                results.append(webhooks.deliver_due(db, box, utcnow(), limit=5))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
