@@ -153,12 +153,16 @@ def mark_sent(session: Session, claimer: str, ids: list[int], at: datetime | Non
     holds change; returns how many did."""
     if not ids:
         return 0
-    result = session.execute(
+    sent = session.execute(
         update(DeviceCommand).where(DeviceCommand.id.in_(ids), DeviceCommand.state == "pending",
                                     DeviceCommand.claimed_by == claimer)
         .values(state="sent", sent_at=at or utcnow(), claimed_until=None)
-        .execution_options(synchronize_session=False))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        .returning(DeviceCommand.command_id, DeviceCommand.device_id, DeviceCommand.action)
+        .execution_options(synchronize_session=False)).all()
+    for command_id, device_id, action in sent:
+        record(session, f"replica:{claimer}", "command.sent", "device", device_id,
+               {"command_id": command_id, "action": action})
+    return len(sent)
 
 
 def release(session: Session, claimer: str, ids: list[int]) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.alarms.models import Alarm
 from fleet.audit.models import AuditEntry
+from fleet.audit.service import record
 from fleet.auth.models import User
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.db import utcnow
@@ -73,10 +74,12 @@ def list_inbox(session: Session, user: Principal, unread_only: bool = False,
 
 def mark_read(session: Session, user: Principal, notification_id: int,
               at: datetime | None = None) -> None:
-    """Mark one of the user's own notifications read (another user's is not found)."""
-    done = session.execute(
-        update(UserNotification).where(UserNotification.id == notification_id,
-                                       UserNotification.user_id == user.user_id)
-        .values(read_at=at or utcnow()).execution_options(synchronize_session=False))
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    """Mark one of the user's own notifications read (another user's is not found). The first
+    read is audited: who saw the escalation, and when, is part of the alarm's record."""
+    note = session.get(UserNotification, notification_id)
+    if note is None or note.user_id != user.user_id:
         raise NotFound(f"notification {notification_id} not found")
+    if note.read_at is None:
+        note.read_at = at or utcnow()
+        record(session, f"user:{user.username}", "notification.read", "notification", note.id,
+               {"alarm_id": note.alarm_id, "event_id": note.event_id, "level": note.level})

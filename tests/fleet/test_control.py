@@ -59,6 +59,7 @@ def test_a_technician_writes_a_threshold_and_sees_the_gateways_ack(client, world
                        params={"entity_type": "device", "entity_id": str(device)}).json()
     actions = [(e["action"], e["actor"]) for e in audit if e["action"].startswith("command.")]
     assert actions == [("command.requested", "user:technician"),
+                       ("command.sent", "replica:replica-1"),
                        ("command.failed", "gateway:gw-a")]
 
 

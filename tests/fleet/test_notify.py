@@ -244,6 +244,10 @@ def test_an_escalation_reaches_the_fire_officer_of_the_ward_and_not_the_next_war
                          headers=world.headers("fire-safety")).status_code == 204
         assert http.get("/api/v1/notify/inbox", params={"unread": "true"},
                         headers=world.headers("fire-safety")).json() == []
+        audit = http.get("/api/v1/audit", headers=world.headers("admin"),
+                         params={"action": "notification.read"}).json()
+        assert [(e["actor"], e["detail"]["alarm_id"]) for e in audit] == [
+            ("user:fire-safety", alarm_id)]
 
 
 def _user_id(db, username: str) -> int:  # type: ignore[no-untyped-def]
