@@ -27,6 +27,7 @@ from fleet.ingest.router import metrics_router
 from fleet.ingest.router import router as ingest_router
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
+from fleet.notify.sealed import SecretBox
 from fleet.notify.webhook_router import router as webhook_router
 from fleet.notify.webhooks import run_webhook_worker
 from fleet.registry.router import router as registry_router
@@ -56,7 +57,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.run_timers:
             tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
                                              name="escalation-timer"))
-            tasks.append(asyncio.create_task(run_webhook_worker(db, settings.webhook_poll_s),
+            box = SecretBox(settings.secret_key.get_secret_value())
+            tasks.append(asyncio.create_task(run_webhook_worker(db, box, settings.webhook_poll_s),
                                              name="webhook-worker"))
         # ingest/telemetry start here
         app.state.telemetry_store = embedded_store(settings)

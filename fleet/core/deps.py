@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from fleet.auth.rbac import Permission, Principal, allowed
+from fleet.auth.rbac import Permission, Principal, permits
 from fleet.auth.service import principal_for_token
 from fleet.core.db import Database
 from fleet.core.errors import Forbidden, Unauthorized
@@ -84,14 +84,16 @@ CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
 def require(permission: Permission) -> Callable[[Principal], Principal]:
-    """A dependency that lets the request through only for roles holding ``permission``.
+    """A dependency that lets the request through only for roles holding ``permission`` (and,
+    for a root-only permission, only for users scoped to the whole tree).
 
     Area scoping is the service's job (it filters lists and answers 404 for objects outside
     the user's subtree); this guard answers 403 for actions the role may never take."""
 
     def guard(user: CurrentUser) -> Principal:
-        if not allowed(user.role, permission):
-            raise Forbidden(f"role {user.role!r} may not {permission.value}")
+        if not permits(user, permission):
+            scope = "" if user.is_root else " outside the whole-city scope"
+            raise Forbidden(f"role {user.role!r} may not {permission.value}{scope}")
         return user
 
     return guard

@@ -23,6 +23,7 @@ from fleet.alarms.models import Alarm
 from fleet.audit.models import AuditEntry
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.db import Database
+from fleet.notify.models import UserNotification
 from fleet.registry.models import Device
 
 __all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_event_data", "alarm_events_after",
@@ -44,9 +45,17 @@ class AlarmEvent:
     area_path: str | None
     device_class: str
     data: dict[str, Any]
+    #: Users this change is addressed to (an escalation's role members, fleet.notify.inbox):
+    #: their sessions also get an ``escalation`` event.
+    recipients: frozenset[int] = frozenset()
+    #: The escalation's level and role, when the change is one.
+    escalation: dict[str, Any] | None = None
     #: The SSE event type: "alarm", or "command" for a device command's state change
     #: (requested, then the gateway's ok or failed), so a device page shows the ack at once.
     kind: str = "alarm"
+
+    def addressed_to(self, user: Principal) -> bool:
+        return user.user_id in self.recipients
 
 
 #: The audit rows the feed turns into events: every alarm change, and device commands.
@@ -88,6 +97,13 @@ def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
         select(Alarm).where(Alarm.id.in_(_ids(rows, "alarm"))))}
     devices = {d.id: d for d in session.scalars(
         select(Device).where(Device.id.in_(_ids(rows, "device"))))}
+    escalations = [r.id for r in rows if r.action == "alarm.escalated"]
+    recipients: dict[int, set[int]] = {}
+    if escalations:
+        for event_id, user_id in session.execute(
+                select(UserNotification.event_id, UserNotification.user_id)
+                .where(UserNotification.event_id.in_(escalations))):
+            recipients.setdefault(int(event_id), set()).add(int(user_id))
     out = []
     for row in rows:
         key = int(row.entity_id) if row.entity_id.isdigit() else None
@@ -104,8 +120,12 @@ def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
             continue
         dev = alarm.device
         area_path = dev.site.area.path if dev.site is not None else None
+        escalation = None
+        if row.action == "alarm.escalated":
+            escalation = {"level": row.detail.get("level"), "role": row.detail.get("role")}
         out.append(AlarmEvent(row.id, row.action, area_path, alarm.device_class,
-                              alarm_event_data(row, alarm)))
+                              alarm_event_data(row, alarm),
+                              frozenset(recipients.get(row.id, ())), escalation))
     return out
 
 
