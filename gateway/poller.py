@@ -98,6 +98,7 @@ class _Attempt:
 
     number: int = 0
     changed: bool = False
+    bad_retried: bool = False  # a bad reply was retried already in this poll
 
 
 @dataclass
@@ -323,6 +324,16 @@ class BusPoller:
                 self._log_fault(dev, logging.WARNING, str(exc))
                 return
             except BadReply as exc:
+                if not attempt.bad_retried:
+                    # A late answer to an earlier request of ours (one we stopped waiting for:
+                    # a short first try, a host stalled past a timeout) looks just like this:
+                    # the node's own answer, late, not its fault. Read once more at once; a
+                    # second bad reply in the poll is a protocol fault.
+                    attempt.bad_retried = True
+                    dev.garbled += 1
+                    dev.retries += 1
+                    attempt.number += 1
+                    continue
                 self._protocol_fault(dev, str(exc))
                 return
         if words is None:  # alarm word unchanged: the node is alive and nothing happened

@@ -73,3 +73,54 @@ def test_an_unforeseen_error_on_one_bus_reopens_that_bus_and_polling_resumes() -
     assert states == [False, True], "offline with the reason, then polled again"
     assert poller.link_losses == 1
     assert "an error nobody foresaw" in next(m.body["reason"] for m in got if m.kind == "state")
+
+
+class LateAnswerBus(SurprisingBus):
+    """A healthy fire detector whose answers to reads number `bad_at` come with the wrong
+    register count: the late answer to an earlier request (what a stalled host or a short
+    first try leaves on the line), or, when every read is bad, a firmware bug."""
+
+    def __init__(self, bad_at: set[int] | None = None) -> None:
+        super().__init__()
+        self.bad_at = bad_at
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        self.reads += 1
+        if self.bad_at is None or self.reads in self.bad_at:
+            from gateway.bus import BadReply
+
+            raise BadReply(device, 4, f"1 registers for {count} asked")
+        words = [0] * count
+        if address == 0:
+            words[:5] = [1, load_maps().classes["fire"].class_id, 0, 1, 0]
+        return words
+
+
+def _poll_for(bus: ModbusBus, seconds: float) -> tuple[DevicePoll, list[Message]]:
+    async def main() -> tuple[DevicePoll, list[Message]]:
+        got: list[Message] = []
+        dev = DevicePoll(DeviceDecoder("gw", DeviceInfo("fire-1", "fire", "", "riser", 1)),
+                         Timing(0.02, 1.0, 1.0, fire=True))
+        poller = BusPoller("riser", bus, [dev], got.extend, reconnect_s=0.05)
+        stop = asyncio.Event()
+        run = asyncio.create_task(poller.run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await asyncio.wait_for(run, 2)
+        return dev, got
+
+    return asyncio.run(main())
+
+
+def test_a_late_answer_to_an_earlier_request_is_read_again_not_a_protocol_fault() -> None:
+    dev, got = _poll_for(LateAnswerBus(bad_at={1, 5, 9}), 0.3)
+    assert dev.bad_replies == 0 and dev.failures == 0 and dev.polls > 3
+    assert [m.body["online"] for m in got if m.kind == "state"] == [True]
+
+
+def test_a_node_that_always_answers_wrong_is_still_a_protocol_fault() -> None:
+    dev, got = _poll_for(LateAnswerBus(), 0.3)
+    assert dev.bad_replies > 0 and dev.failures > 0
+    assert any(not m.body["online"] and "protocol fault" in m.body["reason"]
+               for m in got if m.kind == "state")
