@@ -1,13 +1,15 @@
 """FastAPI dependencies shared by every router: the database session, the current user and the
 role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, user: CurrentUser``.
 
-The session is one unit of work per request: committed when the route returns, rolled back when
-it raises. Routes never commit on their own. GET and HEAD requests get a read-only session
-(nothing they do is committed; on SQLite they take no write lock).
+The session is one unit of work per request: committed when the route returns (before the
+response is sent; a refused commit answers 503 "not-saved"), rolled back when it raises. Routes
+never commit on their own. GET and HEAD requests get a read-only session (nothing they do is
+committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -18,10 +20,12 @@ from sqlalchemy.orm import Session
 from fleet.auth.rbac import Permission, Principal, permits
 from fleet.auth.service import principal_for_token
 from fleet.core.db import Database
-from fleet.core.errors import Forbidden, Unauthorized
+from fleet.core.errors import FleetError, Forbidden, Unauthorized
 from fleet.core.settings import Settings
 
 __all__ = ["CurrentUser", "DatabaseDep", "PendingUser", "SessionDep", "SettingsDep", "require"]
+
+log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="a session token from /auth/login or an "
                                                    "API token")
@@ -45,13 +49,31 @@ def get_session(request: Request,
         with db.reading() as session:
             yield session
         return
-    with db.transaction() as session:
-        yield session
+    with db.sessions() as session:
+        session.begin()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        try:
+            session.commit()
+        except Exception as exc:
+            # Answered here, as a problem the client can act on, rather than escaping into
+            # the server (which could only drop the connection): nothing was changed.
+            log.exception("commit failed on %s %s; rolled back", request.method,
+                          request.url.path)
+            raise FleetError("the change could not be saved (the database refused the "
+                             "commit); nothing was changed: try again", status=503,
+                             code="not-saved") from exc
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+#: ``scope="function"``: the unit of work commits when the route returns, *before* the answer
+#: is sent. FastAPI's default runs a yield dependency's exit after the response has gone out,
+#: so a client could hear 201 for a write whose commit then failed, or read before it landed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_authenticated(
