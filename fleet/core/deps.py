@@ -1,10 +1,12 @@
 """FastAPI dependencies shared by every router: the database session, the current user and the
 role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, user: CurrentUser``.
 
-The session is one unit of work per request: committed when the route returns (before the
-response is sent; a refused commit answers 503 "not-saved"), rolled back when it raises. Routes
-never commit on their own. GET and HEAD requests get a read-only session (nothing they do is
-committed; on SQLite they take no write lock).
+The session is one unit of work per request: committed when the route returns, rolled back when
+it raises. The commit happens before the response is sent (``scope="function"``; FastAPI's default
+for a dependency with yield closes it after the response): a client that reads right after a 201
+sees what it created, and a commit that fails is a 503 "not-saved" problem, never a 201 for
+something not stored. Routes never commit on their own. GET and HEAD requests get a read-only
+session (nothing they do is committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
@@ -70,9 +72,6 @@ def get_session(request: Request,
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-#: ``scope="function"``: the unit of work commits when the route returns, *before* the answer
-#: is sent. FastAPI's default runs a yield dependency's exit after the response has gone out,
-#: so a client could hear 201 for a write whose commit then failed, or read before it landed.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

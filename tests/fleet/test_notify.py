@@ -57,6 +57,8 @@ class Stream:
         #: ``escalation`` events: addressed to this user (their role, their area).
         self.escalations: queue.Queue[dict[str, Any]] = queue.Queue()
         self.connected = threading.Event()
+        self.start_id: int | None = None  # an id with no event: where the stream starts
+        self.started = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
         self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
         self._thread.start()
@@ -83,6 +85,9 @@ class Stream:
                         else:
                             self.events.put((event_id, json.loads(data)))
                         data, name = "", "message"
+                    elif line == "" and event_id and self.start_id is None:
+                        self.start_id = event_id
+                        self.started.set()
         except (httpx.HTTPError, RuntimeError):
             pass
 
@@ -138,6 +143,60 @@ def test_a_reconnecting_client_resumes_from_last_event_id(server, world, fleet_d
         assert event_id > seen and data["action"] == "alarm.cleared"
     finally:
         again.close()
+
+
+def test_a_client_that_saw_no_event_still_resumes_from_where_its_stream_began(  # type: ignore[no-untyped-def]
+        server, world, fleet_db) -> None:
+    """A quiet board (no alarm since it connected) whose stream drops: the browser resumes with
+    the id the stream began with, so an alarm raised while it was away is replayed."""
+    with fleet_db.transaction() as s:  # history before the board connected
+        alarms.apply_alarm(s, "gw-a", alarm_payload("flood-a", "fl:level:1:1", cls="flood"))
+    url = f"{server}/api/v1/notify/alarms"
+    quiet = Stream(url, world.headers("admin"))
+    assert quiet.started.wait(5), "the stream did not say where it starts"
+    start = quiet.start_id
+    assert start is not None and start > 0
+    quiet.close()
+    with fleet_db.transaction() as s:  # while the client was away
+        alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:1"))
+    again = Stream(url, {**world.headers("admin"), "Last-Event-ID": str(start)})
+    try:
+        event_id, data = again.next()
+        assert event_id > start and data["alarm"]["device"] == "fire-a"  # not the old flood
+        assert again.start_id is None  # a resumed stream keeps the client's own id
+    finally:
+        again.close()
+
+
+def test_a_command_and_its_ack_reach_who_may_see_the_device(server, world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    from contracts.mqtt import AckPayload
+    from fleet.auth.models import User
+    from fleet.auth.rbac import Principal
+    from fleet.control import service as control
+
+    url = f"{server}/api/v1/notify/alarms"
+    officer = Stream(url, world.headers("fire-safety"))
+    utility = Stream(url, world.headers("utility"))
+    try:
+        with fleet_db.transaction() as s:
+            user = s.query(User).filter_by(username="technician").one()
+            tech = Principal(user_id=user.id, username="technician", role="technician",
+                             area_path=None)
+            fire = control.request_command(s, tech, world.devices["fire-a"], "reset", {})
+            command_id = fire.command_id
+        with fleet_db.transaction() as s:  # the gateway's ack, as ingest applies it
+            control.apply_ack(s, "gw-a", AckPayload(id=command_id, ok=True))
+        with fleet_db.transaction() as s:
+            control.request_command(s, tech, world.devices["flood-a"], "repoll", {})
+        states = [officer.next()[1] for _ in range(3)]
+        assert [(e["command"]["device"], e["command"]["state"]) for e in states] == [
+            ("fire-a", "requested"), ("fire-a", "ok"), ("flood-a", "requested")]
+        assert states[1]["command"]["command_id"] == command_id
+        # The utility user sees no fire device, so none of its commands either.
+        assert utility.next()[1]["command"]["device"] == "flood-a"
+    finally:
+        officer.close()
+        utility.close()
 
 
 def test_the_stream_needs_a_valid_token(server) -> None:  # type: ignore[no-untyped-def]
