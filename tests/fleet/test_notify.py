@@ -290,7 +290,7 @@ def test_an_escalation_reaches_the_fire_officer_of_the_ward_and_not_the_next_war
         for stream in (officer_a, officer_b, viewer_a):
             stream.close()
     # the inbox keeps it for whoever was not watching
-    with httpx.Client(base_url=server) as http:
+    with httpx.Client(base_url=server, timeout=30) as http:
         inbox = http.get("/api/v1/notify/inbox", headers=world.headers("fire-safety")).json()
         assert [(n["alarm_id"], n["role"], n["level"], n["read_at"]) for n in inbox] == [
             (alarm_id, "fire-safety", 1, None)]
@@ -352,7 +352,7 @@ def test_an_answer_is_sent_only_after_its_write_committed(  # type: ignore[no-un
             refused.set()
             raise RuntimeError("the database refused the commit")
 
-    with httpx.Client(base_url=server) as http:
+    with httpx.Client(base_url=server, timeout=30) as http:
         note = http.get("/api/v1/notify/inbox", headers=world.headers("fire-safety")).json()[0]
         assert note["alarm_id"] == alarm_id
         event.listen(fleet_db.sessions, "before_commit", refuse)
