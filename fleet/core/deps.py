@@ -4,13 +4,14 @@ role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, use
 The session is one unit of work per request: committed when the route returns, rolled back when
 it raises. The commit happens before the response is sent (``scope="function"``; FastAPI's default
 for a dependency with yield closes it after the response): a client that reads right after a 201
-sees what it created, and a commit that fails is a 500, never a 201 for something not stored.
-Routes never commit on their own. GET and HEAD requests get a read-only session (nothing they do
-is committed; on SQLite they take no write lock).
+sees what it created, and a commit that fails is a 503 "not-saved" problem, never a 201 for
+something not stored. Routes never commit on their own. GET and HEAD requests get a read-only
+session (nothing they do is committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -21,10 +22,12 @@ from sqlalchemy.orm import Session
 from fleet.auth.rbac import Permission, Principal, permits
 from fleet.auth.service import principal_for_token
 from fleet.core.db import Database
-from fleet.core.errors import Forbidden, Unauthorized
+from fleet.core.errors import FleetError, Forbidden, Unauthorized
 from fleet.core.settings import Settings
 
 __all__ = ["CurrentUser", "DatabaseDep", "PendingUser", "SessionDep", "SettingsDep", "require"]
+
+log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="a session token from /auth/login or an "
                                                    "API token")
@@ -48,8 +51,23 @@ def get_session(request: Request,
         with db.reading() as session:
             yield session
         return
-    with db.transaction() as session:
-        yield session
+    with db.sessions() as session:
+        session.begin()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        try:
+            session.commit()
+        except Exception as exc:
+            # Answered here, as a problem the client can act on, rather than escaping into
+            # the server (which could only drop the connection): nothing was changed.
+            log.exception("commit failed on %s %s; rolled back", request.method,
+                          request.url.path)
+            raise FleetError("the change could not be saved (the database refused the "
+                             "commit); nothing was changed: try again", status=503,
+                             code="not-saved") from exc
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

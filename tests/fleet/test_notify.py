@@ -290,7 +290,7 @@ def test_an_escalation_reaches_the_fire_officer_of_the_ward_and_not_the_next_war
         for stream in (officer_a, officer_b, viewer_a):
             stream.close()
     # the inbox keeps it for whoever was not watching
-    with httpx.Client(base_url=server) as http:
+    with httpx.Client(base_url=server, timeout=30) as http:
         inbox = http.get("/api/v1/notify/inbox", headers=world.headers("fire-safety")).json()
         assert [(n["alarm_id"], n["role"], n["level"], n["read_at"]) for n in inbox] == [
             (alarm_id, "fire-safety", 1, None)]
@@ -332,3 +332,44 @@ def test_the_admin_level_reaches_the_city_admin_and_the_wards_admin_only(  # typ
     with fleet_db.transaction() as s:  # a second pass (another replica) notifies nobody again
         assert alarms.escalate_due(s, FIRE_POLICY, T0 + timedelta(minutes=7)) == []
         assert s.scalar(select(func.count()).select_from(UserNotification)) == 3
+
+
+def test_an_answer_is_sent_only_after_its_write_committed(  # type: ignore[no-untyped-def]
+        server, world, fleet_db, fleet_settings) -> None:
+    """A 2xx means the change is durable: the unit of work commits before the answer goes out
+    (FastAPI's default would run the commit after sending it). The fault, a commit that
+    fails, is injected at the session's commit (a real database refuses one only rarely)."""
+    from sqlalchemy import event
+
+    with fleet_db.transaction() as s:
+        alarm_id = alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:9:3")).id
+    with fleet_db.transaction() as s:
+        alarms.escalate_due(s, FIRE_POLICY, T0 + timedelta(minutes=2))
+    refused = threading.Event()
+
+    def refuse(_session: Any) -> None:
+        if not refused.is_set():
+            refused.set()
+            raise RuntimeError("the database refused the commit")
+
+    with httpx.Client(base_url=server, timeout=30) as http:
+        note = http.get("/api/v1/notify/inbox", headers=world.headers("fire-safety")).json()[0]
+        assert note["alarm_id"] == alarm_id
+        event.listen(fleet_db.sessions, "before_commit", refuse)
+        try:
+            r = http.post(f"/api/v1/notify/inbox/{note['id']}/read",
+                          headers=world.headers("fire-safety"))
+        finally:
+            event.remove(fleet_db.sessions, "before_commit", refuse)
+        assert refused.is_set()
+        assert r.status_code == 503, "a write that never committed was answered as done"
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("not-saved")
+        unread = http.get("/api/v1/notify/inbox", params={"unread": "true"},
+                          headers=world.headers("fire-safety")).json()
+        assert [n["id"] for n in unread] == [note["id"]]
+        # and a write that commits is visible to the very next request
+        assert http.post(f"/api/v1/notify/inbox/{note['id']}/read",
+                         headers=world.headers("fire-safety")).status_code == 204
+        assert http.get("/api/v1/notify/inbox", params={"unread": "true"},
+                        headers=world.headers("fire-safety")).json() == []
