@@ -36,91 +36,92 @@ _ABORT = const(2)
 CHECKPOINT = 16   # chunks between progress records: a power cut costs at most this many again
 
 
-class Receiver:
-    def __init__(self, node):
-        self.node = node
-        self.path = node.data_dir + "ota.json"
-        self.fh = None
-        self.last = -1   # CRC of the last chunk taken: its repeat is a no-op
+_rec = None   # the record (None: not read yet)
+_fh = None    # the image file, open while chunks come
+_last = -1    # CRC of the last chunk taken: its repeat is a no-op
+
+
+def _save(node):
+    _rec["regs"] = list(node.ota_inputs)
+    store.write(node.data_dir + "ota.json", _rec)
+
+
+def write(node, offset, count, f, at):
+    """A chunk or control write (the node hands over the offer elsewhere); 0 or an exception
+    code."""
+    global _rec, _fh, _last
+    regs = node.ota_inputs
+    if _rec is None:
         try:
-            self.rec = store.read(self.path) or {}
+            _rec = store.read(node.data_dir + "ota.json") or {}
         except store.CorruptRecord:
-            self.rec = {}
-
-    def _save(self):
-        self.rec["regs"] = list(self.node.ota_inputs)
-        store.write(self.path, self.rec)
-
-    def _close(self):
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-
-    def _show(self, nxt):
-        # chunks before nxt are taken: bytes received follow from the chunk size
-        regs = self.node.ota_inputs
-        rec = self.rec
-        received = nxt * rec["cb"]
-        if received > rec["size"]:
-            received = rec["size"]
-        regs[1] = received >> 16
-        regs[2] = received & 0xFFFF
-        regs[3] = nxt
-
-    def write(self, offset, count, f, at):
-        regs = self.node.ota_inputs
-        rec = self.rec
-        if offset == _CONTROL and count == 1:
-            value = (f[at] << 8) | f[at + 1]
-            state = regs[0]
-            if value == _COMMIT:
-                if state == _RECEIVING and regs[3] == rec["n"]:
-                    self._close()
-                    regs[0] = _VERIFY_PENDING
-                    self._save()
-                elif state != _VERIFY_PENDING:
-                    return 3 if state == _RECEIVING else 4
-                self.node.reboot_pending = True   # after the answer: the picker checks it
-                return 0
-            if value == _ABORT:
-                self._close()
-                if state in (_RECEIVING, _VERIFY_PENDING):
-                    regs[0] = 0
-                    self._save()
-                return 0
+            _rec = {}
+    if offset == _CONTROL and count == 1:
+        value = (f[at] << 8) | f[at + 1]
+        state = regs[0]
+        if value != _COMMIT and value != _ABORT:
             return 3
-        if offset != _CHUNK or count < 3:
-            return 2
-        if regs[0] != _RECEIVING:
-            return 4
-        index = (f[at] << 8) | f[at + 1]
-        n = rec["n"]
-        if index >= n:
-            return 2
-        cb = rec["cb"]
-        length = cb if index < n - 1 else rec["size"] - index * cb
-        end = at + 2 + 2 * ((length + 1) // 2)
-        if count != (end - at) // 2 + 1:
-            return 3
-        crc = (f[end] << 8) | f[end + 1]
-        mv = memoryview(f)[at:at + 2 + length]
-        if crc16(mv) != crc:
-            return 3
-        if index != regs[3]:
-            return 0 if index == regs[3] - 1 and crc == self.last else 2
-        try:
-            if self.fh is None:   # resuming after a restart: from the checkpoint on
-                self.fh = open(self.node.data_dir + "ota.img", "r+b")
-                self.fh.seek(index * cb)
-            self.fh.write(mv[2:])
-            self._show(index + 1)
-            self.last = crc
-            if regs[3] % CHECKPOINT == 0 or regs[3] == n:
-                self.fh.flush()
-                self._save()
-        except OSError:   # the flash failed: back to the checkpoint (the master reads it)
-            self._close()
-            self.last = -1
-            self._show(index - index % CHECKPOINT)
-            return 4
+        if _fh is not None:
+            _fh.close()
+            _fh = None
+        if value == _ABORT:
+            if state == _RECEIVING or state == _VERIFY_PENDING:
+                regs[0] = 0
+                _save(node)
+            return 0
+        if state == _RECEIVING and regs[3] == _rec["n"]:
+            regs[0] = _VERIFY_PENDING
+            _save(node)
+        elif state != _VERIFY_PENDING:
+            return 3 if state == _RECEIVING else 4
+        node.reboot_pending = True   # after the answer: the picker checks the image
         return 0
+    if offset != _CHUNK or count < 3:
+        return 2
+    if regs[0] != _RECEIVING:
+        return 4
+    index = (f[at] << 8) | f[at + 1]
+    n = _rec["n"]
+    if index >= n:
+        return 2
+    cb = _rec["cb"]
+    length = cb if index < n - 1 else _rec["size"] - index * cb
+    end = at + 2 + 2 * ((length + 1) // 2)
+    if count != (end - at) // 2 + 1:
+        return 3
+    crc = (f[end] << 8) | f[end + 1]
+    mv = memoryview(f)[at:at + 2 + length]
+    if crc16(mv) != crc:
+        return 3
+    if index != regs[3]:
+        return 0 if index == regs[3] - 1 and crc == _last else 2
+    try:
+        if _fh is None:   # the first chunk since boot or an offer: from the checkpoint on
+            _fh = open(node.data_dir + "ota.img", "r+b")
+            _fh.seek(index * cb)
+        _fh.write(mv[2:])
+        index += 1
+        _last = crc
+        if index % CHECKPOINT == 0 or index == n:
+            _fh.flush()
+            _show(regs, index, cb, _rec["size"])
+            _save(node)
+            return 0
+    except OSError:   # the flash failed: back to the checkpoint (the master reads it)
+        if _fh is not None:
+            _fh.close()
+            _fh = None
+        _last = -1
+        index -= index % CHECKPOINT
+    _show(regs, index, cb, _rec["size"])
+    return 0 if _fh is not None else 4
+
+
+def _show(regs, nxt, cb, size):
+    # chunks before nxt are taken: bytes received follow from the chunk size
+    received = nxt * cb
+    if received > size:
+        received = size
+    regs[1] = received >> 16
+    regs[2] = received & 0xFFFF
+    regs[3] = nxt
