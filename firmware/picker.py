@@ -152,9 +152,10 @@ def adopt_trust(root):
     except Exception:  # noqa: BLE001 - none (the usual case), or torn: nothing to adopt
         return
     slots = load(root + "slots.json")
-    if slots["active"] == pending.get("slot"):
-        if slots["trial"] or slots["pending"] is not None:
-            return  # not confirmed yet
+    slot = pending.get("slot")
+    if slots["pending"] == slot or slots["active"] == slot and slots["trial"]:
+        return  # staged or on trial: not confirmed yet
+    if slots["active"] == slot:
         tmp = root + "data/trust.json.tmp"
         with open(tmp, "w") as fh:
             json.dump(pending["trust"], fh)
