@@ -1,0 +1,135 @@
+"""A signed release through the OTA register window of a real node (MicroPython unix port on the
+simulator's bus): the node receives the stream, reboots, verifies the slot itself, runs the new
+image as a trial; a tampered release is refused with its reason readable in ota_reason and the
+node keeps its old image; a power cut mid-transfer is resumed, not restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.ota_transfer import OtaRefused, image_from_release, send_image
+from gateway.rtu import NoResponse, RtuBus
+from hardware.ota_image import OtaStatus
+from hardware.regmap import load_maps
+from hardware.sim.simbus import SimBus
+from provisioning import release as rel
+from tests.conftest import wait_for
+
+FIRMWARE_APP = Path(__file__).resolve().parents[2] / "firmware" / "app"
+MAPS = load_maps()
+TRIAL = 1 << next(b.bit for b in MAPS.status_bits if b.name == "trial")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ota-window")
+    rel.generate_key(d / "k.key")
+    (d / "trust.json").write_text(json.dumps(
+        rel.device_trust(rel.make_keyset(1, [d / "k.pub"], []), (1, 0, 0))))
+    source = d / "src"
+    shutil.copytree(FIRMWARE_APP, source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "version.py").write_text("VERSION = (1, 4, 0)\n")   # what `release` bumps
+    good = rel.build(d / "good", version=(1, 4, 0), min_version=(1, 0, 0),
+                     device_class="fire", board="esp32", source=source)
+    rel.sign(good, d / "k.key")
+    tampered = Path(shutil.copytree(good, d / "tampered"))
+    node = tampered / "files" / "app" / "aqi.mpy"
+    data = bytearray(node.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    node.write_bytes(bytes(data))
+    return d
+
+
+@pytest.fixture
+def sim(lab: Path) -> Iterator[SimBus]:
+    bus = SimBus([(1, "fire")], baud=115200, paced=False, compiled=True)
+    (bus.nodes[0].root / "data" / "trust.json").write_text((lab / "trust.json").read_text())
+    with bus:
+        yield bus
+
+
+async def _ready(bus: RtuBus) -> list[int]:
+    for _ in range(100):
+        try:
+            return await bus.read_input(1, 0, 6)
+        except NoResponse:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the node never answered")
+
+
+async def _ota_status(bus: RtuBus) -> OtaStatus:
+    return OtaStatus.decode(await bus.read_input(1, MAPS.ota.base, MAPS.ota.input_words))
+
+
+def test_a_signed_release_is_received_verified_by_the_node_and_boots_as_a_trial(
+        sim: SimBus, lab: Path) -> None:
+    stream = image_from_release(lab / "good")
+    seen: list[tuple[int, int]] = []
+
+    async def go() -> tuple[list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            assert (await _ready(bus))[2:5] == [0, 1, 0]
+            await send_image(bus, 1, stream, progress=lambda a, b: seen.append((a, b)))
+            return await _ready(bus), await _ota_status(bus)
+
+    identity, status = asyncio.run(go())
+    assert identity[2:5] == [1, 4, 0]            # the new image runs ...
+    assert identity[5] & TRIAL                   # ... as a trial until the gateway confirms
+    assert (status.state, status.reason, status.version) == ("staged", 0, (1, 4, 0))
+    assert seen[-1] == (len(stream), len(stream))
+    assert any("slot b verified" in line for line in sim.nodes[0].events.lines)
+
+
+def test_a_tampered_file_is_refused_by_the_node_with_its_reason_and_the_old_image_runs(
+        sim: SimBus, lab: Path) -> None:
+    stream = image_from_release(lab / "tampered")
+
+    async def go() -> tuple[OtaRefused, list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            with pytest.raises(OtaRefused) as err:
+                await send_image(bus, 1, stream, progress=lambda a, b: None)
+            return err.value, await _ready(bus), await _ota_status(bus)
+
+    refused, identity, status = asyncio.run(go())
+    assert refused.reason == "bad hash"
+    assert identity[2:5] == [0, 1, 0] and not identity[5] & TRIAL
+    assert (status.state, status.reason) == ("refused", 6)
+
+
+@pytest.mark.parametrize("cut_after", [40, 200])
+def test_a_power_cut_mid_transfer_is_resumed_from_the_nodes_checkpoint(
+        sim: SimBus, lab: Path, cut_after: int) -> None:
+    stream = image_from_release(lab / "good")
+    node = sim.nodes[0]
+
+    async def go() -> tuple[int, list[int]]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+
+            def cut(done: int, total: int) -> None:
+                if done >= cut_after * 240:
+                    node.kill()   # SIGKILL: the supervisor powers it up again
+                    raise RuntimeError("power cut")
+
+            with pytest.raises(RuntimeError, match="power cut"):
+                await send_image(bus, 1, stream, progress=cut)
+            await _ready(bus)
+            status = await _ota_status(bus)
+            assert status.state == "receiving"
+            first: list[int] = []
+            await send_image(bus, 1, stream,
+                             progress=lambda a, b: first.append(a) if not first else None)
+            return first[0], await _ready(bus)
+
+    resumed_at, identity = asyncio.run(go())
+    assert cut_after * 240 - 16 * 240 <= resumed_at <= cut_after * 240   # a checkpoint
+    assert resumed_at > 0
+    assert identity[2:5] == [1, 4, 0]
+    wait_for(lambda: node.events.restarts >= 3, 5, what="cut, verify and trial boots")
