@@ -72,7 +72,7 @@ def test_a_chunk_without_an_answer_is_sent_again_and_an_exception_resyncs() -> N
 
 def test_too_many_failures_in_a_row_give_up_naming_the_cause() -> None:
     t = transfer(max_failures=3)
-    with pytest.raises(OtaFailed, match="3 failures in a row.*garbled"):
+    with pytest.raises(OtaFailed, match=r"3 failures in a row.*garbled"):
         run(t, [Answered(), status("receiving"), NoAnswer("a"), NoAnswer("b"),
                 NoAnswer("garbled")])
 
