@@ -23,8 +23,6 @@ def offer(node, count, f, at):
     n = (f[at + 12] << 8) | f[at + 13]
     if not size or cb < 2 or cb > _MAX_CHUNK or cb & 1 or n != (size + cb - 1) // cb:
         return 3
-    if node.slot_flags.get("trial"):
-        return 6   # busy: the running trial image must be confirmed (or roll back) first
     regs = node.ota_inputs
     ident = binascii.hexlify(f[at:at + 46]).decode()   # version, sizes, SHA-256: the image
     path = node.data_dir + "ota.json"
@@ -34,6 +32,8 @@ def offer(node, count, f, at):
         rec = {}
     if rec.get("id") == ident and regs[0] in (_RECEIVING, _VERIFY_PENDING, _STAGED):
         return 0   # the same image again: the receiver resumes where the record says
+    if node.slot_flags.get("trial"):
+        return 6   # busy: the running trial image must be confirmed (or roll back) first
     open(node.data_dir + "ota.img", "wb").close()
     for i in range(8):
         regs[i] = f[at + 2 * i - 10] << 8 | f[at + 2 * i - 9] if i > 4 else 0

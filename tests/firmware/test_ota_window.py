@@ -133,3 +133,58 @@ def test_a_power_cut_mid_transfer_is_resumed_from_the_nodes_checkpoint(
     assert resumed_at > 0
     assert identity[2:5] == [1, 4, 0]
     wait_for(lambda: node.events.restarts >= 3, 5, what="cut, verify and trial boots")
+
+
+def _restarted(node: object, after: int, timeout: float = 20.0) -> None:
+    wait_for(lambda: node.events.restarts > after, timeout,   # type: ignore[attr-defined]
+             interval=0.005, what="the node's next boot")
+
+
+@pytest.mark.parametrize("step", ["after_commit", "verify_boot", "trial_boot"])
+def test_a_power_cut_after_the_commit_never_loses_the_node_and_the_update_completes(
+        sim: SimBus, lab: Path, step: str) -> None:
+    """Cut after the commit was acknowledged (before the reboot), during the boot that verifies
+    the slot, and during the boot that switches to it: the node always comes back on a working
+    image, and offering the same image again ends with it verified and running."""
+    stream = image_from_release(lab / "good")
+    node = sim.nodes[0]
+
+    async def go() -> tuple[list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            boots = node.events.restarts
+            await send_image(bus, 1, stream, progress=lambda a, b: None, wait_verified=False)
+            if step == "after_commit":
+                node.kill()
+            else:
+                _restarted(node, boots)          # the verify boot has begun
+                if step == "trial_boot":
+                    _restarted(node, boots + 1)  # the verify boot reset: the switch begins
+                node.kill()
+            await _ready(bus)                   # a working image answers
+            await send_image(bus, 1, stream, progress=lambda a, b: None)
+            return await _ready(bus), await _ota_status(bus)
+
+    identity, status = asyncio.run(go())
+    assert status.state == "staged", status
+    assert identity[2:5] == [1, 4, 0] and identity[5] & TRIAL
+
+
+def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Path) -> None:
+    old = lab / "old"
+    if not old.exists():
+        rel.build(old, version=(0, 9, 0), min_version=(0, 9, 0), device_class="fire",
+                  board="esp32")
+        rel.sign(old, lab / "k.key")
+    stream = image_from_release(old)
+
+    async def go() -> tuple[OtaRefused, list[int]]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            with pytest.raises(OtaRefused) as err:
+                await send_image(bus, 1, stream, progress=lambda a, b: None)
+            return err.value, await _ready(bus)
+
+    refused, identity = asyncio.run(go())
+    assert (refused.code, refused.reason) == (5, "downgrade")
+    assert identity[2:5] == [0, 1, 0]
