@@ -107,8 +107,8 @@ def run_wire(rounds: int = 3) -> list[Metric]:
         for _ in range(rounds):
             sim = SimBus([(1, "fire")], baud=WIRE_BAUD, paced=True, compiled=True)
             with sim:
-                async def once() -> float:
-                    async with RtuBus(sim.master_path, WIRE_BAUD, timeout=0.5) as bus:
+                async def once(port: str = sim.master_path) -> float:
+                    async with RtuBus(port, WIRE_BAUD, timeout=0.5) as bus:
                         for _ in range(100):
                             try:
                                 await bus.read_input(1, 0, 6)

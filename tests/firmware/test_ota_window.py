@@ -188,3 +188,37 @@ def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Pa
     refused, identity = asyncio.run(go())
     assert (refused.code, refused.reason) == (5, "downgrade")
     assert identity[2:5] == [0, 1, 0]
+
+
+@pytest.mark.slow
+def test_a_power_cut_after_every_chunk_is_always_resumed_to_a_verified_image(
+        lab: Path) -> None:
+    """The exhaustive sweep (nox -s soak): one node, one power cut after each chunk in turn
+    (every chunk of the stream, each a checkpoint or between two), each followed by a resumed
+    transfer; the node always answers and ends on the verified image."""
+    stream = image_from_release(lab / "good")
+    chunks = -(-len(stream) // 240)
+    for cut_after in range(1, chunks):
+        bus = SimBus([(1, "fire")], baud=115200, paced=False, compiled=True)
+        (bus.nodes[0].root / "data" / "trust.json").write_text(
+            (lab / "trust.json").read_text())
+        with bus:
+            node = bus.nodes[0]
+
+            async def go(cut_after: int = cut_after, node: object = node,
+                         bus: SimBus = bus) -> list[int]:
+                async with RtuBus(bus.master_path, 115200, timeout=0.5) as rtu:
+                    await _ready(rtu)
+
+                    def cut(done: int, total: int) -> None:
+                        if done >= cut_after * 240:
+                            node.kill()  # type: ignore[attr-defined]
+                            raise RuntimeError("power cut")
+
+                    with pytest.raises(RuntimeError):
+                        await send_image(rtu, 1, stream, progress=cut)
+                    await _ready(rtu)
+                    await send_image(rtu, 1, stream, progress=lambda a, b: None)
+                    return await _ready(rtu)
+
+            assert asyncio.run(go())[2:5] == [1, 4, 0], cut_after
