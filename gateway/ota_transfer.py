@@ -29,7 +29,8 @@ with ``wait_verified=False`` once the commit is acknowledged. It raises:
 
 Resume, either side restarted: the offer is always written first; the node answers the same
 offer (same stream SHA-256, size, chunk size, version) by keeping its progress, and the master
-then reads ``ota_next_chunk`` and goes on from there. A chunk without an answer is sent again
+then reads ``ota_next_chunk`` and goes on from there (a node silent right after an offer, e.g.
+rebooting, is waited for up to ``verify_timeout_s`` rather than counted as failures). A chunk without an answer is sent again
 (the node takes a repeat of its last chunk as a no-op); a Modbus exception to a chunk or a
 commit makes the master read the node's state and go on from what it says.
 
@@ -169,6 +170,7 @@ class Transfer:
         self.failures = 0
         self.last_cause = ""
         self._deadline: float | None = None
+        self._silent = False  # the last status read went unanswered (the node reboots)
 
     @property
     def done_bytes(self) -> int:
@@ -178,7 +180,7 @@ class Transfer:
         if self.phase == "offer":
             return WriteOffer(self.offer.words())
         if self.phase == "sync":
-            return ReadStatus(wait=False)
+            return ReadStatus(wait=self._silent)
         if self.phase == "send":
             return WriteChunk(self.next_chunk,
                               chunk_words(self.stream, self.next_chunk, self.offer.chunk_bytes))
@@ -208,6 +210,8 @@ class Transfer:
         phase = self.phase
         if phase == "offer":
             if isinstance(event, Answered):
+                # a node that goes silent now (a reset) is waited for, not counted
+                self._deadline = now + self.verify_timeout_s
                 self.phase = "sync"
             elif isinstance(event, Exception_):
                 if event.code == BUSY:
@@ -218,8 +222,12 @@ class Transfer:
             else:
                 self._fail(self._cause(event))
         elif phase == "sync":
+            self._silent = isinstance(event, NoAnswer)
             if isinstance(event, Status):
+                self._deadline = None
                 self._on_status(event.status, now)
+            elif self._silent and self._deadline is not None and now <= self._deadline:
+                pass   # rebooting: wait for it
             else:
                 self._fail(self._cause(event))
         elif phase == "send":

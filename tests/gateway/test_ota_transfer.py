@@ -126,3 +126,21 @@ def test_without_waiting_the_commit_ends_it() -> None:
     run(t, [Answered(), status("receiving", 5), Answered()])
     assert isinstance(t.action(), Done)
     assert not isinstance(t.action(), (WriteOffer, WriteCommit))
+
+
+def test_the_node_rebooting_to_take_the_offer_is_waited_for_not_counted() -> None:
+    t = transfer(max_failures=2, verify_timeout_s=10.0)
+    t.action()
+    t.feed(Answered(), 0.0)
+    for second in (1.0, 2.0, 3.0):   # more silences than max_failures, within the time
+        assert t.action() == ReadStatus(wait=second > 1.0)
+        t.feed(NoAnswer("rebooting"), second)
+    assert t.action() == ReadStatus(wait=True)
+    t.feed(status("receiving", 2), 4.0)
+    assert isinstance(t.action(), WriteChunk) and t.next_chunk == 2
+    t2 = transfer(max_failures=2, verify_timeout_s=1.0)
+    t2.action()
+    t2.feed(Answered(), 0.0)
+    t2.feed(NoAnswer("gone"), 2.0)
+    with pytest.raises(OtaFailed):
+        t2.feed(NoAnswer("gone"), 3.0)
