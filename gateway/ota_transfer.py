@@ -30,9 +30,10 @@ with ``wait_verified=False`` once the commit is acknowledged. It raises:
 Resume, either side restarted: the offer is always written first; the node answers the same
 offer (same stream SHA-256, size, chunk size, version) by keeping its progress, and the master
 then reads ``ota_next_chunk`` and goes on from there (a node silent right after an offer, e.g.
-rebooting, is waited for up to ``verify_timeout_s`` rather than counted as failures). A chunk without an answer is sent again
-(the node takes a repeat of its last chunk as a no-op); a Modbus exception to a chunk or a
-commit makes the master read the node's state and go on from what it says.
+rebooting, is waited for up to ``verify_timeout_s`` rather than counted as failures). A chunk
+without an answer is sent again (the node takes a repeat of its last chunk as a no-op); a Modbus
+exception to a chunk or a commit makes the master read the node's state and go on from what it
+says.
 
 The logic is the sans-IO :class:`Transfer` (table-tested, no bus, no clock: the driver feeds it
 the time); :func:`send_image` only does the I/O. It takes the bus' lock per transaction, so the
