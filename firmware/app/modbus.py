@@ -9,6 +9,8 @@
 
 from array import array
 
+from app.hwdef import OTA_BASE
+
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
 ILLEGAL_VALUE = 3
@@ -53,12 +55,17 @@ class Slave:
     on_write(kind, address, count) is called after holding registers or coils change, so the
     node can persist thresholds or act on a command; if it raises, the master gets exception 04
     (device failure) and the error is counted.
+
+    ota, when set (the node), owns the OTA window from OTA_BASE up: input reads there come
+    from the array ota.ota_inputs, and holding writes go unparsed to
+    ota.ota_write(offset, count, frame, data_at), which returns 0 or an exception code.
     """
 
     def __init__(self, address, bank, on_write=None):
         self.address = address
         self.bank = bank
         self.on_write = on_write
+        self.ota = None
         self.frames_ok = 0
         self.crc_errors = 0
         self.exceptions = 0
@@ -147,6 +154,9 @@ class Slave:
         if not 1 <= count <= 125:
             return self._exception(fc, ILLEGAL_VALUE)
         regs = self.bank.input if fc == 4 else self.bank.holding
+        if fc == 4 and start >= OTA_BASE and self.ota is not None:
+            regs = self.ota.ota_inputs
+            start -= OTA_BASE
         if start + count > len(regs):
             return self._exception(fc, ILLEGAL_ADDRESS)
         out = self._out
@@ -178,6 +188,10 @@ class Slave:
         return 3 + nbytes
 
     def _write_words(self, fc, start, count, f, offset):
+        if start >= OTA_BASE and self.ota is not None:
+            # the OTA window: a chunk's bytes go from this frame to the flash, unparsed
+            code = self.ota.ota_write(start - OTA_BASE, count, f, offset)
+            return self._exception(fc, code) if code else self._echo(f, fc)
         values = [(f[offset + 2 * i] << 8) | f[offset + 2 * i + 1] for i in range(count)]
         error = self.bank.check_write(start, values)
         if error:

@@ -37,6 +37,15 @@ def t35_us(baud):
     return (35 * 11 * 1000000) // (10 * baud) + 1
 
 
+def _unload(name):
+    """Drop app.<name> so its code leaves the heap at the next collection."""
+    import sys
+
+    import app
+    if sys.modules.pop("app." + name, None) is not None:
+        delattr(app, name)
+
+
 def _load_class(name):
     module = __import__("app.classes." + name, None, None, [_CLASS_TYPES[name]])
     return getattr(module, _CLASS_TYPES[name])
@@ -71,10 +80,17 @@ class Node:
         self._held_n = 0
         self._busy = False
         self.config_error = False
-        self._load_config()
-        self.boot_count = self._count_boot()
+        # Boot-only work is app/start.py's (dropped from the heap before the loop runs): the
+        # stored thresholds, the boot counter, and the OTA window's input block (hwdef.OTA_BASE
+        # up; its writes go to app/ota_offer.py and app/ota_rx.py, loaded only then).
+        from app import start
+        start.load_config(self)
+        self.boot_count = start.count_boot(self.data_dir)
+        self.ota_inputs = start.ota_inputs(self.data_dir)
+        self._ota_rx = None
         self.sensor = _load_class(class_name)(hal, bank)
         self.slave = Slave(address, bank, self._on_write)
+        self.slave.ota = self
         self.reboot_pending = False
         self.alarm_seq = 0
         self._prev_alarms = 0
@@ -90,32 +106,9 @@ class Node:
         hal.gc_point()  # heap high-water of the boot: imports, config read, boot-count write
 
     # -- persistence --------------------------------------------------------------------
-    def _load_config(self):
-        try:
-            stored = store.read(self._config_path)
-        except store.CorruptRecord:
-            self.config_error = True  # run on factory thresholds and say so in status bit 6
-            return
-        if stored and stored.get("class") == self.bank.class_name:
-            if self.bank.apply_config(stored.get("holding", {})):
-                self.config_error = True
-
     def save_config(self):
         store.write(self._config_path, {"class": self.bank.class_name,
                                         "holding": self.bank.config()})
-
-    def _count_boot(self):
-        path = self.data_dir + "boot.json"
-        try:
-            record = store.read(path) or {}
-        except store.CorruptRecord:
-            record = {}
-        count = record.get("boots", 0) + 1
-        try:
-            store.write(path, {"boots": count})
-        except OSError:
-            pass  # a full or failing flash must not stop the node from booting
-        return count
 
     # -- Modbus writes ------------------------------------------------------------------
     def _on_write(self, kind, start, count):
@@ -153,6 +146,28 @@ class Node:
             self.save_config()
         elif command == cmds["confirm_image"]:
             self._refresh_slot_flags(True)
+
+    def ota_write(self, offset, count, frame, at):
+        """A write into the OTA window, handed over unparsed by the Slave; 0 or an exception
+        code. Its code comes into the heap with the writes, never at boot: an offer's
+        (app/ota_offer.py) for that offer only, the receiver's (app/ota_rx.py) from the first
+        chunk or control write on. The two are never loaded together."""
+        if offset == 0:
+            self._ota_rx = None
+            _unload("ota_rx")   # it re-reads the record after the offer
+            gc.collect()   # the code's blocks are contiguous: free the garbage's holes first
+            from app import ota_offer
+            code = ota_offer.offer(self, count, frame, at)
+            _unload("ota_offer")
+        else:
+            rx = self._ota_rx
+            if rx is None:
+                gc.collect()
+                from app import ota_rx as rx
+                self._ota_rx = rx
+            code = rx.write(self, offset, count, frame, at)
+        self._update_status()
+        return code
 
     # -- the slot record (/slots.json, written by the picker at boot: see /picker.py) -------
     def _refresh_slot_flags(self, confirm=False):
@@ -192,7 +207,7 @@ class Node:
         flags = self.slot_flags
         if flags.get("trial"):
             status |= 1 << bits["trial"]
-        if flags.get("ota"):
+        if flags.get("ota") or self.ota_inputs[0] in (1, 2):  # staged, receiving, verifying
             status |= 1 << bits["ota"]
         if flags.get("rolled_back"):
             status |= 1 << bits["rolled_back"]
@@ -326,14 +341,9 @@ class Node:
 
 def main(root, slot_state=None):
     """Entry point called by the slot picker in main.py."""
-    import json
+    from app import start
 
-    from app import hal as hal_mod
-
-    # data/node.json is written by the technician's provisioning tool (or the simulator):
-    # {"class": "fire", "address": 1, "baud": 19200, "board": "...", "uart": "/dev/pts/N"}
-    with open(root + "data/node.json") as fh:
-        node_cfg = json.load(fh)
-    hal = hal_mod.make(root, node_cfg, (slot_state or {}).get("wdt"))
-    node = Node(hal, node_cfg.get("class", "fire"), node_cfg.get("address", 1), slot_state)
+    node = start.make(root, slot_state, Node)
+    start = None
+    _unload("start")  # its code leaves the heap before the loop runs
     node.run()
