@@ -275,6 +275,8 @@ class OtaManager:
         self.lanes = BusLanes()
         self.jobs: dict[str, OtaJob] = self.file.load()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: One fetch per bundle at a time: a campaign's second node waits and finds it cached.
+        self._fetching: dict[str, asyncio.Lock] = {}
         self._running = False
         self._trial_bit = _status_bit("trial")
         self._rolled_back_bit = _status_bit("rolled_back")
@@ -393,6 +395,10 @@ class OtaManager:
 
     async def _fetch(self, job: OtaJob, device_class: str) -> bool:
         """Cache hit or download + verify + cache; False when the job failed."""
+        async with self._fetching.setdefault(job.sha256, asyncio.Lock()):
+            return await self._fetch_once(job, device_class)
+
+    async def _fetch_once(self, job: OtaJob, device_class: str) -> bool:
         try:
             cached = self.cache.get(job.sha256, self.verifier, device_class=device_class)
             if cached is None:
@@ -467,9 +473,13 @@ class OtaManager:
                 last_report = t
                 self._set(job, "transferring")
 
+        timing = poller.devices[job.device].timing
         silent_since: float | None = None
         while True:
             try:
+                if not poller.link_up or timing.offline:  # wait for the bus and the node
+                    raise PortLost(poller.bus.describe(), f"bus {poller.name} is down or "
+                                   f"{job.device} is offline")
                 await transfer(YieldingBus(poller), address, stream, progress=progress)
                 break
             except BUS_ERRORS as exc:
@@ -478,9 +488,10 @@ class OtaManager:
                 if t - silent_since >= self.config.device_timeout_s:
                     self._set(job, "failed", "timeout", detail=str(exc))
                     return False
-                log.warning("%s: OTA transfer interrupted (%s); resuming from the node's offset "
-                            "when it answers", job.device, exc)
-                await asyncio.sleep(RETRY_TRANSFER_S)
+                if poller.link_up and not timing.offline:
+                    log.warning("%s: OTA transfer interrupted (%s); resuming from the node's "
+                                "offset", job.device, exc)
+                await asyncio.sleep(RETRY_TRANSFER_S if poller.link_up else 0.2)
             except Exception as exc:
                 code = _device_refusal(exc)
                 if code is None:
