@@ -121,6 +121,44 @@ class ClassMap:
 
 
 @dataclass(frozen=True)
+class OtaRegister:
+    """A register (or block of words) of the OTA window."""
+
+    address: int
+    name: str
+    words: int
+    desc: str
+
+
+@dataclass(frozen=True)
+class OtaWindow:
+    """The OTA register window (common.toml ``[ota]``): far above every class block, not part
+    of a node's configuration; how a master moves an image stream into a node."""
+
+    max_chunk_bytes: int
+    holding: tuple[OtaRegister, ...]
+    input: tuple[OtaRegister, ...]
+    states: dict[str, int]
+    controls: dict[str, int]
+    meanings: dict[str, str] = field(default_factory=dict)  # state and control names
+
+    def holding_register(self, name: str) -> OtaRegister:
+        return next(r for r in self.holding if r.name == name)
+
+    def input_register(self, name: str) -> OtaRegister:
+        return next(r for r in self.input if r.name == name)
+
+    @property
+    def base(self) -> int:
+        return min(r.address for r in self.holding + self.input)
+
+    @property
+    def input_words(self) -> int:
+        last = max(self.input, key=lambda r: r.address)
+        return last.address + last.words - self.base
+
+
+@dataclass(frozen=True)
 class Maps:
     map_version: int
     common_input: tuple[Register, ...]
@@ -128,6 +166,7 @@ class Maps:
     status_bits: tuple[Bit, ...]
     coils: tuple[Bit, ...]
     commands: dict[str, int]
+    ota: OtaWindow
     classes: dict[str, ClassMap] = field(default_factory=dict)
 
     def by_id(self, class_id: int) -> ClassMap:
@@ -198,6 +237,57 @@ def _check_layout(regs: tuple[Register, ...], where: str) -> None:
             reg.encode(reg.default)
 
 
+_OTA_HOLDING = ("ota_offer", "ota_control", "ota_chunk")
+_OTA_INPUT = ("ota_state", "ota_received", "ota_next_chunk", "ota_reason", "ota_version")
+_OTA_STATES = ("idle", "receiving", "verify_pending", "staged", "refused")
+
+
+def _ota_window(doc: dict[str, Any], path: Path) -> OtaWindow:
+    """The [ota] table; the firmware relies on the register names, the states and the layout
+    (one window base, inputs contiguous from it), so they are checked here."""
+    where = f"{path.name} [ota]"
+    ota = doc.get("ota")
+    if not isinstance(ota, dict):
+        raise RegisterMapError(f"{where}: missing")
+
+    def regs(key: str, names: tuple[str, ...]) -> tuple[OtaRegister, ...]:
+        try:
+            out = tuple(OtaRegister(int(e["address"]), str(e["name"]), int(e.get("words", 1)),
+                                    str(e["desc"])) for e in ota.get(key, []))
+        except KeyError as exc:
+            raise RegisterMapError(f"{where} {key}: a register is missing field "
+                                   f"{exc.args[0]!r}") from None
+        if tuple(r.name for r in out) != names:
+            raise RegisterMapError(f"{where} {key}: expected registers {', '.join(names)}")
+        for a, b in zip(out, out[1:], strict=False):
+            if b.address != a.address + a.words:
+                raise RegisterMapError(f"{where} {key}: {b.name!r} must follow {a.name!r}")
+        return out
+
+    try:
+        window = OtaWindow(
+            max_chunk_bytes=int(ota["max_chunk_bytes"]),
+            holding=regs("holding", _OTA_HOLDING),
+            input=regs("input", _OTA_INPUT),
+            states={str(e["name"]): int(e["value"]) for e in ota.get("states", [])},
+            controls={str(e["name"]): int(e["value"]) for e in ota.get("controls", [])},
+            meanings={str(e["name"]): str(e["desc"])
+                      for e in ota.get("states", []) + ota.get("controls", [])},
+        )
+    except KeyError as exc:
+        raise RegisterMapError(f"{where}: missing field {exc.args[0]!r}") from None
+    if tuple(window.states) != _OTA_STATES or list(window.states.values()) != list(range(5)):
+        raise RegisterMapError(f"{where} states: expected {', '.join(_OTA_STATES)} = 0..4")
+    if window.holding[0].address != window.input[0].address:
+        raise RegisterMapError(f"{where}: ota_offer and ota_state share the window base")
+    chunk = window.holding_register("ota_chunk")
+    if not 2 <= window.max_chunk_bytes <= 2 * (chunk.words - 2) or window.max_chunk_bytes % 2:
+        raise RegisterMapError(f"{where}: max_chunk_bytes must be even and fit ota_chunk")
+    if chunk.address + chunk.words > 0xFFFF or chunk.words > 123:
+        raise RegisterMapError(f"{where}: ota_chunk must fit one FC16 (123 words)")
+    return window
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -221,6 +311,7 @@ def load_maps(directory: Path = REGISTERS_DIR) -> Maps:
         coils=tuple(Bit(int(c["address"]), str(c["name"]), str(c["desc"]))
                     for c in common.get("coils", [])),
         commands={str(c["name"]): int(c["value"]) for c in common.get("commands", [])},
+        ota=_ota_window(common, common_path),
     )
     for name in CLASS_NAMES:
         path = directory / f"{name}.toml"
@@ -236,6 +327,9 @@ def load_maps(directory: Path = REGISTERS_DIR) -> Maps:
         )
         _check_layout(cmap.input, f"{path.name} input")
         _check_layout(cmap.holding, f"{path.name} holding")
+        if max(cmap.input_count, cmap.holding_count) > maps.ota.base:
+            raise RegisterMapError(f"{path.name}: registers reach into the OTA window at "
+                                   f"{maps.ota.base}")
         maps.classes[name] = cmap
     return maps
 
@@ -325,8 +419,27 @@ def render_firmware(maps: Maps | None = None) -> str:
         f"COMMANDS = {pprint.pformat(maps.commands)}\n",
         f"COILS = {pprint.pformat({c.name: c.bit for c in maps.coils})}\n",
         f"CLASS_IDS = {pprint.pformat({n: c.class_id for n, c in maps.classes.items()})}\n",
+        "# The OTA window (common.toml [ota]); the rest of it is in app/otadef.py, which only\n"
+        "# the receiver (app/ota_rx.py) loads.\n"
+        f"OTA_BASE = {maps.ota.base}\n",
+        f"OTA_INPUTS = {maps.ota.input_words}\n",
     ]
     return "\n".join(parts)
+
+
+def render_ota(maps: Maps | None = None) -> str:
+    """Source of firmware/app/otadef.py: the OTA window as offsets from OTA_BASE, loaded only by
+    the receiver (app/ota_rx.py) and the boot-time verifier (app/ota_boot.py)."""
+    ota = (maps or load_maps()).ota
+    base = ota.base
+    offer, control, chunk = ota.holding
+    lines = [_FW_HEADER, "# common.toml [ota]: offsets from hwdef.OTA_BASE\n",
+             f"OFFER = {offer.address - base}", f"OFFER_WORDS = {offer.words}",
+             f"CONTROL = {control.address - base}", f"CHUNK = {chunk.address - base}",
+             f"MAX_CHUNK_BYTES = {ota.max_chunk_bytes}"]
+    lines += [f"{name.upper()} = {value}" for name, value in ota.states.items()]
+    lines += [f"{name.upper()} = {value}" for name, value in ota.controls.items()]
+    return "\n".join(lines) + "\n"
 
 
 def render_sensor(name: str, params: dict[str, Any]) -> str:
@@ -375,6 +488,52 @@ def _md_bits(bits: tuple[Bit, ...], with_severity: bool) -> list[str]:
         sev = f" {b.severity} |" if with_severity else ""
         lines.append(f"| {b.bit} | `{b.name}` |{sev} {_md_escape(b.desc)} |")
     return lines
+
+
+def _md_ota(ota: OtaWindow) -> list[str]:
+    def rows(regs: tuple[OtaRegister, ...], ref: int) -> list[str]:
+        lines = ["| address | ref | name | words | meaning |", "|---|---|---|---|---|"]
+        for r in regs:
+            span = str(r.address) if r.words == 1 else f"{r.address}-{r.address + r.words - 1}"
+            lines.append(f"| {span} | {ref + r.address} | `{r.name}` | {r.words} | "
+                         f"{_md_escape(r.desc)} |")
+        return lines
+
+    return [
+        "## OTA window (every class)",
+        "",
+        "How a master (the gateway, `gateway/ota_transfer.py`) moves a signed release into a "
+        "node's inactive image slot: the release is packed as one byte stream "
+        "(`hardware/ota_image.py`: manifest.json, manifest.sig, then every file with its path), "
+        "offered, written in chunks of up to "
+        f"{ota.max_chunk_bytes} bytes with a CRC-16 each, and committed; the node verifies the "
+        "slot itself at its next boot (docs/firmware-boot.md). Status bit 2 (`ota`) is set while "
+        "a transfer runs, waits for its verification, or a verified image waits for its boot. "
+        "A write that does not fit gets a Modbus exception: 02 a chunk that is not the next "
+        "one, 03 a bad offer, chunk length or chunk CRC (or a commit before the last chunk), "
+        "04 no transfer running or a flash error, 06 a trial image runs (confirm it first); "
+        "after any of them a master reads `ota_state` and `ota_next_chunk` and goes on from "
+        "there. The holding registers are write-only.",
+        "",
+        "### Holding registers (FC16; `ota_control` also FC06)",
+        "",
+        *rows(ota.holding, 40001),
+        "",
+        "Controls (write to `ota_control`): "
+        + ", ".join(f"`{v}` {n}" for n, v in ota.controls.items()) + ".",
+        "",
+        "### Input registers (FC04)",
+        "",
+        *rows(ota.input, 30001),
+        "",
+        "### OTA states (`ota_state`)",
+        "",
+        "| value | name | meaning |",
+        "|---|---|---|",
+        *[f"| {v} | `{n}` | {_md_escape(ota.meanings.get(n, ''))} |"
+          for n, v in ota.states.items()],
+        "",
+    ]
 
 
 def render_docs(maps: Maps | None = None) -> str:
@@ -430,6 +589,7 @@ def render_docs(maps: Maps | None = None) -> str:
         *[f"| {c.bit} | `{c.name}` | {_md_escape(c.desc)} |" for c in maps.coils],
         "",
     ]
+    out += _md_ota(maps.ota)
     n_common_in = len(maps.common_input)
     n_common_hold = len(maps.common_holding)
     for cmap in maps.classes.values():
@@ -465,6 +625,7 @@ def generated_files() -> dict[Path, str]:
     """Every generated file and the text it must hold."""
     maps = load_maps()
     files = {FIRMWARE_HWDEF: render_firmware(maps), DOCS_REGISTERS: render_docs(maps),
+             FIRMWARE_HWDEF.parent / "otadef.py": render_ota(maps),
              FIRMWARE_HWDEF.parent / "boards.py": render_boards(),
              FIRMWARE_HWDEF.parent / "maps" / "__init__.py": _FW_HEADER}
     for name, cmap in maps.classes.items():

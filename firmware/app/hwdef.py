@@ -17,3 +17,9 @@ COMMANDS = {'confirm_image': 4, 'factory': 3, 'reboot': 2, 'reset': 1}
 COILS = {'output': 0}
 
 CLASS_IDS = {'air': 4, 'fire': 1, 'flood': 2, 'water': 3}
+
+# The OTA window (common.toml [ota]); the rest of it is in app/otadef.py, which only
+# the receiver (app/ota_rx.py) loads.
+OTA_BASE = 1000
+
+OTA_INPUTS = 8

@@ -18,6 +18,7 @@
 
 import gc
 import time
+from array import array
 
 import record as store  # the flash record format, shared with the slot picker (/record.py)
 from app import hwdef
@@ -73,8 +74,18 @@ class Node:
         self.config_error = False
         self._load_config()
         self.boot_count = self._count_boot()
+        # The OTA window (hwdef.OTA_BASE up): its input block is kept here from the transfer
+        # record; the receiver (app/ota_rx.py) is imported only when a master writes to it.
+        self.ota_base = hwdef.OTA_BASE
+        self.ota_inputs = array("H", [0] * hwdef.OTA_INPUTS)
+        self._ota_rx = None
+        try:
+            self.show_ota(store.read(self.data_dir + "ota.json") or {})
+        except store.CorruptRecord:
+            pass  # a damaged transfer record: no transfer (the next offer starts over)
         self.sensor = _load_class(class_name)(hal, bank)
         self.slave = Slave(address, bank, self._on_write)
+        self.slave.ota = self
         self.reboot_pending = False
         self.alarm_seq = 0
         self._prev_alarms = 0
@@ -154,6 +165,33 @@ class Node:
         elif command == cmds["confirm_image"]:
             self._refresh_slot_flags(True)
 
+    # -- the OTA window ------------------------------------------------------------------
+    def show_ota(self, rec):
+        """The OTA input block from a transfer record (see app/ota_rx.py)."""
+        regs = self.ota_inputs
+        state = rec.get("state", 0)
+        regs[0] = state if isinstance(state, int) and 0 <= state <= 4 else 0
+        received = rec.get("rx", 0)
+        regs[1] = (received >> 16) & 0xFFFF
+        regs[2] = received & 0xFFFF
+        regs[3] = rec.get("next", 0) & 0xFFFF
+        regs[4] = rec.get("reason", 0) & 0xFFFF
+        version = rec.get("v") or (0, 0, 0)
+        for i in range(3):
+            regs[5 + i] = version[i] & 0xFFFF
+
+    def ota_write(self, offset, count, frame, data_offset):
+        """A write into the OTA window (the Slave hands it over unparsed); 0 or an exception
+        code. The receiver's code comes into the heap with the first write, not at boot."""
+        rx = self._ota_rx
+        if rx is None:
+            from app.ota_rx import Receiver
+            rx = self._ota_rx = Receiver(self)
+        try:
+            return rx.write(offset, count, frame, data_offset)
+        finally:
+            self._update_status()
+
     # -- the slot record (/slots.json, written by the picker at boot: see /picker.py) -------
     def _refresh_slot_flags(self, confirm=False):
         """trial / ota / rolled_back as the slot record says now, for the status word; with
@@ -165,6 +203,14 @@ class Node:
             stored = {}
         mine = stored.get("active") == self.slot_state.get("slot")
         if confirm and mine and stored.get("trial") is True:
+            # A release verified at boot left the trust it brings (anti-rollback floor, rotated
+            # keys: app/ota_boot.py) for this moment; adopted before the trial flag is cleared,
+            # so a power cut between the two leaves a trial that is confirmed again.
+            try:
+                import os
+                os.rename(self.data_dir + "trust.next", self.data_dir + "trust.json")
+            except OSError:
+                pass  # none waiting: an image that did not come over the air
             stored["trial"] = False
             stored["tries"] = 0
             store.write(path, stored)  # OSError: the master hears exception 04
@@ -192,7 +238,7 @@ class Node:
         flags = self.slot_flags
         if flags.get("trial"):
             status |= 1 << bits["trial"]
-        if flags.get("ota"):
+        if flags.get("ota") or self.ota_inputs[0] in (1, 2):  # staged, receiving, verify pending
             status |= 1 << bits["ota"]
         if flags.get("rolled_back"):
             status |= 1 << bits["rolled_back"]

@@ -131,9 +131,10 @@ class NodeProcess:
         slot.mkdir(exist_ok=True)
         app = slot / "app"
         if not app.exists():
-            # Source by default (live code for tests); .mpy bytecode when asked, as on a device.
+            # Source by default; .mpy bytecode when asked, as on a device. A copy, never a link
+            # to the repository: an update over the air writes into the slots.
             target = self.compiled_app if self.compiled_app else FIRMWARE_DIR / "app"
-            app.symlink_to(target, target_is_directory=True)
+            shutil.copytree(target, app, ignore=shutil.ignore_patterns("__pycache__"))
         node_cfg = {"class": self.cls, "address": self.address, "baud": self.baud,
                     "uart": self.uart_path, **self.node_options}
         (data / "node.json").write_text(json.dumps(node_cfg))
