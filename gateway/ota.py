@@ -53,11 +53,12 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from contracts.mqtt import OTA_FINAL, OtaCommand, device_topic, rfc3339
-from contracts.release import ReleaseVerifier, Version, parse_version
+from contracts.release import REASONS, ReleaseVerifier, Version, parse_version
 from gateway.bus import BadReply, ModbusError, NoResponse, PortLost
 from gateway.config import OtaSection
 from gateway.decode import DeviceDecoder, now
 from gateway.ota_bundle import BundleCache, BundleError, download, read_bundle, verify_bundle
+from gateway.ota_transfer import OtaBusy, OtaFailed, OtaRefused, image_from_release, send_image
 from gateway.outbox import Message
 from gateway.poller import BusPoller
 
@@ -235,18 +236,7 @@ class BusLanes:
 
 # -- the manager ------------------------------------------------------------------------------
 def _default_transfer() -> tuple[Transfer, Packer]:
-    from gateway import ota_transfer  # type: ignore[attr-defined]  # built beside this module
-
-    return ota_transfer.send_image, ota_transfer.pack_image
-
-
-def _device_refusal(exc: BaseException) -> str | None:
-    """The node's own refusal code if the transfer error carries one, else None."""
-    for attr in ("refusal", "reason", "code"):
-        value = getattr(exc, attr, None)
-        if value not in (None, "", 0) and not isinstance(exc, BUS_ERRORS):
-            return str(value)
-    return None
+    return send_image, image_from_release
 
 
 class OtaManager:
@@ -464,9 +454,12 @@ class OtaManager:
         job.image_size = len(stream)
         self._set(job, "transferring")
         last_report = time.monotonic()
+        silent_since: float | None = None
 
         def progress(offset: int, size: int) -> None:
-            nonlocal last_report
+            nonlocal last_report, silent_since
+            if offset > job.offset:
+                silent_since = None  # progress: the node is there
             job.offset, job.image_size = offset, size
             t = time.monotonic()
             if t - last_report >= self.config.progress_interval_s:
@@ -474,7 +467,6 @@ class OtaManager:
                 self._set(job, "transferring")
 
         timing = poller.devices[job.device].timing
-        silent_since: float | None = None
         while True:
             try:
                 if not poller.link_up or timing.offline:  # wait for the bus and the node
@@ -482,23 +474,24 @@ class OtaManager:
                                    f"{job.device} is offline")
                 await transfer(YieldingBus(poller), address, stream, progress=progress)
                 break
-            except BUS_ERRORS as exc:
+            except OtaRefused as exc:  # the node's own check: never tried again
+                log.error("%s: the node refused the image: %s", job.device, exc)
+                self._set(job, "failed", "device_refused", detail=str(exc), code=exc.code,
+                          refusal=REASONS.get(exc.code, str(exc.code)).replace(" ", "_"))
+                return False
+            except (*BUS_ERRORS, OtaBusy, OtaFailed) as exc:
+                # Silence, a lost port, a node on an unconfirmed trial (busy until its trial
+                # ends): try again from the node's offset until device_timeout_s.
                 t = time.monotonic()
                 silent_since = silent_since or t
                 if t - silent_since >= self.config.device_timeout_s:
-                    self._set(job, "failed", "timeout", detail=str(exc))
+                    reason = "device_busy" if isinstance(exc, OtaBusy) else "timeout"
+                    self._set(job, "failed", reason, detail=str(exc))
                     return False
                 if poller.link_up and not timing.offline:
                     log.warning("%s: OTA transfer interrupted (%s); resuming from the node's "
                                 "offset", job.device, exc)
                 await asyncio.sleep(RETRY_TRANSFER_S if poller.link_up else 0.2)
-            except Exception as exc:
-                code = _device_refusal(exc)
-                if code is None:
-                    raise
-                log.error("%s: the node refused the image: %s", job.device, exc)
-                self._set(job, "failed", "device_refused", detail=str(exc), code=code)
-                return False
         job.offset = job.image_size
         dev = poller.devices[job.device]
         boot = dev.decoder.values.get("boot_count")
