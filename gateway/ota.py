@@ -28,8 +28,9 @@ What this module owns, and the rules it keeps:
   bit 7, ``failed``/``device_refused`` when it booted without taking it; ``confirmed`` comes
   from :mod:`gateway.trial`'s confirm (beside the ``trial_confirmed`` event); ``failed``/
   ``timeout`` when none of this happens within ``boot_timeout_s`` (plus the trial period).
-- ``op: cancel`` stops a job before its commit (a committed image cannot be taken back: the
-  node's own trial and rollback decide).
+- ``op: cancel`` stops a job before its commit and tells the node to abort the part it holds
+  (``ota_control`` = abort); a committed image cannot be taken back: the node's own trial and
+  rollback decide.
 
 The transfer itself (offer, chunked writes with CRC, commit through the OTA register window)
 is injected: ``transfer(bus, address, stream, progress=...)`` and ``packer(release_dir)``,
@@ -267,6 +268,7 @@ class OtaManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: One fetch per bundle at a time: a campaign's second node waits and finds it cached.
         self._fetching: dict[str, asyncio.Lock] = {}
+        self._aborts: set[asyncio.Task[None]] = set()
         self._running = False
         self._trial_bit = _status_bit("trial")
         self._rolled_back_bit = _status_bit("rolled_back")
@@ -311,8 +313,26 @@ class OtaManager:
         task = self._tasks.pop(device, None)
         if task is not None:
             task.cancel()
+        if job.phase == "transferring" and self._running:
+            abort = asyncio.get_running_loop().create_task(self._abort(device))
+            self._aborts.add(abort)
+            abort.add_done_callback(self._aborts.discard)
         self._set(job, "cancelled")
         log.warning("%s: OTA of campaign %s cancelled", device, campaign)
+
+    async def _abort(self, device: str) -> None:
+        """Tell the node to forget the part it holds (its ``ota`` status bit clears)."""
+        from hardware.regmap import load_maps
+
+        window = load_maps().ota
+        at, value = window.holding_register("ota_control").address, window.controls["abort"]
+        poller = self.device_bus[device]
+        address = poller.devices[device].address
+        try:
+            await poller.submit(lambda bus: bus.write_register(address, at, value))
+        except BUS_ERRORS as exc:  # it keeps the part; the next offer of another image resets
+            log.warning("%s: could not abort the cancelled transfer on the node: %s", device,
+                        exc)
 
     # -- running --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from contracts.release import Version
+from hardware.sim.simbus import SimBus
 from provisioning import release as rel
 
 TOKEN = "download-token-7f3a"  # what the fleet would put in the command
@@ -35,14 +37,41 @@ def make_keys(directory: Path, name: str = "release-2026") -> Keys:
     return Keys(private, trust)
 
 
+BOARD = "unix"  # what the simulated nodes say they are (node.json "board")
+FIRMWARE_APP = Path(__file__).resolve().parents[2] / "firmware" / "app"
+
+
+def app_source(directory: Path, version: Version, *, broken: bool = False,
+               tiny: bool = False) -> Path:
+    """An application to release: the firmware app reporting ``version``; ``broken`` raises at
+    import (its trial crashes and rolls back); ``tiny`` is only that broken node module and the
+    version, a few hundred bytes to move (quick transfers whose trial then rolls back)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not tiny:
+        shutil.copytree(FIRMWARE_APP, directory, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (directory / "version.py").write_text(f"VERSION = {tuple(version)!r}\n")
+    if broken or tiny:
+        node = directory / "node.py"
+        rest = node.read_text() if node.exists() else ""
+        node.write_text('raise ImportError("no module named app.lost")\n' + rest)
+    return directory
+
+
 def make_release(out: Path, keys: Keys, *, version: Version = (1, 4, 0),
                  device_class: str = "fire", source: Path | None = None) -> Path:
     """A signed release directory (the app copied as .py: no mpy-cross, it is fast)."""
     kwargs = {"source": source} if source is not None else {}
     rel.build(out, version=version, min_version=(0, 1, 0), device_class=device_class,
-              board="unix", compiled=False, **kwargs)
+              board=BOARD, compiled=False, **kwargs)
     rel.sign(out, keys.private)
     return out
+
+
+def flash_trust(sim: SimBus, keys: Keys) -> None:
+    """Each node carries the fleet's release trust, as `edgefleet flash` writes it."""
+    for node in sim.nodes:
+        shutil.copyfile(keys.trust, node.root / "data" / "trust.json")
 
 
 def bundle(release: Path, *, extra: dict[str, tarfile.TarInfo] | None = None) -> bytes:

@@ -7,7 +7,6 @@ confirmed by the gateway."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +19,23 @@ import pytest
 from contracts.mqtt import OtaEvent, command_topic
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import attach_physics
-from provisioning import release as rel
 from tests.gateway.mosquitto import Broker, Received, Subscriber, publish_once
-from tests.gateway.otafleet import TOKEN, BundleServer, Keys, bundle, make_keys, sha256
+from tests.gateway.otafleet import (
+    BOARD,
+    TOKEN,
+    BundleServer,
+    Keys,
+    app_source,
+    bundle,
+    flash_trust,
+    make_keys,
+    make_release,
+    sha256,
+)
 
 GW = "gw-e2e"
 BAUD = 115200  # a 146 KB source release: ~14 s of wire time at this rate
 NODES = [(1, "fire", "fire-1"), (2, "flood", "flood-2")]
-FIRMWARE_APP = Path(__file__).resolve().parents[2] / "firmware" / "app"
 
 
 def _config(port: str, broker: Broker, storage: Path, trust: Path) -> str:
@@ -62,23 +70,17 @@ timeout_s = 0.3
 
 def release_of(tmp: Path, keys: Keys, version: tuple[int, int, int]) -> Path:
     """The firmware app as it is, reporting ``version``, built and signed as a release."""
-    source = tmp / f"src-{'.'.join(map(str, version))}"
-    shutil.copytree(FIRMWARE_APP, source, ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "version.py").write_text(f"VERSION = {tuple(version)!r}\n")
-    out = tmp / f"fire-{'.'.join(map(str, version))}"
-    rel.build(out, version=version, min_version=(0, 1, 0), device_class="fire", board="unix",
-              source=source, compiled=False)
-    rel.sign(out, keys.private)
-    return out
+    name = "fire-" + ".".join(map(str, version))
+    return make_release(tmp / name, keys, version=version,
+                        source=app_source(tmp / f"src-{name}", version))
 
 
 @pytest.fixture
 def site(tmp_path: Path, broker: Broker) -> Iterator[tuple[SimBus, Path, Keys]]:
     keys = make_keys(tmp_path / "keys")
     sim = SimBus([(a, c) for a, c, _ in NODES], baud=BAUD,
-                 node_options={a: {"board": "unix"} for a, _, _ in NODES})
-    for node in sim.nodes:  # flashed with the fleet's trust, as `edgefleet flash` does
-        shutil.copyfile(keys.trust, node.root / "data" / "trust.json")
+                 node_options={a: {"board": BOARD} for a, _, _ in NODES})
+    flash_trust(sim, keys)
     attach_physics(sim)
     sim.start()
     config = tmp_path / "gateway.toml"
@@ -120,6 +122,15 @@ def test_a_signed_update_reaches_the_node_over_modbus_and_is_confirmed(
             got = sub.wait_for(lambda ms: any(e["phase"] in ("confirmed", "failed")
                                               for e in _ota(ms, "fire-1")), 240,
                                "fire-1's update to end")
+            # the same command again re-reports where the delivery stands, fetching nothing
+            publish_once(broker, command_topic(GW, "fire-1", "ota"), json.dumps({
+                "v": 1, "id": "c-2", "op": "start", "campaign": "17", "release": "1.4.0",
+                "url": server.url("fire-1.4.0"), "token": TOKEN, "sha256": sha256(data),
+                "size": len(data)}).encode())
+            again = sub.wait_for(lambda ms: len(_ota(ms, "fire-1")) > len(_ota(got, "fire-1"))
+                                 and any(m.topic == f"edgefleet/v1/{GW}/ack"
+                                         and json.loads(m.payload)["id"] == "c-2" for m in ms),
+                                 20, "the re-report")
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
     finally:
@@ -141,6 +152,8 @@ def test_a_signed_update_reaches_the_node_over_modbus_and_is_confirmed(
     confirms = [json.loads(m.payload) for m in got if m.topic == f"edgefleet/v1/{GW}/event"
                 and json.loads(m.payload).get("event") == "trial_confirmed"]
     assert [(c["device"], c["firmware"]) for c in confirms] == [("fire-1", "1.4.0")]
+    assert _ota(again, "fire-1")[-1]["phase"] == "confirmed"
+    assert len(server.requests) == 1
     # the flood node beside it was polled all along and never touched
     assert not _ota(got, "flood-2")
     flood = [m for m in got if m.topic == f"edgefleet/v1/{GW}/flood-2/telemetry"]
