@@ -105,14 +105,21 @@ class Gateway:
         self._trials: dict[str, TrialWatch] = {}
         self._trial_bit = next(b.bit for b in load_maps().status_bits if b.name == "trial")
         #: Firmware delivery (gateway/ota.py); None without an [ota] section: ota refused.
+        # A trust file that cannot be read costs the updates, never the polling.
         self.ota: OtaManager | None = None
+        self.ota_error = f"gateway {self.id} has no [ota] section: it has no release trust to " \
+                         "verify firmware with, so it relays none"
         if config.ota is not None:
-            self.ota = OtaManager(
-                self.id, config.ota, cache_dir=config.ota_cache_dir,
-                state_path=storage / "ota-jobs.json", pollers=self.pollers,
-                device_bus=self.device_bus, publish=self.publish,
-                trial_after_s=config.gateway.confirm_trial_after_s,
-                transfer=ota_transfer, packer=ota_packer)
+            try:
+                self.ota = OtaManager(
+                    self.id, config.ota, cache_dir=config.ota_cache_dir,
+                    state_path=storage / "ota-jobs.json", pollers=self.pollers,
+                    device_bus=self.device_bus, publish=self.publish,
+                    trial_after_s=config.gateway.confirm_trial_after_s,
+                    transfer=ota_transfer, packer=ota_packer)
+            except ValueError as exc:
+                self.ota_error = f"firmware updates are off: {exc}"
+                log.error("%s", self.ota_error)
         # Opened last: opening adopts the remembered alarm state into the producers above.
         self.store = Store.at(storage / "outbox.db",
                               int(config.gateway.max_outbox_mb * 1024 * 1024),
@@ -319,8 +326,7 @@ class Gateway:
         cmap, address = dev.decoder.cmap, dev.address
         if cmd.action == "ota":  # taken (or refused) at once; progress comes as OtaEvents
             if self.ota is None:
-                raise ValueError(f"gateway {self.id} has no [ota] section: it has no release "
-                                 "trust to verify firmware with, so it relays none")
+                raise ValueError(self.ota_error)
             self.ota.command(cmd.id, cmd.device, cmd.body)
             return
         if cmd.action == "repoll":
