@@ -32,9 +32,14 @@ What this module owns, and the rules it keeps:
   (``ota_control`` = abort); a committed image cannot be taken back: the node's own trial and
   rollback decide.
 
-The transfer itself (offer, chunked writes with CRC, commit through the OTA register window)
-is injected: ``transfer(bus, address, stream, progress=...)`` and ``packer(release_dir)``,
-by default :func:`gateway.ota_transfer.send_image` and its image packer.
+The transfer itself (offer, chunked writes with CRC, commit, and the node's own verification
+at its reboot, through the OTA register window) is :func:`gateway.ota_transfer.send_image` on
+the stream :func:`gateway.ota_transfer.image_from_release` packs; both can be passed in
+(``transfer``, ``packer``). ``committed`` is reported when it returns: the node holds the whole
+image and has verified it. Its errors map to phases: ``OtaRefused`` is ``failed``/
+``device_refused`` (with the node's ``code``); silence, a lost port, ``OtaFailed`` and ``OtaBusy``
+(a node still on an unconfirmed trial) are tried again from the node's offset until
+``device_timeout_s``.
 """
 
 from __future__ import annotations
@@ -58,10 +63,18 @@ from contracts.release import REASONS, ReleaseVerifier, Version, parse_version
 from gateway.bus import BadReply, ModbusError, NoResponse, PortLost
 from gateway.config import OtaSection
 from gateway.decode import DeviceDecoder, now
-from gateway.ota_bundle import BundleCache, BundleError, download, read_bundle, verify_bundle
+from gateway.ota_bundle import (
+    BundleCache,
+    BundleError,
+    download,
+    load_trust,
+    read_bundle,
+    verify_bundle,
+)
 from gateway.ota_transfer import OtaBusy, OtaFailed, OtaRefused, image_from_release, send_image
 from gateway.outbox import Message
 from gateway.poller import BusPoller
+from hardware.regmap import load_maps
 
 __all__ = ["BusLanes", "JobFile", "NodeView", "OtaJob", "OtaManager", "YieldingBus", "after_commit"]
 
@@ -250,8 +263,6 @@ class OtaManager:
                  device_bus: Mapping[str, BusPoller], publish: Sink,
                  trial_after_s: float, transfer: Transfer | None = None,
                  packer: Packer | None = None, rng: random.Random | None = None) -> None:
-        from gateway.ota_bundle import load_trust
-
         self.gateway_id = gateway_id
         self.config = config
         self.verifier: ReleaseVerifier = load_trust(config.trust)
@@ -322,8 +333,6 @@ class OtaManager:
 
     async def _abort(self, device: str) -> None:
         """Tell the node to forget the part it holds (its ``ota`` status bit clears)."""
-        from hardware.regmap import load_maps
-
         window = load_maps().ota
         at, value = window.holding_register("ota_control").address, window.controls["abort"]
         poller = self.device_bus[device]
@@ -594,7 +603,5 @@ class OtaManager:
 
 
 def _status_bit(name: str) -> int:
-    from hardware.regmap import load_maps
-
     return next(b.bit for b in load_maps().status_bits if b.name == name)
 
