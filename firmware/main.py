@@ -18,10 +18,7 @@ import time
 gc.threshold(2048)
 
 WDT_MS = 8000  # ESP32 task watchdog; the node loop feeds it at least every WDT_MS / 2
-EXIT_REBOOT = 75  # unix port: a reset on purpose (after the boot-time OTA check)
 EXIT_CRASH = 76  # unix port: a reset after an exception (the supervisor restarts and counts it)
-OTA_VERIFY_PENDING, OTA_REFUSED = 2, 4  # app/otadef.py (generated from common.toml [ota])
-OTA_TRIES = 3  # boots a check of a received image may take (each power cut during it is one)
 _getenv = getattr(os, "getenv", None)
 
 
@@ -51,50 +48,6 @@ class SoftWatchdog:
         os.system("kill -ALRM $PPID")
 
 
-def _reset(code):
-    try:
-        import machine
-        machine.reset()
-    except (ImportError, AttributeError):
-        pass
-    sys.exit(code)  # unix port: the supervisor restarts us, as a reset would
-
-
-def ota_check(root):
-    """An image received over the air and committed waits for the device's own check: run it
-    now, before the picker and before any application code (the whole heap is free), with the
-    verifier of the slot that runs, then reset. Nothing to do: return at once.
-
-    The check (app/ota_boot.py) either stages the slot for the picker (the next boot is its
-    trial) or records why it was refused. A check that cannot finish (power cuts, a verifier
-    that raises) is tried OTA_TRIES times, then refused as malformed: the node always comes up."""
-    import record
-
-    path = root + "data/ota.json"
-    try:
-        rec = record.read(path)
-    except record.CorruptRecord:
-        return
-    if not rec or rec.get("state") != OTA_VERIFY_PENDING:
-        return
-    import picker
-
-    running = picker.load(root + "slots.json")["active"]
-    tries = rec.get("tries", 0)
-    rec["tries"] = tries + 1
-    if tries >= OTA_TRIES or rec.get("slot") not in ("a", "b") or rec["slot"] == running:
-        rec["state"] = OTA_REFUSED
-        rec["reason"] = 1  # malformed
-        record.write(path, rec)
-        return
-    record.write(path, rec)
-    sys.path.insert(0, root + running)
-    from app import ota_boot
-
-    ota_boot.run(root, rec)
-    _reset(EXIT_REBOOT)  # the next boot starts clean: the picker, then the (trial) image
-
-
 def start():
     root = _getenv("EF_ROOT") if _getenv else None
     root = (root.rstrip("/") + "/") if root else "/"
@@ -110,7 +63,6 @@ def start():
         else:
             wdt = WDT(timeout=timeout)
     try:
-        ota_check(root)
         import picker
 
         slot = picker.boot(root)
@@ -123,7 +75,12 @@ def start():
         node.main(root, {"slot": slot, "wdt": wdt, "wdt_ms": timeout if wdt else 0})
     except Exception as exc:  # noqa: BLE001 - SystemExit (a reboot, end of feed) passes through
         sys.print_exception(exc)
-        _reset(EXIT_CRASH)
+        try:
+            import machine
+            machine.reset()
+        except (ImportError, AttributeError):
+            pass
+        sys.exit(EXIT_CRASH)  # unix port: the supervisor restarts us, as a reset would
 
 
 start()

@@ -18,11 +18,15 @@
 # update.
 
 import os
+import sys
 
 import record
 
 MAX_TRIES = 3
 SLOT_NAMES = ("a", "b")
+OTA_VERIFY_PENDING, OTA_REFUSED = 2, 4  # app/otadef.py (generated from common.toml [ota])
+OTA_TRIES = 3  # boots a check of a received image may take (each power cut during it is one)
+EXIT_REBOOT = 75  # unix port: a reset on purpose (the simulator's supervisor restarts us)
 
 
 def clean(stored):
@@ -95,8 +99,78 @@ def choose(slots, ok):
     return slots
 
 
+def ota_check(root):
+    """An image received over the air and committed (app/ota_rx.py) waits for the device's own
+    check: run it now, before any application code (the whole heap is free), with the verifier
+    of the slot that runs, then reset the board. Nothing pending: return at once.
+
+    The check (app/ota_boot.py) either stages the slot (the next boot is its trial) or records
+    why it was refused. Here, not in main.py: this code leaves the heap with the picker. A check
+    that cannot finish (power cuts, a verifier that raises) is tried OTA_TRIES times, then
+    refused as malformed: the node always comes back up."""
+    path = root + "data/ota.json"
+    try:
+        rec = record.read(path)
+    except record.CorruptRecord:
+        return
+    regs = rec.get("regs") if rec else None
+    if not regs or regs[0] != OTA_VERIFY_PENDING:
+        return
+    running = load(root + "slots.json")["active"]
+    tries = rec.get("tries", 0)
+    rec["tries"] = tries + 1
+    if tries >= OTA_TRIES or rec.get("slot") not in SLOT_NAMES or rec["slot"] == running:
+        regs[0] = OTA_REFUSED
+        regs[4] = 1  # malformed
+        record.write(path, rec)
+        return
+    record.write(path, rec)
+    sys.path.insert(0, root + running)
+    from app import ota_boot
+
+    ota_boot.run(root, rec)
+    try:
+        import machine
+        machine.reset()
+    except (ImportError, AttributeError):
+        pass
+    sys.exit(EXIT_REBOOT)  # the next boot starts clean: the picker, then the (trial) image
+
+
+def adopt_trust(root):
+    """The trust a release verified over the air brings (anti-rollback floor, rotated keys) is
+    left by app/ota_boot.py in /data/trust.next as {"slot", "trust"}; it becomes the device's
+    (/data/trust.json) once that slot runs confirmed, and is dropped if the slot no longer
+    runs (its trial rolled back). At every boot before any check of a new image, so a
+    release is always checked against the trust of the last confirmed one."""
+    import json
+
+    path = root + "data/trust.next"
+    try:
+        with open(path) as fh:
+            pending = json.load(fh)
+    except Exception:  # noqa: BLE001 - none (the usual case), or torn: nothing to adopt
+        return
+    slots = load(root + "slots.json")
+    slot = pending.get("slot")
+    if slots["pending"] == slot or slots["active"] == slot and slots["trial"]:
+        return  # staged or on trial: not confirmed yet
+    if slots["active"] == slot:
+        tmp = root + "data/trust.json.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(pending["trust"], fh)
+        os.rename(tmp, root + "data/trust.json")
+    os.remove(path)
+
+
 def boot(root):
-    """Pick the slot for this boot and save the record; returns the slot's name."""
+    """Adopt confirmed trust, run a pending OTA check (it resets the board), then pick the slot
+    for this boot and save the record; returns the slot's name."""
+    try:
+        adopt_trust(root)
+    except OSError:
+        pass  # a failing flash must not stop the boot; the next boot tries again
+    ota_check(root)
     path = root + "slots.json"
     stored = load(path)
     slots = choose(stored, lambda name: slot_ok(root, name))

@@ -329,8 +329,10 @@ async def send_image(bus: ModbusBus, address: int, stream: bytes, *,
             event = Exception_(exc.code)
         except (NoResponse, BadReply) as exc:
             event = NoAnswer(str(exc))
+        if not isinstance(event, Answered):
+            log.debug("OTA to node %d: %s in phase %s", address, event, transfer.phase)
         transfer.feed(event, time.monotonic())
-        if transfer.phase != "offer" and transfer.done_bytes != reported:
+        if transfer.phase not in ("offer", "sync") and transfer.done_bytes != reported:
             reported = transfer.done_bytes
             progress(reported, offer.size)
     log.info("OTA to node %d: %s", address,

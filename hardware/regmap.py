@@ -8,6 +8,7 @@ technicians get ``docs/registers.md``, both produced by :func:`render_firmware` 
 
 from __future__ import annotations
 
+import itertools
 import pprint
 import tomllib
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ def _ota_window(doc: dict[str, Any], path: Path) -> OtaWindow:
                                    f"{exc.args[0]!r}") from None
         if tuple(r.name for r in out) != names:
             raise RegisterMapError(f"{where} {key}: expected registers {', '.join(names)}")
-        for a, b in zip(out, out[1:], strict=False):
+        for a, b in itertools.pairwise(out):
             if b.address != a.address + a.words:
                 raise RegisterMapError(f"{where} {key}: {b.name!r} must follow {a.name!r}")
         return out

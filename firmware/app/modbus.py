@@ -9,11 +9,12 @@
 
 from array import array
 
+from app.hwdef import OTA_BASE
+
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
 ILLEGAL_VALUE = 3
 DEVICE_FAILURE = 4
-BUSY = 6
 
 
 def _crc_table():
@@ -55,9 +56,9 @@ class Slave:
     node can persist thresholds or act on a command; if it raises, the master gets exception 04
     (device failure) and the error is counted.
 
-    ota, when set (the node), owns the OTA window from ota.ota_base up: input reads there come
-    from ota.ota_inputs (an array), and holding writes go, unparsed, to
-    ota.ota_write(offset, count, frame, data_offset), which returns 0 or an exception code.
+    ota, when set (the node), owns the OTA window from OTA_BASE up: input reads there come
+    from the array ota.ota_inputs, and holding writes go unparsed to
+    ota.ota_write(offset, count, frame, data_at), which returns 0 or an exception code.
     """
 
     def __init__(self, address, bank, on_write=None):
@@ -131,10 +132,7 @@ class Slave:
         if fc == 6:
             if n != 8:
                 return self._exception(fc, ILLEGAL_VALUE)
-            start = (f[2] << 8) | f[3]
-            if self.ota is not None and start >= self.ota.ota_base:
-                return self._ota_write(fc, start, 1, f, 4)
-            return self._write_words(fc, start, 1, f, 4)
+            return self._write_words(fc, (f[2] << 8) | f[3], 1, f, 4)
         if fc in (15, 16):
             if n < 9:
                 return self._exception(fc, ILLEGAL_VALUE)
@@ -149,8 +147,6 @@ class Slave:
                 return self._write_bits(fc, start, count, f, 7, False)
             if not 1 <= count <= 123 or nbytes != 2 * count:
                 return self._exception(fc, ILLEGAL_VALUE)
-            if self.ota is not None and start >= self.ota.ota_base:
-                return self._ota_write(fc, start, count, f, 7)
             return self._write_words(fc, start, count, f, 7)
         return self._exception(fc, ILLEGAL_FUNCTION)
 
@@ -158,10 +154,9 @@ class Slave:
         if not 1 <= count <= 125:
             return self._exception(fc, ILLEGAL_VALUE)
         regs = self.bank.input if fc == 4 else self.bank.holding
-        ota = self.ota
-        if fc == 4 and ota is not None and start >= ota.ota_base:
-            regs = ota.ota_inputs
-            start -= ota.ota_base
+        if fc == 4 and start >= OTA_BASE and self.ota is not None:
+            regs = self.ota.ota_inputs
+            start -= OTA_BASE
         if start + count > len(regs):
             return self._exception(fc, ILLEGAL_ADDRESS)
         out = self._out
@@ -193,6 +188,10 @@ class Slave:
         return 3 + nbytes
 
     def _write_words(self, fc, start, count, f, offset):
+        if start >= OTA_BASE and self.ota is not None:
+            # the OTA window: a chunk's bytes go from this frame to the flash, unparsed
+            code = self.ota.ota_write(start - OTA_BASE, count, f, offset)
+            return self._exception(fc, code) if code else self._echo(f, fc)
         values = [(f[offset + 2 * i] << 8) | f[offset + 2 * i + 1] for i in range(count)]
         error = self.bank.check_write(start, values)
         if error:
@@ -201,13 +200,6 @@ class Slave:
             self.bank.holding[start + i] = values[i]
         if self.on_write:
             self.on_write("holding", start, count)
-        return self._echo(f, fc)
-
-    def _ota_write(self, fc, start, count, f, offset):
-        # The data stays in the frame: a 240-byte chunk is written to flash from here, unparsed
-        code = self.ota.ota_write(start - self.ota.ota_base, count, f, offset)
-        if code:
-            return self._exception(fc, code)
         return self._echo(f, fc)
 
     def _write_bits(self, fc, start, count, f, offset, single_value):

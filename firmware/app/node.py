@@ -18,7 +18,6 @@
 
 import gc
 import time
-from array import array
 
 import record as store  # the flash record format, shared with the slot picker (/record.py)
 from app import hwdef
@@ -36,6 +35,15 @@ def t35_us(baud):
     if baud > 19200:
         return 1750
     return (35 * 11 * 1000000) // (10 * baud) + 1
+
+
+def _unload(name):
+    """Drop app.<name> so its code leaves the heap at the next collection."""
+    import sys
+
+    import app
+    if sys.modules.pop("app." + name, None) is not None:
+        delattr(app, name)
 
 
 def _load_class(name):
@@ -72,17 +80,14 @@ class Node:
         self._held_n = 0
         self._busy = False
         self.config_error = False
-        self._load_config()
-        self.boot_count = self._count_boot()
-        # The OTA window (hwdef.OTA_BASE up): its input block is kept here from the transfer
-        # record; the receiver (app/ota_rx.py) is imported only when a master writes to it.
-        self.ota_base = hwdef.OTA_BASE
-        self.ota_inputs = array("H", [0] * hwdef.OTA_INPUTS)
+        # Boot-only work is app/start.py's (dropped from the heap before the loop runs): the
+        # stored thresholds, the boot counter, and the OTA window's input block (hwdef.OTA_BASE
+        # up; its writes go to app/ota_offer.py and app/ota_rx.py, loaded only then).
+        from app import start
+        start.load_config(self)
+        self.boot_count = start.count_boot(self.data_dir)
+        self.ota_inputs = start.ota_inputs(self.data_dir)
         self._ota_rx = None
-        try:
-            self.show_ota(store.read(self.data_dir + "ota.json") or {})
-        except store.CorruptRecord:
-            pass  # a damaged transfer record: no transfer (the next offer starts over)
         self.sensor = _load_class(class_name)(hal, bank)
         self.slave = Slave(address, bank, self._on_write)
         self.slave.ota = self
@@ -101,32 +106,9 @@ class Node:
         hal.gc_point()  # heap high-water of the boot: imports, config read, boot-count write
 
     # -- persistence --------------------------------------------------------------------
-    def _load_config(self):
-        try:
-            stored = store.read(self._config_path)
-        except store.CorruptRecord:
-            self.config_error = True  # run on factory thresholds and say so in status bit 6
-            return
-        if stored and stored.get("class") == self.bank.class_name:
-            if self.bank.apply_config(stored.get("holding", {})):
-                self.config_error = True
-
     def save_config(self):
         store.write(self._config_path, {"class": self.bank.class_name,
                                         "holding": self.bank.config()})
-
-    def _count_boot(self):
-        path = self.data_dir + "boot.json"
-        try:
-            record = store.read(path) or {}
-        except store.CorruptRecord:
-            record = {}
-        count = record.get("boots", 0) + 1
-        try:
-            store.write(path, {"boots": count})
-        except OSError:
-            pass  # a full or failing flash must not stop the node from booting
-        return count
 
     # -- Modbus writes ------------------------------------------------------------------
     def _on_write(self, kind, start, count):
@@ -165,32 +147,27 @@ class Node:
         elif command == cmds["confirm_image"]:
             self._refresh_slot_flags(True)
 
-    # -- the OTA window ------------------------------------------------------------------
-    def show_ota(self, rec):
-        """The OTA input block from a transfer record (see app/ota_rx.py)."""
-        regs = self.ota_inputs
-        state = rec.get("state", 0)
-        regs[0] = state if isinstance(state, int) and 0 <= state <= 4 else 0
-        received = rec.get("rx", 0)
-        regs[1] = (received >> 16) & 0xFFFF
-        regs[2] = received & 0xFFFF
-        regs[3] = rec.get("next", 0) & 0xFFFF
-        regs[4] = rec.get("reason", 0) & 0xFFFF
-        version = rec.get("v") or (0, 0, 0)
-        for i in range(3):
-            regs[5 + i] = version[i] & 0xFFFF
-
-    def ota_write(self, offset, count, frame, data_offset):
-        """A write into the OTA window (the Slave hands it over unparsed); 0 or an exception
-        code. The receiver's code comes into the heap with the first write, not at boot."""
-        rx = self._ota_rx
-        if rx is None:
-            from app.ota_rx import Receiver
-            rx = self._ota_rx = Receiver(self)
-        try:
-            return rx.write(offset, count, frame, data_offset)
-        finally:
-            self._update_status()
+    def ota_write(self, offset, count, frame, at):
+        """A write into the OTA window, handed over unparsed by the Slave; 0 or an exception
+        code. Its code comes into the heap with the writes, never at boot: an offer's
+        (app/ota_offer.py) for that offer only, the receiver's (app/ota_rx.py) from the first
+        chunk or control write on. The two are never loaded together."""
+        if offset == 0:
+            self._ota_rx = None
+            _unload("ota_rx")   # it re-reads the record after the offer
+            gc.collect()   # the code's blocks are contiguous: free the garbage's holes first
+            from app import ota_offer
+            code = ota_offer.offer(self, count, frame, at)
+            _unload("ota_offer")
+        else:
+            rx = self._ota_rx
+            if rx is None:
+                gc.collect()
+                from app import ota_rx as rx
+                self._ota_rx = rx
+            code = rx.write(self, offset, count, frame, at)
+        self._update_status()
+        return code
 
     # -- the slot record (/slots.json, written by the picker at boot: see /picker.py) -------
     def _refresh_slot_flags(self, confirm=False):
@@ -203,14 +180,6 @@ class Node:
             stored = {}
         mine = stored.get("active") == self.slot_state.get("slot")
         if confirm and mine and stored.get("trial") is True:
-            # A release verified at boot left the trust it brings (anti-rollback floor, rotated
-            # keys: app/ota_boot.py) for this moment; adopted before the trial flag is cleared,
-            # so a power cut between the two leaves a trial that is confirmed again.
-            try:
-                import os
-                os.rename(self.data_dir + "trust.next", self.data_dir + "trust.json")
-            except OSError:
-                pass  # none waiting: an image that did not come over the air
             stored["trial"] = False
             stored["tries"] = 0
             store.write(path, stored)  # OSError: the master hears exception 04
@@ -238,7 +207,7 @@ class Node:
         flags = self.slot_flags
         if flags.get("trial"):
             status |= 1 << bits["trial"]
-        if flags.get("ota") or self.ota_inputs[0] in (1, 2):  # staged, receiving, verify pending
+        if flags.get("ota") or self.ota_inputs[0] in (1, 2):  # staged, receiving, verifying
             status |= 1 << bits["ota"]
         if flags.get("rolled_back"):
             status |= 1 << bits["rolled_back"]
@@ -371,14 +340,9 @@ class Node:
 
 def main(root, slot_state=None):
     """Entry point called by the slot picker in main.py."""
-    import json
+    from app import start
 
-    from app import hal as hal_mod
-
-    # data/node.json is written by the technician's provisioning tool (or the simulator):
-    # {"class": "fire", "address": 1, "baud": 19200, "board": "...", "uart": "/dev/pts/N"}
-    with open(root + "data/node.json") as fh:
-        node_cfg = json.load(fh)
-    hal = hal_mod.make(root, node_cfg, (slot_state or {}).get("wdt"))
-    node = Node(hal, node_cfg.get("class", "fire"), node_cfg.get("address", 1), slot_state)
+    node = start.make(root, slot_state, Node)
+    start = None
+    _unload("start")  # its code leaves the heap before the loop runs
     node.run()
