@@ -119,9 +119,14 @@ def test_a_signed_update_reaches_the_node_over_modbus_and_is_confirmed(
                 "v": 1, "id": "c-1", "op": "start", "campaign": "17", "release": "1.4.0",
                 "url": server.url("fire-1.4.0"), "token": TOKEN, "sha256": sha256(data),
                 "size": len(data)}).encode())
-            got = sub.wait_for(lambda ms: any(e["phase"] in ("confirmed", "failed")
-                                              for e in _ota(ms, "fire-1")), 240,
-                               "fire-1's update to end")
+            try:
+                got = sub.wait_for(lambda ms: any(e["phase"] in ("confirmed", "failed")
+                                                  for e in _ota(ms, "fire-1")), 240,
+                                   "fire-1's update to end")
+            except AssertionError as exc:
+                seen = [(e["phase"], e["offset"]) for e in _ota(sub.messages, "fire-1")]
+                raise AssertionError(f"{exc}\nphases: {seen}\ngateway log:\n"
+                                     f"{log.read_text()[-4000:]}") from None
             # the same command again re-reports where the delivery stands, fetching nothing
             publish_once(broker, command_topic(GW, "fire-1", "ota"), json.dumps({
                 "v": 1, "id": "c-2", "op": "start", "campaign": "17", "release": "1.4.0",
