@@ -548,6 +548,12 @@ class OtaManager:
                 return
             await asyncio.sleep(min(left, 1.0))
 
+    def health(self) -> dict[str, Any]:
+        """The deliveries not yet ended, for the gateway's status (``health.ota``)."""
+        return {device: {"campaign": job.campaign, "release": job.release,
+                         "phase": job.phase, "offset": job.offset, "size": job.image_size}
+                for device, job in sorted(self.jobs.items()) if not job.final}
+
     # -- fed by the service ---------------------------------------------------------------
     def observe(self, decoder: DeviceDecoder) -> None:
         """A poll of a node decoded: move a committed delivery on (pure rule: after_commit)."""

@@ -427,6 +427,7 @@ class Gateway:
             "rules": {"fired": self.rules.fired, "writes": self.rule_writes,
                       "failures": self.rule_failures},
             "messages_stored": self.published,
+            "ota": self.ota.health() if self.ota is not None else {},
             **({"metrics_error": self.metrics_error} if self.metrics_error else {}),
         }
 

@@ -373,6 +373,9 @@ def test_a_transfer_cut_by_a_gateway_restart_resumes_from_the_nodes_offset(rig: 
         rig.start(sub)
         rig.ota("fire-1", "fire-1.4.0")
         got = sub.wait_for(moved("fire-1", 20_000), 60, "fire-1 part-way")
+        assert rig.gateway is not None and rig.gateway.gateway is not None
+        health = rig.gateway.gateway.health()["ota"]
+        assert health["fire-1"]["phase"] == "transferring" and health["fire-1"]["offset"] > 0
         rig.stop()
         saved = json.loads((rig.tmp / "state" / "ota-jobs.json").read_text())["jobs"]["fire-1"]
         assert saved["phase"] == "transferring" and saved["token"] is None
@@ -435,10 +438,12 @@ def test_a_release_that_crashes_on_trial_rolls_back_and_fails_the_delivery(rig: 
         rig.start(sub)
         rig.ota("fire-1", "tiny")
         got = sub.wait_for(reached("fire-1", "failed"), 120, "the delivery's end")
+        # the poll that showed it goes to the rules first, then out as the node's state
+        got = sub.wait_for(lambda ms: "rolled_back" in node_status(ms, "fire-1"), 20,
+                           "fire-1's state saying rolled_back")
     last = ota_events(got, "fire-1")[-1]
     assert last["reason"] == "rolled_back", last
     assert "committed" in phases(got, "fire-1") and "confirmed" not in phases(got, "fire-1")
-    assert "rolled_back" in node_status(got, "fire-1")
 
 
 def test_a_node_that_dies_mid_transfer_times_out(make_rig: RigFactory) -> None:
