@@ -7,6 +7,9 @@ module does the I/O around it:
 
 - **Urgent work first**: rule actions and fleet commands (:meth:`BusPoller.submit`) go before
   any routine poll.
+- **Background work last**: a firmware transfer's transactions (:meth:`BusPoller.background`)
+  run one at a time, only when no poll is due, so the poll schedule (fire detectors first) keeps
+  the bus; a transfer costs a due poll at most one transaction's wait.
 - **Status reads take the fast path** (see :meth:`BusPoller._read`).
 - **A fire detector in pre-alarm is hot**: its status word (warning bit, no alarm bit) makes
   the schedule read it every ``HOT_STATUS_S`` ahead of the rest (:mod:`gateway.schedule`).
@@ -29,6 +32,8 @@ module does the I/O around it:
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import random
 import struct
@@ -122,6 +127,7 @@ class BusPoller:
         self.link_up = False
         self.link_losses = 0
         self._urgent: asyncio.Queue[Urgent] = asyncio.Queue()
+        self._background: collections.deque[Urgent] = collections.deque()
         bits = {b.name: 1 << b.bit for b in load_maps().status_bits}
         self._warning, self._alarm = bits["warning"], bits["alarm"]
         self._wake = asyncio.Event()
@@ -140,6 +146,22 @@ class BusPoller:
         self._urgent.put_nowait(urgent)
         self._wake.set()
         return await urgent.done
+
+    async def background(self, job: Callable[[ModbusBus], Awaitable[Any]]) -> Any:
+        """Run job(bus) when no poll is due (a firmware transfer's chunk); returns its result
+        or raises its error. One job per call: a long task submits one transaction at a time,
+        so the schedule runs between them."""
+        if not self.link_up:
+            raise PortLost(self.bus.describe(), f"bus {self.name} is down")
+        work = Urgent(job)
+        self._background.append(work)
+        self._wake.set()
+        try:
+            return await work.done
+        finally:
+            if not work.done.done():  # the caller was cancelled: never run it later
+                with contextlib.suppress(ValueError):
+                    self._background.remove(work)
 
     def repoll(self, device_id: str) -> None:
         self.devices[device_id].timing.repoll()
@@ -220,6 +242,10 @@ class BusPoller:
             urgent = self._urgent.get_nowait()
             if not urgent.done.done():
                 urgent.done.set_exception(exc)
+        while self._background:
+            work = self._background.popleft()
+            if not work.done.done():
+                work.done.set_exception(exc)
 
     # -- the loop -------------------------------------------------------------------------
     async def _poll_loop(self, stop: asyncio.Event) -> None:
@@ -233,16 +259,22 @@ class BusPoller:
             while not self._urgent.empty():
                 await self._run_urgent(self._urgent.get_nowait())
             job = schedule.next(time.monotonic())
-            if job is None:  # a bus with no devices still serves urgent writes
-                await self._sleep(stop, 1.0)
-            elif isinstance(job, Job):
+            if isinstance(job, Job):
                 await self._poll(self.devices[str(job.device)], job.kind)
+            elif self._background:  # nothing due: one background transaction
+                await self._run_urgent(self._background.popleft())
+            elif job is None:  # a bus with no devices still serves urgent writes
+                await self._sleep(stop, 1.0)
             else:
                 await self._sleep(stop, job)
 
     async def _run_urgent(self, urgent: Urgent) -> None:
+        if urgent.done.done():  # its submitter was cancelled: nobody wants it any more
+            return
         try:
-            urgent.done.set_result(await urgent.run(self.bus))
+            result = await urgent.run(self.bus)
+            if not urgent.done.done():  # cancelled meanwhile: the result has no taker
+                urgent.done.set_result(result)
         except PortLost as exc:
             if not urgent.done.done():
                 urgent.done.set_exception(exc)

@@ -31,6 +31,7 @@ from gateway.config import GatewayConfig, RtuBusConfig, SerialInputConfig
 from gateway.decode import DeviceDecoder, DeviceInfo, now
 from gateway.lineproto import LineParser, PanelEvent, read_serial_lines
 from gateway.mqtt import Command, MqttSession
+from gateway.ota import OtaManager, Packer, Transfer
 from gateway.outbox import AlarmState, Message, Outbox, OutboxError
 from gateway.panel import PanelAlarms, PanelEdge
 from gateway.poller import BusPoller, DevicePoll
@@ -46,7 +47,7 @@ __all__ = ["COMMANDS", "Gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("write", "coil", "reset", "reboot", "repoll")
+COMMANDS = ("write", "coil", "reset", "reboot", "repoll", "ota")
 BUS_ERRORS = (NoResponse, ModbusError, BadReply, PortLost)
 
 
@@ -58,7 +59,8 @@ def _make_bus(bus: Any) -> ModbusBus:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig):
+    def __init__(self, config: GatewayConfig, *, ota_transfer: Transfer | None = None,
+                 ota_packer: Packer | None = None):
         self.config = config
         self.id = config.gateway.id
         storage = Path(config.gateway.storage)
@@ -102,6 +104,22 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._trials: dict[str, TrialWatch] = {}
         self._trial_bit = next(b.bit for b in load_maps().status_bits if b.name == "trial")
+        #: Firmware delivery (gateway/ota.py); None without an [ota] section: ota refused.
+        # A trust file that cannot be read costs the updates, never the polling.
+        self.ota: OtaManager | None = None
+        self.ota_error = f"gateway {self.id} has no [ota] section: it has no release trust to " \
+                         "verify firmware with, so it relays none"
+        if config.ota is not None:
+            try:
+                self.ota = OtaManager(
+                    self.id, config.ota, cache_dir=config.ota_cache_dir,
+                    state_path=storage / "ota-jobs.json", pollers=self.pollers,
+                    device_bus=self.device_bus, publish=self.publish,
+                    trial_after_s=config.gateway.confirm_trial_after_s,
+                    transfer=ota_transfer, packer=ota_packer)
+            except ValueError as exc:
+                self.ota_error = f"firmware updates are off: {exc}"
+                log.error("%s", self.ota_error)
         # Opened last: opening adopts the remembered alarm state into the producers above.
         self.store = Store.at(storage / "outbox.db",
                               int(config.gateway.max_outbox_mb * 1024 * 1024),
@@ -213,6 +231,8 @@ class Gateway:
         for action in self.rules.evaluate(decoder):
             self._spawn(self._act(action))
         self._watch_trial(decoder)
+        if self.ota is not None:
+            self.ota.observe(decoder)
 
     # -- trial images -----------------------------------------------------------------
     def _watch_trial(self, decoder: DeviceDecoder) -> None:
@@ -248,6 +268,8 @@ class Gateway:
         self.publish([Message(event_topic(self.id), {
             "v": 1, "ts": rfc3339(now()), "event": "trial_confirmed", "device": device,
             "firmware": firmware, "healthy_s": watch.after_s}, "event")])
+        if self.ota is not None:
+            self.ota.confirmed(device, firmware)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -302,6 +324,11 @@ class Gateway:
             raise ValueError(f"unknown action {cmd.action!r}; one of {', '.join(COMMANDS)}")
         dev = poller.devices[cmd.device]
         cmap, address = dev.decoder.cmap, dev.address
+        if cmd.action == "ota":  # taken (or refused) at once; progress comes as OtaEvents
+            if self.ota is None:
+                raise ValueError(self.ota_error)
+            self.ota.command(cmd.id, cmd.device, cmd.body)
+            return
         if cmd.action == "repoll":
             poller.repoll(cmd.device)
             return
@@ -400,6 +427,7 @@ class Gateway:
             "rules": {"fired": self.rules.fired, "writes": self.rule_writes,
                       "failures": self.rule_failures},
             "messages_stored": self.published,
+            "ota": self.ota.health() if self.ota is not None else {},
             **({"metrics_error": self.metrics_error} if self.metrics_error else {}),
         }
 
@@ -485,6 +513,8 @@ class Gateway:
                     tg.create_task(poller.run(stop), name=f"bus-{name}")
                 for panel in self.config.serial_input:
                     tg.create_task(self._panel(panel, stop), name=f"panel-{panel.device_id}")
+                if self.ota is not None:
+                    tg.create_task(self.ota.run(stop), name="ota")
                 if self.config.gateway.metrics_port:
                     tg.create_task(self._serve_metrics(self.config.gateway.metrics_port, stop),
                                    name="metrics")

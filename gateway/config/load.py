@@ -87,9 +87,11 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 
 def missing_files(config: GatewayConfig) -> list[str]:
-    """Files the config names that are absent here (certificates, password file)."""
+    """Files the config names that are absent here (certificates, password file, release
+    trust)."""
     mqtt = config.mqtt
     named = {"mqtt.cafile": mqtt.cafile, "mqtt.certfile": mqtt.certfile,
-             "mqtt.keyfile": mqtt.keyfile, "mqtt.password_file": mqtt.password_file}
+             "mqtt.keyfile": mqtt.keyfile, "mqtt.password_file": mqtt.password_file,
+             "ota.trust": config.ota.trust if config.ota is not None else None}
     return [f"{field}: {path} does not exist" for field, path in named.items()
             if path is not None and not path.exists()]

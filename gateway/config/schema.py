@@ -340,6 +340,27 @@ class RuleConfig(_Section):
     release: Literal["auto", "manual"] = "auto"  # auto: undo when the condition clears
 
 
+# --------------------------------------------------------------------------- [ota]
+
+class OtaSection(_Section):
+    """Firmware updates relayed to the nodes (gateway/ota.py). Without this section the
+    gateway refuses ``ota`` commands: it never relays a release it has no trust to check."""
+
+    # The release trust this gateway checks bundles against: the JSON written by
+    # `edgefleet release trust` (key set and anti-rollback floor), the same a node carries.
+    trust: ConfigPath
+    cache_dir: ConfigPath | None = None  # verified bundles by SHA-256; default <storage>/ota-cache
+    cache_max_mb: Annotated[float, Field(gt=0, le=100_000)] = 64
+    download_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60
+    download_retries: Annotated[int, Field(ge=0, le=20)] = 3  # tries after the first
+    offer_jitter_s: Annotated[float, Field(ge=0, le=3600)] = 10  # spread of transfer starts
+    progress_interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5  # `transferring` events
+    # committed -> trial: how long the node may take to come back on the new image; and how
+    # long a node that went silent mid-transfer is waited for before the delivery fails.
+    boot_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600
+    device_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600
+
+
 # --------------------------------------------------------------------------- the file
 
 class GatewayConfig(_Section):
@@ -348,6 +369,14 @@ class GatewayConfig(_Section):
     bus: list[BusConfig] = []
     serial_input: list[SerialInputConfig] = []
     rule: list[RuleConfig] = []
+    ota: OtaSection | None = None
+
+    @property
+    def ota_cache_dir(self) -> Path:
+        """Where verified bundles are kept: ``[ota] cache_dir``, else ``<storage>/ota-cache``."""
+        if self.ota is not None and self.ota.cache_dir is not None:
+            return self.ota.cache_dir
+        return self.gateway.storage / "ota-cache"
 
     def devices(self) -> Iterator[tuple[RtuBusConfig | TcpBusConfig, DeviceConfig]]:
         for bus in self.bus:

@@ -280,3 +280,35 @@ def test_a_long_serial_by_id_path_is_accepted(tmp_path: Path) -> None:
              "3c2b9f2a8c4fec11a5b3e0c7ff8b9a0c-if00-port0")
     config = validate_config(BASE.replace('port = "/dev/ttyUSB0"', f'port = "{by_id}"'))
     assert config.bus[0].port == by_id  # type: ignore[union-attr]
+
+
+# -- [ota] ------------------------------------------------------------------------------------
+def test_the_ota_section_resolves_its_paths_and_defaults_its_cache_under_storage(
+        tmp_path: Path) -> None:
+    from gateway.config import missing_files
+
+    text = BASE.replace('id = "gw-1"', f'id = "gw-1"\nstorage = "{tmp_path / "state"}"')
+    config = load_config(write(tmp_path, text + '\n[ota]\ntrust = "keys/trust.json"\n'))
+    assert config.ota is not None and config.ota.trust == tmp_path / "keys" / "trust.json"
+    assert config.ota_cache_dir == tmp_path / "state" / "ota-cache"
+    assert config.ota.offer_jitter_s == 10 and config.ota.cache_max_mb == 64
+    assert missing_files(config) == [f"ota.trust: {tmp_path / 'keys' / 'trust.json'} "
+                                     "does not exist"]
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ("cache_max_mb = 0", "ota.cache_max_mb"),
+    ("offer_jitter_s = -1", "ota.offer_jitter_s"),
+    ("trusted = \"x\"", "ota.trusted"),  # a typo is an error, never a silent default
+])
+def test_bad_ota_keys_are_refused_with_their_line(tmp_path: Path, extra: str, field: str) -> None:
+    text = BASE + f'\n[ota]\ntrust = "trust.json"\n{extra}\n'
+    issues = errors_of(write(tmp_path, text))
+    line = text.count("\n")  # the last line: the bad key
+    assert [i.split(": ", 2)[:2] for i in issues] == [[f"{tmp_path / 'gateway.toml'}:{line}",
+                                                       field]], issues
+
+
+def test_without_an_ota_section_the_gateway_refuses_ota_commands() -> None:
+    config = validate_config(BASE)
+    assert config.ota is None

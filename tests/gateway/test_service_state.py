@@ -135,3 +135,46 @@ def test_an_outbox_that_opens_late_gives_its_remembered_alarm_ids_back_to_the_de
     finally:
         if second.outbox is not None:
             second.outbox.close()
+
+
+def test_an_unreadable_release_trust_file_turns_updates_off_not_the_gateway(
+        tmp_path: Path) -> None:
+    """Polling the detectors matters more than updating them: a missing trust file is logged
+    and every ota command is refused with the reason, while the gateway runs."""
+    from gateway.mqtt import Command
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"""
+[gateway]
+id = "gw-ota"
+storage = "{tmp_path / 'state'}"
+
+[mqtt]
+host = "127.0.0.1"
+tls = false
+
+[ota]
+trust = "{tmp_path / 'absent-trust.json'}"
+
+[[bus]]
+name = "riser"
+type = "rtu"
+port = "/dev/ttyUSB-absent"
+
+[[bus.device]]
+address = 1
+class = "fire"
+id = "fire-1"
+""")
+
+    async def command() -> str:
+        gateway = Gateway(load_config(str(config)))
+        assert gateway.ota is None
+        try:
+            await gateway._command(Command("c-1", "fire-1", "ota", {}, "t"))
+        except ValueError as exc:
+            return str(exc)
+        return "accepted"
+
+    error = asyncio.run(command())
+    assert "firmware updates are off" in error and "absent-trust.json" in error

@@ -1,0 +1,613 @@
+"""Firmware delivery from the fleet to the nodes: the ``ota`` command, one job per device.
+
+The fleet sends ``cmd/<device>/ota`` (``contracts.mqtt.OtaCommand``); the gateway acks at once
+and reports the rest as ``OtaEvent`` device events through the outbox (so they carry epoch and
+seq and survive a broker outage or a restart like any device message)::
+
+    accepted -> [downloading] -> verified -> [queued] -> transferring -> committed -> trial
+             -> confirmed                                   (or failed / cancelled on the way)
+
+What this module owns, and the rules it keeps:
+
+- **Never relay what it cannot verify.** The bundle is fetched, checked and verified against the
+  gateway's own trust, then cached by SHA-256 (:mod:`gateway.ota_bundle`); a refusal is
+  ``failed`` with the release reason code. A cached bundle is verified again, not fetched again.
+- **The bus sets the pace.** At most one transfer per bus at a time (:class:`BusLanes`); the
+  others report ``queued``. A transfer runs through the poller's background lane
+  (:class:`YieldingBus`, :meth:`gateway.poller.BusPoller.background`): each of its transactions
+  waits until no poll is due, so fire detectors keep their poll rate and a fire alarm raised
+  mid-transfer is published as fast as without one. Transfer starts are spread by a random
+  delay of up to ``offer_jitter_s``, so a campaign does not hit every bus at the same instant.
+- **Resumable.** Jobs are kept in a small JSON file (``<storage>/ota-jobs.json``, written
+  atomically with fsync) on every phase change and with each progress report, so a gateway
+  restart picks each job up where it was: a transfer starts again and the transfer function
+  resumes from the offset the node reports; a committed image is watched for its boot.
+- **After the commit** the node reboots into the new image as a trial; what each poll decodes
+  is fed to :func:`after_commit` (pure, table-tested): ``trial`` when the node runs the release
+  with its trial bit, ``failed``/``rolled_back`` when it comes back on the old image with status
+  bit 7, ``failed``/``device_refused`` when it booted without taking it; ``confirmed`` comes
+  from :mod:`gateway.trial`'s confirm (beside the ``trial_confirmed`` event); ``failed``/
+  ``timeout`` when none of this happens within ``boot_timeout_s`` (plus the trial period).
+- ``op: cancel`` stops a job before its commit and tells the node to abort the part it holds
+  (``ota_control`` = abort); a committed image cannot be taken back: the node's own trial and
+  rollback decide.
+
+The transfer itself (offer, chunked writes with CRC, commit, and the node's own verification
+at its reboot, through the OTA register window) is :func:`gateway.ota_transfer.send_image` on
+the stream :func:`gateway.ota_transfer.image_from_release` packs; both can be passed in
+(``transfer``, ``packer``). ``committed`` is reported when it returns: the node holds the whole
+image and has verified it. Its errors map to phases: ``OtaRefused`` is ``failed``/
+``device_refused`` (with the node's ``code``); silence, a lost port, ``OtaFailed`` and ``OtaBusy``
+(a node still on an unconfirmed trial) are tried again from the node's offset until
+``device_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from contracts.mqtt import OTA_FINAL, OtaCommand, device_topic, rfc3339
+from contracts.release import REASONS, ReleaseVerifier, Version, parse_version
+from gateway.bus import BadReply, ModbusError, NoResponse, PortLost
+from gateway.config import OtaSection
+from gateway.decode import DeviceDecoder, now
+from gateway.ota_bundle import (
+    BundleCache,
+    BundleError,
+    download,
+    load_trust,
+    read_bundle,
+    verify_bundle,
+)
+from gateway.ota_transfer import OtaBusy, OtaFailed, OtaRefused, image_from_release, send_image
+from gateway.outbox import Message
+from gateway.poller import BusPoller
+from hardware.regmap import load_maps
+
+__all__ = ["BusLanes", "JobFile", "NodeView", "OtaJob", "OtaManager", "YieldingBus", "after_commit"]
+
+log = logging.getLogger(__name__)
+
+BUS_ERRORS = (NoResponse, ModbusError, BadReply, PortLost)
+#: Phases before the image is committed on the node: a cancel still stops them.
+BEFORE_COMMIT = frozenset({"accepted", "downloading", "verified", "queued", "transferring"})
+RETRY_TRANSFER_S = 2.0  # a node that stopped answering mid-transfer is tried again this often
+
+Progress = Callable[[int, int], None]
+
+
+class Transfer(Protocol):
+    def __call__(self, bus: Any, address: int, stream: bytes, *,
+                 progress: Progress) -> Awaitable[None]: ...
+
+
+Packer = Callable[[Path], bytes]
+Sink = Callable[[list[Message]], None]
+
+
+# -- pure: what a poll after the commit says ------------------------------------------------
+@dataclass(frozen=True)
+class NodeView:
+    """What one poll decoded about a node, as far as a delivery cares."""
+
+    firmware: Version
+    trial: bool
+    rolled_back: bool
+    boot_count: int
+
+
+def after_commit(phase: str, release: Version, boot_at_commit: int | None,
+                 view: NodeView) -> tuple[str, str] | None:
+    """The phase a poll moves a committed delivery to, with its reason; None: no change.
+
+    ``boot_at_commit`` is the node's boot counter when the image was committed (None when not
+    known): a different one means the node has rebooted since."""
+    rebooted = boot_at_commit is not None and view.boot_count != boot_at_commit
+    on_release = view.firmware == release
+    if phase == "committed":
+        if view.rolled_back and (rebooted or not on_release):
+            return "failed", "rolled_back"
+        if on_release and view.trial:
+            return "trial", ""
+        if on_release and rebooted:  # confirmed before we saw the trial (by hand, or racing)
+            return "confirmed", ""
+        if rebooted and not on_release:
+            return "failed", "device_refused"
+        return None
+    if phase == "trial":
+        if view.rolled_back or not on_release:
+            return "failed", "rolled_back"
+        return None
+    return None
+
+
+# -- jobs and their file --------------------------------------------------------------------
+@dataclass
+class OtaJob:
+    """One delivery to one device; what is persisted to resume it."""
+
+    device: str
+    campaign: str
+    command: str
+    sha256: str
+    size: int
+    release: str = ""
+    url: str | None = None
+    token: str | None = None  # kept only until the bundle is verified and cached
+    phase: str = "accepted"
+    offset: int = 0
+    image_size: int = 0
+    reason: str = ""
+    boot_at_commit: int | None = None
+    committed_at: float | None = None  # wall clock: survives a restart
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def final(self) -> bool:
+        return self.phase in OTA_FINAL
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OtaJob:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class JobFile:
+    """The jobs, one per device, in one JSON file replaced atomically (write, fsync, rename,
+    fsync the directory), so a power cut leaves the old file or the new one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, OtaJob]:
+        try:
+            data = json.loads(self.path.read_text())
+            return {d: OtaJob.from_json(j) for d, j in data["jobs"].items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("%s is unreadable (%s); OTA jobs in flight are not resumed", self.path, exc)
+            return {}
+
+    def save(self, jobs: Mapping[str, OtaJob]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        body = json.dumps({"v": 1, "jobs": {d: asdict(j) for d, j in jobs.items()}})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a token
+        try:
+            os.write(fd, body.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        with contextlib.suppress(OSError):
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+# -- the bus ---------------------------------------------------------------------------------
+class YieldingBus:
+    """The bus as a transfer sees it: each transaction goes through the poller's background
+    lane, so polls that are due go first and the transfer never holds the bus between them."""
+
+    def __init__(self, poller: BusPoller) -> None:
+        self.poller = poller
+
+    @property
+    def timeout(self) -> float:
+        return self.poller.bus.timeout
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        result: list[int] = await self.poller.background(
+            lambda bus: bus.read_input(device, address, count, timeout))
+        return result
+
+    async def read_holding(self, device: int, address: int, count: int,
+                           timeout: float | None = None) -> list[int]:
+        result: list[int] = await self.poller.background(
+            lambda bus: bus.read_holding(device, address, count, timeout))
+        return result
+
+    async def write_register(self, device: int, address: int, value: int,
+                             timeout: float | None = None) -> None:
+        await self.poller.background(lambda bus: bus.write_register(device, address, value,
+                                                                    timeout))
+
+    async def write_registers(self, device: int, address: int, values: list[int],
+                              timeout: float | None = None) -> None:
+        await self.poller.background(lambda bus: bus.write_registers(device, address, values,
+                                                                     timeout))
+
+
+class BusLanes:
+    """One transfer per bus at a time, first come first served."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, bus: str) -> asyncio.Lock:
+        return self._locks.setdefault(bus, asyncio.Lock())
+
+    def busy(self, bus: str) -> bool:
+        return self.lock(bus).locked()
+
+
+# -- the manager ------------------------------------------------------------------------------
+def _default_transfer() -> tuple[Transfer, Packer]:
+    return send_image, image_from_release
+
+
+class OtaManager:
+    """Every OTA job of one gateway. ``command`` takes the fleet's commands; ``observe`` and
+    ``confirmed`` are fed by the service's poll hook and trial confirm; ``run`` resumes the
+    persisted jobs and stops them (unchanged on disk) when the gateway stops."""
+
+    def __init__(self, gateway_id: str, config: OtaSection, *, cache_dir: Path,
+                 state_path: Path, pollers: Mapping[str, BusPoller],
+                 device_bus: Mapping[str, BusPoller], publish: Sink,
+                 trial_after_s: float, transfer: Transfer | None = None,
+                 packer: Packer | None = None, rng: random.Random | None = None) -> None:
+        self.gateway_id = gateway_id
+        self.config = config
+        self.verifier: ReleaseVerifier = load_trust(config.trust)
+        self.cache = BundleCache(cache_dir, int(config.cache_max_mb * 1024 * 1024))
+        self.file = JobFile(state_path)
+        self.pollers = pollers
+        self.device_bus = device_bus
+        self.publish = publish
+        self.trial_after_s = trial_after_s
+        self._transfer, self._packer = transfer, packer
+        self.rng = rng or random.Random()
+        self.lanes = BusLanes()
+        self.jobs: dict[str, OtaJob] = self.file.load()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: One fetch per bundle at a time: a campaign's second node waits and finds it cached.
+        self._fetching: dict[str, asyncio.Lock] = {}
+        self._aborts: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._trial_bit = _status_bit("trial")
+        self._rolled_back_bit = _status_bit("rolled_back")
+
+    # -- commands -------------------------------------------------------------------------
+    def command(self, command_id: str, device: str, body: Mapping[str, Any]) -> None:
+        """Take an ``ota`` command or raise ValueError saying why not (the ack's error)."""
+        try:
+            cmd = OtaCommand.model_validate(dict(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ValueError(f"ota command: {where}: {first['msg']}") from None
+        if device not in self.device_bus:
+            raise ValueError(f"unknown device {device!r} on gateway {self.gateway_id}")
+        job = self.jobs.get(device)
+        if cmd.op == "cancel":
+            self._cancel(device, cmd.campaign, job)
+            return
+        if cmd.url is None or cmd.sha256 is None or cmd.size is None:
+            raise ValueError('ota start needs "url", "sha256" and "size"')
+        if job is not None and not job.final and job.sha256 != cmd.sha256:
+            raise ValueError(f"{device} is receiving campaign {job.campaign} (release "
+                             f"{job.release or '?'}, {job.phase}); cancel it first")
+        if job is not None and job.sha256 == cmd.sha256 and (
+                not job.final or job.phase == "confirmed"):
+            self._emit(job)  # in flight or done: re-report, never restart from zero
+            return
+        release = cmd.release or ""
+        job = OtaJob(device, cmd.campaign, cmd.id, cmd.sha256, cmd.size, release, cmd.url,
+                     cmd.token)
+        self.jobs[device] = job
+        self._set(job, "accepted")
+        self._start(job)
+
+    def _cancel(self, device: str, campaign: str, job: OtaJob | None) -> None:
+        if job is None or job.final or job.campaign != campaign:
+            return  # nothing of that campaign runs: a no-op
+        if job.phase not in BEFORE_COMMIT:
+            raise ValueError(f"{device} has committed release {job.release} of campaign "
+                             f"{campaign}; its trial decides now (a commit cannot be taken back)")
+        task = self._tasks.pop(device, None)
+        if task is not None:
+            task.cancel()
+        if job.phase == "transferring" and self._running:
+            abort = asyncio.get_running_loop().create_task(self._abort(device))
+            self._aborts.add(abort)
+            abort.add_done_callback(self._aborts.discard)
+        self._set(job, "cancelled")
+        log.warning("%s: OTA of campaign %s cancelled", device, campaign)
+
+    async def _abort(self, device: str) -> None:
+        """Tell the node to forget the part it holds (its ``ota`` status bit clears)."""
+        window = load_maps().ota
+        at, value = window.holding_register("ota_control").address, window.controls["abort"]
+        poller = self.device_bus[device]
+        address = poller.devices[device].address
+        try:
+            await poller.submit(lambda bus: bus.write_register(address, at, value))
+        except BUS_ERRORS as exc:  # it keeps the part; the next offer of another image resets
+            log.warning("%s: could not abort the cancelled transfer on the node: %s", device,
+                        exc)
+
+    # -- running --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Resume the persisted jobs, then wait for stop; stopping leaves them on disk."""
+        self._running = True
+        order = ("transferring", "queued", "verified", "downloading", "accepted", "committed",
+                 "trial")
+        for job in sorted((j for j in self.jobs.values() if not j.final),
+                          key=lambda j: order.index(j.phase) if j.phase in order else 99):
+            if job.device not in self.device_bus:
+                self._set(job, "failed", "unknown_device")
+                continue
+            log.info("%s: resuming OTA of campaign %s at %s", job.device, job.campaign,
+                     job.phase)
+            self._start(job, resumed=True)
+        try:
+            await stop.wait()
+        finally:
+            self._running = False
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._tasks.clear()
+
+    def _start(self, job: OtaJob, resumed: bool = False) -> None:
+        if not self._running:
+            return  # run() starts it
+        old = self._tasks.pop(job.device, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.get_running_loop().create_task(self._deliver(job, resumed),
+                                                      name=f"ota-{job.device}")
+        self._tasks[job.device] = task
+        device = job.device
+        task.add_done_callback(lambda t: self._done(device, t))
+
+    def _done(self, device: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(device) is task:
+            del self._tasks[device]
+        if not task.cancelled() and task.exception() is not None:
+            job = self.jobs.get(device)
+            log.error("%s: OTA job crashed: %r", device, task.exception())
+            if job is not None and not job.final:
+                self._set(job, "failed", "gateway_error")
+
+    async def _deliver(self, job: OtaJob, resumed: bool) -> None:
+        poller = self.device_bus[job.device]
+        dev = poller.devices[job.device]
+        device_class = dev.decoder.info.cls
+        if job.phase in ("accepted", "downloading") and not await self._fetch(job, device_class):
+            return
+        if job.phase in ("verified", "queued", "transferring"):
+            found = self._cached(job, device_class)
+            if found is None:
+                return
+            release_dir = found
+            if not (resumed and job.phase == "transferring") and self.config.offer_jitter_s:
+                await asyncio.sleep(self.rng.uniform(0, self.config.offer_jitter_s))
+            lane = self.lanes.lock(poller.name)
+            if lane.locked():
+                self._set(job, "queued")
+            async with lane:
+                if not await self._send(job, poller, dev.address, release_dir):
+                    return
+        if job.phase in ("committed", "trial"):
+            await self._watch(job)
+
+    async def _fetch(self, job: OtaJob, device_class: str) -> bool:
+        """Cache hit or download + verify + cache; False when the job failed."""
+        async with self._fetching.setdefault(job.sha256, asyncio.Lock()):
+            return await self._fetch_once(job, device_class)
+
+    async def _fetch_once(self, job: OtaJob, device_class: str) -> bool:
+        try:
+            cached = self.cache.get(job.sha256, self.verifier, device_class=device_class)
+            if cached is None:
+                if job.url is None:
+                    raise BundleError("download", "no URL to fetch the bundle from")
+                self._set(job, "downloading")
+                data = await download(job.url, job.token, job.size, job.sha256,
+                                      timeout_s=self.config.download_timeout_s,
+                                      retries=self.config.download_retries)
+                files = read_bundle(data)
+                manifest = verify_bundle(files, self.verifier, device_class=device_class)
+                self._check_release(job, manifest.version)
+                self.cache.put(job.sha256, files, keep=self._in_use())
+            else:
+                self._check_release(job, cached[1].version)
+                log.info("%s: bundle %s is cached and verifies: not downloaded again",
+                         job.device, job.sha256[:16])
+        except BundleError as exc:
+            log.error("%s: OTA bundle of campaign %s refused: %s", job.device, job.campaign, exc)
+            job.token = None
+            self._set(job, "failed", exc.reason, detail=exc.detail)
+            return False
+        except OSError as exc:
+            log.error("%s: OTA bundle cache: %s", job.device, exc)
+            job.token = None
+            self._set(job, "failed", "cache", detail=str(exc))
+            return False
+        job.token = None  # verified and cached: the download token is not needed any more
+        self._set(job, "verified")
+        return True
+
+    def _check_release(self, job: OtaJob, version: Version) -> None:
+        text = ".".join(str(p) for p in version)
+        if job.release and job.release != text:
+            raise BundleError("malformed", f"the command says release {job.release}, the "
+                              f"signed manifest says {text}")
+        job.release = text
+
+    def _cached(self, job: OtaJob, device_class: str) -> Path | None:
+        try:
+            found = self.cache.get(job.sha256, self.verifier, device_class=device_class)
+            if found is not None:
+                self._check_release(job, found[1].version)
+        except BundleError as exc:
+            self._set(job, "failed", exc.reason, detail=exc.detail)
+            return None
+        if found is None:  # evicted or damaged since: the fleet sends the command again
+            self._set(job, "failed", "cache", detail="the verified bundle is no longer cached")
+            return None
+        return found[0]
+
+    def _in_use(self) -> set[str]:
+        return {j.sha256 for j in self.jobs.values() if not j.final}
+
+    async def _send(self, job: OtaJob, poller: BusPoller, address: int,
+                    release_dir: Path) -> bool:
+        """The transfer, tried again while the node is silent; False when the job failed."""
+        transfer, packer = self._transfer, self._packer
+        if transfer is None or packer is None:
+            default_transfer, default_packer = _default_transfer()
+            transfer, packer = transfer or default_transfer, packer or default_packer
+        stream = packer(release_dir)
+        job.image_size = len(stream)
+        self._set(job, "transferring")
+        last_report = time.monotonic()
+        silent_since: float | None = None
+
+        def progress(offset: int, size: int) -> None:
+            nonlocal last_report, silent_since
+            if offset > job.offset:
+                silent_since = None  # progress: the node is there
+            job.offset, job.image_size = offset, size
+            t = time.monotonic()
+            if t - last_report >= self.config.progress_interval_s:
+                last_report = t
+                self._set(job, "transferring")
+
+        timing = poller.devices[job.device].timing
+        while True:
+            try:
+                if not poller.link_up or timing.offline:  # wait for the bus and the node
+                    raise PortLost(poller.bus.describe(), f"bus {poller.name} is down or "
+                                   f"{job.device} is offline")
+                await transfer(YieldingBus(poller), address, stream, progress=progress)
+                break
+            except OtaRefused as exc:  # the node's own check: never tried again
+                log.error("%s: the node refused the image: %s", job.device, exc)
+                self._set(job, "failed", "device_refused", detail=str(exc), code=exc.code,
+                          refusal=REASONS.get(exc.code, str(exc.code)).replace(" ", "_"))
+                return False
+            except (*BUS_ERRORS, OtaBusy, OtaFailed) as exc:
+                # Silence, a lost port, a node on an unconfirmed trial (busy until its trial
+                # ends): try again from the node's offset until device_timeout_s.
+                t = time.monotonic()
+                silent_since = silent_since or t
+                if t - silent_since >= self.config.device_timeout_s:
+                    reason = "device_busy" if isinstance(exc, OtaBusy) else "timeout"
+                    self._set(job, "failed", reason, detail=str(exc))
+                    return False
+                if poller.link_up and not timing.offline:
+                    log.warning("%s: OTA transfer interrupted (%s); resuming from the node's "
+                                "offset", job.device, exc)
+                await asyncio.sleep(RETRY_TRANSFER_S if poller.link_up else 0.2)
+        job.offset = job.image_size
+        dev = poller.devices[job.device]
+        boot = dev.decoder.values.get("boot_count")
+        job.boot_at_commit = None if boot is None else int(boot)
+        job.committed_at = time.time()
+        self._set(job, "committed")
+        poller.repoll(job.device)
+        return True
+
+    async def _watch(self, job: OtaJob) -> None:
+        """Wait for the node's boot on the new image (observe() moves the phase); time out."""
+        assert job.committed_at is not None
+        deadline = job.committed_at + self.config.boot_timeout_s
+        while not job.final:
+            if job.phase == "trial":
+                if self.trial_after_s <= 0:
+                    return  # confirmed by hand: nothing to wait for here
+                deadline = max(deadline, job.updated + self.trial_after_s
+                               + self.config.boot_timeout_s)
+            left = deadline - time.time()
+            if left <= 0:
+                self._set(job, "failed", "timeout",
+                          detail=f"not {'confirmed' if job.phase == 'trial' else 'back'} "
+                                 f"{self.config.boot_timeout_s:g} s after the commit")
+                return
+            await asyncio.sleep(min(left, 1.0))
+
+    def health(self) -> dict[str, Any]:
+        """The deliveries not yet ended, for the gateway's status (``health.ota``)."""
+        return {device: {"campaign": job.campaign, "release": job.release,
+                         "phase": job.phase, "offset": job.offset, "size": job.image_size}
+                for device, job in sorted(self.jobs.items()) if not job.final}
+
+    # -- fed by the service ---------------------------------------------------------------
+    def observe(self, decoder: DeviceDecoder) -> None:
+        """A poll of a node decoded: move a committed delivery on (pure rule: after_commit)."""
+        job = self.jobs.get(decoder.info.id)
+        if job is None or job.phase not in ("committed", "trial") or not job.release:
+            return
+        values = decoder.values
+        if not decoder.online or "status" not in values or "fw_major" not in values:
+            return
+        status = int(values["status"])
+        view = NodeView((int(values["fw_major"]), int(values["fw_minor"]),
+                         int(values["fw_patch"])),
+                        trial=bool(status >> self._trial_bit & 1),
+                        rolled_back=bool(status >> self._rolled_back_bit & 1),
+                        boot_count=int(values.get("boot_count", 0)))
+        change = after_commit(job.phase, parse_version(job.release), job.boot_at_commit, view)
+        if change is None:
+            return
+        phase, reason = change
+        firmware = ".".join(str(p) for p in view.firmware)
+        log.warning("%s: OTA of %s: %s%s (node runs %s)", job.device, job.release, phase,
+                    f" ({reason})" if reason else "", firmware)
+        self._set(job, phase, reason, detail=f"the node runs {firmware}" if reason else "")
+
+    def confirmed(self, device: str, firmware: str) -> None:
+        """gateway.trial confirmed the node's trial image (the trial_confirmed event)."""
+        job = self.jobs.get(device)
+        if job is None or job.final or job.release != firmware:
+            return
+        if job.phase == "committed":  # the trial poll and the confirm raced
+            self._set(job, "trial")
+        self._set(job, "confirmed")
+
+    # -- phases and events ----------------------------------------------------------------
+    def _set(self, job: OtaJob, phase: str, reason: str = "", **extra: Any) -> None:
+        job.phase, job.reason, job.updated = phase, reason, time.time()
+        try:
+            self.file.save(self.jobs)
+        except OSError as exc:  # the delivery goes on; only a restart would lose its place
+            log.error("cannot save OTA jobs to %s: %s", self.file.path, exc)
+        self._emit(job, **extra)
+
+    def _emit(self, job: OtaJob, **extra: Any) -> None:
+        body: dict[str, Any] = {
+            "v": 1, "device": job.device, "ts": rfc3339(now()), "event": "ota",
+            "campaign": job.campaign, "release": job.release or "?", "phase": job.phase,
+            "offset": job.offset, "size": job.image_size, "command": job.command}
+        if job.reason:
+            body["reason"] = job.reason
+        body.update({k: v for k, v in extra.items() if v not in (None, "")})
+        self.publish([Message(device_topic(self.gateway_id, job.device, "event"), body,
+                              "event", device=job.device)])
+
+
+def _status_bit(name: str) -> int:
+    return next(b.bit for b in load_maps().status_bits if b.name == name)
+
