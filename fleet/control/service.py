@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
@@ -87,13 +89,26 @@ class Outgoing:
     payload: bytes
 
 
-def pending(session: Session, limit: int = 100) -> list[Outgoing]:
+#: Per action: what a command carries on the wire but never in the database (an OTA start's
+#: download token), computed when it is published.
+WireFields = Callable[[Session, DeviceCommand], dict[str, Any]]
+
+
+def pending(session: Session, limit: int = 100,
+            wire: Mapping[str, WireFields] | None = None) -> list[Outgoing]:
     """Commands waiting to be published (QoS 1) to their gateway's ``cmd/`` topic."""
     rows = session.execute(
         select(DeviceCommand, Device).join(Device, Device.id == DeviceCommand.device_id)
         .where(DeviceCommand.state == "pending").order_by(DeviceCommand.id).limit(limit)).all()
+    wire = wire or {}
+
+    def extra(cmd: DeviceCommand) -> dict[str, Any]:
+        fill = wire.get(cmd.action)
+        return fill(session, cmd) if fill is not None else {}
+
     return [Outgoing(cmd.id, command_topic(dev.gateway.key, dev.key, cmd.action),
-                     dumps({"id": cmd.command_id, **cmd.body})) for cmd, dev in rows]
+                     dumps({"id": cmd.command_id, **cmd.body, **extra(cmd)}))
+            for cmd, dev in rows]
 
 
 def mark_sent(session: Session, ids: list[int], at: datetime | None = None) -> None:

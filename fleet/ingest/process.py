@@ -97,13 +97,15 @@ class IngestProcess:
         and mark them sent once the broker has them. Any replica may send a command; the
         gateway's ack, keyed by the command id, is applied once whatever arrives twice."""
         from fleet.control.service import mark_sent, pending
+        from fleet.ota.service import wire_fields
 
+        wire = {"ota": wire_fields(self.settings)}
         while not self._stop.wait(self.settings.ingest.command_poll_s):
             if not self.coordinator.wait_subscribed(0):
                 continue
             try:
                 with self.db.transaction() as session:
-                    outgoing = pending(session)
+                    outgoing = pending(session, wire=wire)
                 sent = [o.id for o in outgoing if self.coordinator.publish(o.topic, o.payload)]
                 if sent:
                     with self.db.transaction() as session:
