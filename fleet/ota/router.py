@@ -37,11 +37,13 @@ TAR = "application/x-tar"
 
 @router.post("/releases", response_model=ReleaseOut, status_code=status.HTTP_201_CREATED,
              responses=problem_responses(413),
-             openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {
-                 "type": "string", "format": "binary"}}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string",
+                                                         "format": "binary"}}}}})
 async def upload_release(request: Request, user: Operator, session: SessionDep,
                          settings: SettingsDep) -> Release:
-    """Upload a release bundle (an uncompressed tar of a signed release directory). Refused
+    """Upload a release bundle: the raw bytes of an uncompressed tar of a signed release
+    directory (any content type; ``application/octet-stream`` or ``application/x-tar``). Refused
     with problem+json ``release-refused`` and a ``reason`` (unsigned, malformed, bad_signature,
     unknown_key, revoked_key, downgrade, bad_hash, bad_size) unless it verifies against the
     fleet's release trust."""

@@ -269,13 +269,20 @@ def create_campaign(session: Session, settings: Settings, user: Principal, spec:
         sites = select(Site.id).join(Area, Site.area_id == Area.id).where(
             Area.path.startswith(area_path, autoescape=True))
         query = query.where(Device.site_id.in_(sites))
+    # A device already in a live campaign is left to it (one update at a time per device).
+    busy = select(CampaignDevice.device_id).join(
+        Campaign, CampaignDevice.campaign_id == Campaign.id).where(
+        Campaign.state.not_in(("completed", "cancelled")),
+        CampaignDevice.state.not_in(W.FINAL))
+    query = query.where(Device.id.not_in(busy))
     devices = [d for d in session.scalars(query.order_by(Device.id)).unique()
                if set(spec.tags) <= set(d.tags or [])
                and (not spec.from_versions or d.firmware in spec.from_versions)
                and d.firmware != release.version]
     if not devices:
         raise FleetError("no device matches the campaign's targeting (class "
-                         f"{release.device_class}, not already on {release.version})",
+                         f"{release.device_class}, not already on {release.version}, not in "
+                         "another live campaign)",
                          status=422, code="no-devices")
     waves = check_waves(tuple(spec.waves)) if spec.waves else settings.ota.waves
     sizes = W.plan_waves(len(devices), waves)
