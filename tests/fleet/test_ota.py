@@ -673,3 +673,61 @@ def test_two_replicas_ticking_together_offer_each_device_once_on_postgresql(  # 
         assert len(members(db, camp["id"])) == 32
     finally:
         db.dispose()
+
+
+# -- end to end through Mosquitto ---------------------------------------------------------------
+def test_over_mqtt_the_gateway_gets_the_offer_downloads_and_reports_to_confirmed(  # type: ignore[no-untyped-def]
+        fleet_settings, fleet_db, world, kit, tmp_path) -> None:
+    """The app's own ingest: the start command reaches the gateway's cmd/ topic through the
+    broker, the gateway downloads the bundle with the token it carries, and its OtaEvents and
+    ack, published on the broker, drive the campaign."""
+    from fastapi.testclient import TestClient
+
+    from contracts.mqtt import OtaCommand, command_filter
+    from fleet.app import create_app
+    from fleet.ingest.settings import IngestSettings
+    from tests.fleet.ingest_harness import FleetBroker, publish_lines, wait_until
+    from tests.gateway.mosquitto import Subscriber
+
+    broker = FleetBroker(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        settings = fleet_settings.model_copy(update={"ingest": IngestSettings(
+            host=broker.host, port=broker.port, client_id="ota-ingest", batch_wait_s=0.01,
+            command_poll_s=0.1)})
+        add_fire(fleet_db, world, 0)
+        app = create_app(settings, database=fleet_db)
+        with TestClient(app) as client, Subscriber(broker, command_filter("gw-a")) as gateway:
+            wait_until(lambda: app.state.ingest_metrics.connected, 10, "ingest connected")
+            rid = release_id(client, world, kit)
+            c = create(client, world, "technician", name="mqtt", release_id=rid).json()
+            [msg] = gateway.wait_count(1, timeout=15)
+            assert msg.topic == "edgefleet/v1/gw-a/cmd/fire-a/ota"
+            offer = OtaCommand.model_validate_json(msg.payload)
+            assert offer.op == "start" and offer.token and offer.url
+            bundle = client.get(offer.url.removeprefix(BASE),
+                                headers={"Authorization": f"Bearer {offer.token}"})
+            import hashlib
+
+            assert bundle.status_code == 200
+            assert (len(bundle.content), hashlib.sha256(bundle.content).hexdigest()) == (
+                offer.size, offer.sha256)
+            publish_lines(broker, {ack_topic("gw-a"): [json.dumps(
+                {"v": 1, "id": offer.id, "ok": True})]})
+            events = [json.dumps({"v": 1, "device": "fire-a", "ts": "2026-12-02T05:00:00Z",
+                                  "epoch": "ep", "seq": i, "event": "ota",
+                                  "campaign": offer.campaign, "release": "1.4.0",
+                                  "phase": phase})
+                      for i, phase in enumerate(("accepted", "transferring", "trial",
+                                                 "confirmed"), 1)]
+            publish_lines(broker, {device_topic("gw-a", "fire-a", "event"): events})
+
+            def row() -> dict[str, Any]:
+                [r] = client.get(f"/api/v1/campaigns/{c['id']}/devices",
+                                 headers=world.headers("technician")).json()
+                return r  # type: ignore[no-any-return]
+
+            wait_until(lambda: row()["state"] == "confirmed", 15, "the device confirmed")
+            wait_until(lambda: row()["command_state"] == "ok", 15, "the gateway's ack")
+    finally:
+        broker.stop()
