@@ -42,6 +42,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 __all__ = [
     "DEVICE_CHANNELS",
     "GATEWAY_CHANNELS",
+    "OTA_FINAL",
+    "OTA_PHASES",
     "TOPIC_ROOT",
     "AckPayload",
     "AlarmPayload",
@@ -49,8 +51,6 @@ __all__ = [
     "DropsPayload",
     "EventPayload",
     "GatewayStatusPayload",
-    "OTA_FINAL",
-    "OTA_PHASES",
     "OtaCommand",
     "OtaEvent",
     "StatePayload",

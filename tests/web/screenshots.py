@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.web.stack import FleetStack
 
-PAGES = ("alarms", "map", "device", "health")
+PAGES = ("alarms", "map", "device", "health", "updates")
 VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 LANGUAGES = {"en": "en-GB", "vi": "vi-VN"}
 
@@ -27,7 +27,18 @@ def stage(stack: FleetStack) -> None:
     stack.alarm("gw-sg", "fire-4", "fire", "prealarm", severity="warning", location="Sân khấu")
     stack.alarm("gw-sg", "flood-1", "flood", "stage2", severity="major")
     stack.wait_for("admin", "/alarms?open_only=true", lambda rows: len(rows) >= 3)
-
+    # A fire update rolling out in three waves: whatever was offered is confirmed or
+    # transferring, and the detectors at sites with a fire alarm are held back.
+    c = stack.campaign("Đầu báo khói 1.5.0", (1, 5, 0), waves=[25, 50, 100])
+    for d in stack.get("admin", f"/campaigns/{c['id']}/devices"):
+        if d["state"] == "sent":
+            stack.ota_event(d["gateway"], d["device"], c["id"], "1.5.0", "confirmed")
+    stack.wait_for("admin", f"/campaigns/{c['id']}",
+                   lambda v: v["held_by_hazard"] > 0 or v["current_wave"] >= 2, timeout=20)
+    for d in stack.get("admin", f"/campaigns/{c['id']}/devices"):
+        if d["state"] == "sent":
+            stack.ota_event(d["gateway"], d["device"], c["id"], "1.5.0", "transferring",
+                            offset=61_440, size=143_360)
 
 def shoot(browser: Any, stack: FleetStack, outdir: Path) -> list[Path]:
     """Every page × language × viewport as PNG into ``outdir``; returns the files. Each page
@@ -51,7 +62,8 @@ def shoot(browser: Any, stack: FleetStack, outdir: Path) -> list[Path]:
             for name in PAGES:
                 page.goto(f"{stack.url}/ui/#/{name}" + (f"/{device}" if name == "device" else ""))
                 ready = {"alarms": "article.alarm", "map": ".leaflet-marker-icon",
-                         "device": "figure.chart canvas", "health": "section.health table"}[name]
+                         "device": "figure.chart canvas", "health": "section.health table",
+                         "updates": "section.updates article.campaign"}[name]
                 page.wait_for_selector(ready)
                 page.wait_for_load_state("networkidle")
                 width = page.evaluate("document.documentElement.scrollWidth")
