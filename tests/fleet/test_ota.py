@@ -475,6 +475,10 @@ def test_targeting_by_tag_and_current_version(client, world, kit, fleet_db) -> N
     assert c["devices"] == 3 and c["wave_count"] == 1
     assert {d["device"] for d in client.get(f"/api/v1/campaigns/{c['id']}/devices",
                                             headers=world.headers("admin")).json()} == set(tagged)
+    # the same devices are in a live campaign already: not targeted twice
+    r = create(client, world, name="again", release_id=rid, tags=["tower-1"],
+               from_versions=["1.3.0"])
+    assert r.status_code == 422 and r.json()["type"].endswith("no-devices")
     # nobody left to update: a clear 422, not an empty campaign
     r = create(client, world, name="none", release_id=rid, from_versions=["0.1.0"])
     assert r.status_code == 422 and r.json()["type"].endswith("no-devices")
