@@ -211,8 +211,12 @@ def campaign_visible(user: Principal, campaign: Campaign) -> bool:
                                                                        campaign.area_path)
 
 
-def get_campaign(session: Session, user: Principal, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
+def get_campaign(session: Session, user: Principal, campaign_id: int, *,
+                 lock: bool = False) -> Campaign:
+    """``lock``: hold the campaign's row for this unit of work (an action that changes it must
+    not interleave with a replica's timer step; PostgreSQL only, SQLite serialises writers)."""
+    campaign = session.get(Campaign, campaign_id,
+                           with_for_update={"of": Campaign} if lock else None)
     if campaign is None or not campaign_visible(user, campaign):
         raise NotFound(f"campaign {campaign_id} not found")
     return campaign
@@ -318,7 +322,7 @@ def create_campaign(session: Session, settings: Settings, user: Principal, spec:
 
 
 def pause(session: Session, user: Principal, campaign_id: int) -> Campaign:
-    campaign = get_campaign(session, user, campaign_id)
+    campaign = get_campaign(session, user, campaign_id, lock=True)
     _controllable(user, campaign)
     if campaign.state != "running":
         raise Conflict(f"campaign {campaign_id} is {campaign.state}, not running")
@@ -327,7 +331,7 @@ def pause(session: Session, user: Principal, campaign_id: int) -> Campaign:
 
 
 def resume(session: Session, settings: Settings, user: Principal, campaign_id: int) -> Campaign:
-    campaign = get_campaign(session, user, campaign_id)
+    campaign = get_campaign(session, user, campaign_id, lock=True)
     _controllable(user, campaign)
     if campaign.state != "paused":
         raise Conflict(f"campaign {campaign_id} is {campaign.state}, not paused (a halted "
@@ -340,7 +344,7 @@ def resume(session: Session, settings: Settings, user: Principal, campaign_id: i
 def cancel(session: Session, user: Principal, campaign_id: int) -> Campaign:
     """Stop the campaign: devices not yet offered are cancelled here, devices in flight are
     told to cancel (``op: cancel``) and report how it ended; the download token dies."""
-    campaign = get_campaign(session, user, campaign_id)
+    campaign = get_campaign(session, user, campaign_id, lock=True)
     _controllable(user, campaign)
     if campaign.state in ("completed", "cancelled"):
         raise Conflict(f"campaign {campaign_id} is already {campaign.state}")
