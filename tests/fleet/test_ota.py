@@ -492,17 +492,20 @@ def test_a_technician_runs_campaigns_only_in_their_own_area(client, world, kit, 
     add_fire(fleet_db, world, 2, site="a")
     add_fire(fleet_db, world, 2, site="b")
     rid = release_id(client, world, kit)
-    mine = create(client, world, "technician", name="ward A", release_id=rid).json()
-    assert mine["devices"] == 3           # its own ward by default
     assert create(client, world, "technician", name="B", release_id=rid,
                   area_id=world.ward_b).status_code == 404
     city = create(client, world, "admin", name="city", release_id=rid,
                   area_id=world.city).json()
+    assert city["devices"] == 6
     # the ward-A technician sees the city campaign (their devices are in it), only those
     seen = client.get(f"/api/v1/campaigns/{city['id']}", headers=world.headers("technician"))
     assert seen.json()["devices"] == 3
     assert client.post(f"/api/v1/campaigns/{city['id']}/pause",
                        headers=world.headers("technician")).status_code == 403
+    # a detector installed since: the technician's own campaign, in their ward by default
+    add_fire(fleet_db, world, 1, site="a")
+    mine = create(client, world, "technician", name="ward A", release_id=rid).json()
+    assert mine["devices"] == 1
     assert client.post(f"/api/v1/campaigns/{mine['id']}/pause",
                        headers=world.headers("technician")).json()["state"] == "paused"
     assert client.post(f"/api/v1/campaigns/{mine['id']}/pause",
