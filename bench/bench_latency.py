@@ -17,8 +17,10 @@ Each trip is a fire lit in one room; fires are lit four rooms at a time (stagger
 is timed from its own room's threshold crossing: the simulator step at which the room's smoke
 passes the detector's 4 %/m alarm threshold. Between rounds the fleet resets every detector and
 the next round starts when each one's alarm has cleared (an event, not a fixed wait). Latency
-therefore includes the detector's own filtering (5-sample median) and one poll cycle of the
-whole riser.
+therefore includes the detector's own filtering (a 5-sample median, its confirming samples
+taken at 100 ms once a reading passes the pre-alarm threshold: firmware/app/classes/fire.py)
+and the gateway's poll schedule (fire status first, a detector in pre-alarm read every
+150 ms: gateway/schedule.py).
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def run() -> list[Metric]:
                    f"{TELEMETRY_MS / 1000:g} s; EN 54-2 / NFPA 72 allow 10 s"),
             Metric("fire_alarm_latency_default_p99_s", round(default[1], 3), "s", 1.5, "lower",
                    f"{default[2]} trips, p50 {default[0]:.3f} s; as fire_alarm_latency_p99_s "
-                   f"but uncommissioned: default 500 ms sampling, default 5 s telemetry, "
+                   f"but uncommissioned: default 500 ms sampling (100 ms while confirming), "
+                   f"default 5 s telemetry, "
                    f"{NOISE:.0%} of bytes with a flipped bit, one dead node (address {DEAD}) "
                    f"configured on the bus")]
 
@@ -108,9 +111,10 @@ def run() -> list[Metric]:
 def _percentiles(label: str, latencies: list[float]) -> tuple[float, float, int]:
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
     p50 = statistics.median(latencies)
     print(f"  {label}: {len(latencies)} trips on a {NODES}-detector riser: p50 {p50:.3f} s, "
-          f"p99 {p99:.3f} s, max {latencies[-1]:.3f} s", flush=True)
+          f"p95 {p95:.3f} s, p99 {p99:.3f} s, max {latencies[-1]:.3f} s", flush=True)
     print("  deciles: " + " ".join(f"{latencies[int(q * (len(latencies) - 1))]:.2f}"
                                    for q in (0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)),
           flush=True)

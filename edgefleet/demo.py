@@ -33,6 +33,7 @@ from rich.text import Text
 
 from gateway.rtu import ModbusError, NoResponse, RtuBus
 from hardware.regmap import Bit, ClassMap, Maps, Register, load_maps
+from hardware.sim import lifeline
 from hardware.sim.scenario import Event, Scenario, ScenarioError
 from hardware.sim.simbus import SimBus, SimError
 from hardware.sim.simrun import PhysicsFeed, attach_physics, find_scenario
@@ -630,6 +631,7 @@ def run_demo(scenario: str = "city_block", duration: float | None = None,
                   + f"; {baud} baud; time scale x{demo.time_scale:g}"
                   + (" (real time: rates are measured on the nodes' clocks)"
                      if demo.time_scale != loaded.time_scale else ""))
+    lifeline.start()  # the nodes die with the demo, even a SIGKILLed one
     try:
         with _quiet_logs(demo), SimBus(list(NODES), baud=baud) as bus:
             feed = attach_physics(bus, str(find_scenario(scenario)),
@@ -646,6 +648,8 @@ def run_demo(scenario: str = "city_block", duration: float | None = None,
     except (ScenarioError, SimError, ConnectionError) as exc:
         err.print(f"edgefleet demo: {exc}", markup=False, highlight=False)
         return 1
+    finally:
+        lifeline.stop()
     lines = demo.summary_lines()
     if demo.live_view:
         console.print(lines[0], style="bold", markup=False, highlight=False)

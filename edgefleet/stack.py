@@ -14,6 +14,8 @@ What runs (in this order, with a progress bar while it starts):
 
 It prints the dashboard URL and a one-time admin login (set your own password at first sign-in).
 Ctrl-C (or SIGTERM, or ``--duration``) stops everything, children first, and waits for each one.
+A demo that is killed outright (SIGKILL, a crash) cannot do that: its children are on its
+lifeline (:mod:`hardware.sim.lifeline`), whose reaper ends them within a few seconds.
 All files (configs, logs, the fleet's data) live in one state directory.
 """
 
@@ -42,6 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fleet.ingest.broker import BrokerConfig, Listener, mosquitto_conf
+from hardware.sim import lifeline
 from hardware.sim.scenario import Event, Scenario, load_scenario
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import PhysicsFeed
@@ -153,7 +156,8 @@ class Stack:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.state)
+                                    stdin=subprocess.DEVNULL, cwd=self.state,
+                                    **lifeline.spawn_options())
         self.procs[name] = proc
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(argv))
         return proc
@@ -195,7 +199,7 @@ class Stack:
         self._seeder = f"demo-seed-{secrets.token_hex(3)}"
         made = subprocess.run(_cli("fleet", "create-admin", str(config), "--username",
                                    self._seeder), capture_output=True, text=True, cwd=self.state,
-                              check=False)
+                              check=False, **lifeline.spawn_options())
         if made.returncode != 0:
             raise StackError(f"edgefleet fleet create-admin failed: {made.stderr.strip()}")
         one_time = _one_time_password(made.stdout)
@@ -411,6 +415,16 @@ def run_stack_demo(*, state: str | None = None, port: int = 8080, duration: floa
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
 
+    # Every process the demo starts joins its lifeline: a SIGKILLed demo leaves no orphan.
+    lifeline.start(grace_s=STOP_TIMEOUT_S / 3)
+    try:
+        return _run(console, stop, state, port, duration, baud)
+    finally:
+        lifeline.stop()
+
+
+def _run(console: Console, stop: threading.Event, state: str | None, port: int,
+         duration: float | None, baud: int) -> int:
     with _state_dir(state) as workdir:
         def tell(event: Event) -> None:
             console.print(f"[bold cyan]scenario[/] {event.note or event.describe()}")

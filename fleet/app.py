@@ -27,6 +27,7 @@ from fleet.ingest.router import metrics_router
 from fleet.ingest.router import router as ingest_router
 from fleet.notify.feed import AlarmFeed
 from fleet.notify.router import router as notify_router
+from fleet.notify.sealed import SecretBox
 from fleet.notify.webhook_router import router as webhook_router
 from fleet.notify.webhooks import run_webhook_worker
 from fleet.ota.router import router as ota_router
@@ -58,7 +59,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.run_timers:
             tasks.append(asyncio.create_task(run_escalation_timer(db, settings, feed.poke),
                                              name="escalation-timer"))
-            tasks.append(asyncio.create_task(run_webhook_worker(db, settings.webhook_poll_s),
+            box = SecretBox(settings.secret_key.get_secret_value())
+            tasks.append(asyncio.create_task(run_webhook_worker(db, box, settings.webhook_poll_s),
                                              name="webhook-worker"))
             tasks.append(asyncio.create_task(run_campaign_timer(db, settings),
                                              name="campaign-timer"))

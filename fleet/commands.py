@@ -57,7 +57,7 @@ def cli_settings(config: str | None, data: str | None = None) -> Settings:
 def migrate(settings: Settings) -> None:
     from fleet.core.migrate import upgrade
 
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, secret_key=settings.secret_key.get_secret_value())
 
 
 def _embedded(settings: Settings) -> bool:
@@ -70,7 +70,7 @@ def ensure_schema(settings: Settings) -> None:
     from fleet.core.migrate import is_current, upgrade
 
     if _embedded(settings):
-        upgrade(settings.database_url)
+        upgrade(settings.database_url, secret_key=settings.secret_key.get_secret_value())
     elif not is_current(settings.database_url):
         raise ConfigError(f"the database at {settings.database_url.split('@')[-1]} is not at "
                           "the current schema: run `edgefleet fleet migrate` first")

@@ -155,7 +155,11 @@ class PubackClient(aiomqtt.Client):
                 mid = c._mid_generate()
                 body_len = len(head) + 3 + len(payload)
                 out.append(_PUBLISH | 2 | retain)
-                out += _varint(body_len)
+                if 127 < body_len < 16384:  # telemetry's size: two bytes, no call
+                    out.append(body_len & 0x7F | 0x80)
+                    out.append(body_len >> 7)
+                else:
+                    out += _varint(body_len)
                 out += head
                 out += mid.to_bytes(2, "big")
                 self._pubacks[mid] = fut

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
+import sqlite3
 import ssl
 import time
 from collections import deque
@@ -114,6 +116,11 @@ class LatencyWindow:
     def add(self, seconds: float) -> None:
         self._samples.append(seconds)
         self.count += 1
+
+    def extend(self, samples: Iterable[float]) -> None:
+        batch = list(samples)
+        self._samples.extend(batch)
+        self.count += len(batch)
 
     def percentile(self, p: float) -> float | None:
         if not self._samples:
@@ -242,6 +249,7 @@ class MqttSession:
         retry_backoff: Backoff | None = None,
         max_attempts: int = 10,
         goodbye_s: float = 3.0,
+        store: Callable[[Sequence[Message]], object] | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
@@ -268,6 +276,11 @@ class MqttSession:
         #: After stop: how long the session may take to drain, say offline and disconnect;
         #: then the connection is dropped, so stopping never waits on the broker.
         self.goodbye_s = goodbye_s
+        #: Where command acks are stored: the gateway passes its Store (gateway/store.py), like
+        #: every other write, so a disk that refuses writes holds an ack in memory until it
+        #: takes writes again instead of losing it. Without one (tools, benches), the outbox
+        #: being pumped.
+        self._store = store
         self._client: PubackClient | None = None
         self._connecting: PubackClient | None = None
         self._window: PubackWindow | None = None
@@ -288,18 +301,24 @@ class MqttSession:
 
     def ack(self, command_id: str | None, ok: bool, error: str | None = None) -> None:
         """Answer a command on `.../ack`. Never blocks on the broker: the ack is stored in the
-        outbox (durably, never dropped) and delivered (QoS 1) like any message."""
+        outbox (durably, never dropped; through the gateway's Store, held in memory while the
+        disk refuses writes) and delivered (QoS 1) like any message."""
         body: dict[str, Any] = {"v": 1, "id": command_id, "ok": ok}
         if error is not None:
             body["error"] = error
         body["ts"] = utc_now()
+        message = Message(self.ack_topic, body, "ack")
+        if self._store is not None:
+            self._store([message])  # never raises for a disk failure: held until it heals
+            self.notify()
+            return
         if self._outbox is None:
             log.error("command %s: no outbox to store its ack in (the session is not running)",
                       command_id)
             return
         try:
-            self._outbox.put(Message(self.ack_topic, body, "ack"))
-        except OutboxError as exc:
+            self._outbox.put(message)
+        except (OutboxError, OSError, sqlite3.Error) as exc:
             log.error("command %s: its ack could not be stored: %s", command_id, exc)
             return
         self.notify()
@@ -494,10 +513,9 @@ class MqttSession:
                     if sending:
                         futures = publish_many([(m.topic, m.payload, m.qos, m.retain)
                                                 for m in sending])
+                        window.sent_many([m.id for m in sending])
                         sent_at = time.perf_counter()
-                        for msg, fut in zip(sending, futures, strict=True):
-                            window.sent(msg.id)
-                            inflight.append((msg, fut, sent_at))
+                        inflight.extend(zip(sending, futures, itertools.repeat(sent_at)))
                         stats.published += len(sending)
                 stats.in_flight = window.in_flight
                 if not inflight:
@@ -521,11 +539,18 @@ class MqttSession:
                     else:
                         await head
                 now = time.perf_counter()
-                mono = time.monotonic()
+                done: list[tuple[StoredLike, int, float]] = []
                 while inflight and inflight[0][1].done():
                     msg, fut, sent = inflight.popleft()
-                    for settled in window.puback(msg.id, fut.result(), mono):
-                        self._settle(outbox, msg, settled, now - sent, acked)
+                    done.append((msg, fut.result(), sent))
+                delivered, others = window.pubacks([(m.id, code) for m, code, _ in done],
+                                                   time.monotonic())
+                acked += delivered
+                stats.latency.extend(now - sent for _, code, sent in done if code < REFUSAL)
+                if others:  # refusals: rare. The window settles exactly what it was given,
+                    by_id = {m.id: m for m, _, _ in done}  # as the deque pops in send order
+                    for settled in others:
+                        self._settle(outbox, by_id[settled.id], settled)
                 self._slot_freed.set()
                 if len(acked) >= self.ack_batch:
                     self._ack(outbox, acked)
@@ -536,14 +561,10 @@ class MqttSession:
                     fut.exception()
             stats.in_flight = 0
 
-    def _settle(self, outbox: OutboxLike, msg: StoredLike, settled: Settled, latency: float,
-                acked: list[int]) -> None:
+    def _settle(self, outbox: OutboxLike, msg: StoredLike, settled: Settled) -> None:
+        """A PUBACK that was not a delivery: a retry later, or a dead letter now."""
         stats = self.stats
         code = settled.code
-        if settled.verdict is Verdict.DELIVERED:
-            acked.append(msg.id)
-            stats.latency.add(latency)
-            return
         name = reason_name(code)
         if settled.verdict is Verdict.RETRY:
             stats.retried += 1

@@ -8,11 +8,15 @@ module does the I/O around it:
 - **Urgent work first**: rule actions and fleet commands (:meth:`BusPoller.submit`) go before
   any routine poll.
 - **Status reads take the fast path** (see :meth:`BusPoller._read`).
+- **A fire detector in pre-alarm is hot**: its status word (warning bit, no alarm bit) makes
+  the schedule read it every ``HOT_STATUS_S`` ahead of the rest (:mod:`gateway.schedule`).
 - **Edge rules before storage.** After a poll the decoded values go to the rules hook first and
   only then to the sink (the outbox), so the siren never waits for (or depends on) the disk.
 - **Noise costs a retry, not a detector.** A garbled reply (:class:`~gateway.bus.Garbled`) or
-  a silent online node is polled again at once, once; a garbled reply never counts toward
-  offline (the rules are the schedule's, :mod:`gateway.schedule`).
+  a silent online node is polled again at once, once (a block read after a changed status word
+  up to ``CHANGE_ATTEMPTS`` times); a garbled reply never counts toward offline; a first try
+  waits only a few times the node's usual reply time, the retry the full timeout (the rules
+  are the schedule's, :mod:`gateway.schedule`).
 - **One device's failure is that device's.** No answer, a Modbus exception, a reply that does not
   answer the request (:class:`~gateway.bus.BadReply`) or registers that do not decode are
   counted for that device and logged at most once a minute; they never leave this loop.
@@ -42,7 +46,8 @@ from gateway.decode import (
     now,
 )
 from gateway.outbox import Message
-from gateway.schedule import OFFLINE_AFTER, Job, Timing, next_job
+from gateway.schedule import OFFLINE_AFTER, Job, ReplyTimer, Schedule, Timing
+from hardware.regmap import load_maps
 
 __all__ = ["ALARM_WORD_EVERY", "OFFLINE_AFTER", "BusPoller", "DevicePoll"]
 
@@ -69,6 +74,8 @@ class DevicePoll:
     garbled: int = 0  # replies that arrived without a valid frame (CRC errors, noise)
     retries: int = 0  # polls tried again at once after a garbled reply or silence
     last_ok: float = 0.0
+    replies: ReplyTimer = field(default_factory=ReplyTimer)  # status reads' reply times
+    probes: int = 0  # polls while never heard (see ReplyTimer.first_try_s)
     _logged_at: float = -LOG_EVERY_S
     _unlogged: int = 0
 
@@ -83,6 +90,14 @@ class DevicePoll:
     @property
     def failures(self) -> int:
         return self.timing.failures
+
+
+@dataclass
+class _Attempt:
+    """One poll's tries: which one this is, and whether the status word showed a change."""
+
+    number: int = 0
+    changed: bool = False
 
 
 @dataclass
@@ -106,6 +121,8 @@ class BusPoller:
         self.link_up = False
         self.link_losses = 0
         self._urgent: asyncio.Queue[Urgent] = asyncio.Queue()
+        bits = {b.name: 1 << b.bit for b in load_maps().status_bits}
+        self._warning, self._alarm = bits["warning"], bits["alarm"]
         self._wake = asyncio.Event()
         self._rng = random.Random()
 
@@ -210,11 +227,11 @@ class BusPoller:
             # spread the first polls so a bus of 32 nodes does not start with a burst
             dev.timing.status_due = start + i * 0.01
             dev.timing.telemetry_due = start + 0.5 + i * 0.05
-        timings = {d.id: d.timing for d in self.devices.values()}
+        schedule = Schedule({d.id: d.timing for d in self.devices.values()})
         while not stop.is_set():
             while not self._urgent.empty():
                 await self._run_urgent(self._urgent.get_nowait())
-            job = next_job(timings, time.monotonic())
+            job = schedule.next(time.monotonic())
             if job is None:  # a bus with no devices still serves urgent writes
                 await self._sleep(stop, 1.0)
             elif isinstance(job, Job):
@@ -233,10 +250,22 @@ class BusPoller:
             if not urgent.done.done():
                 urgent.done.set_exception(exc)
 
-    async def _read(self, dev: DevicePoll, kind: str) -> list[int] | None:
-        """The words to decode, from register 0; None when nothing changed (alarm word)."""
-        timeout = dev.timeout_s
-        if kind == "status" and dev.decoder.online:
+    def _bus_learned_s(self) -> float | None:
+        """The longest first-try timeout learned on this bus (for a node never heard)."""
+        learned = [t for d in self.devices.values() if (t := d.replies.learned_s) is not None]
+        return max(learned) if learned else None
+
+    async def _read(self, dev: DevicePoll, kind: str, attempt: _Attempt) -> list[int] | None:
+        """The words to decode, from register 0; None when nothing changed (alarm word). Sets
+        ``attempt.changed`` when the status word showed a change: the block read that follows
+        is an alarm edge in progress, and a retry goes straight to it."""
+        full = dev.timeout_s or self.bus.timeout
+        timeout = full
+        if attempt.number == 0 and kind == "status":  # learned from status reads: for them
+            if dev.replies.answered == 0:
+                dev.probes += 1
+            timeout = dev.replies.first_try_s(full, self._bus_learned_s(), dev.probes)
+        if kind == "status" and dev.decoder.online and not attempt.changed:
             # The fast path. A 16-register status block costs 30 ms of a 19200-baud bus, so a
             # riser of 32 detectors would be read once a second. Instead read the status word
             # alone (register 5: alarm, fault, warning, latched bits; 12.6 ms), and every
@@ -245,15 +274,19 @@ class BusPoller:
             # fault and a reboot. Only when they changed is the whole status block read
             # (alarm ids need the node's boot count and alarm sequence).
             dev.fast_polls += 1
+            t = time.monotonic()
             if dev.fast_polls % ALARM_WORD_EVERY:
                 status = await self.bus.read_input(dev.address, ALARM_WORD_START, 1, timeout)
+                dev.replies.observe(time.monotonic() - t)
                 if status[0] == int(dev.decoder.values.get("status", -1)):
                     return None
             else:
                 word = await self.bus.read_input(dev.address, ALARM_WORD_START,
                                                  ALARM_WORD_COUNT, timeout)
+                dev.replies.observe(time.monotonic() - t)
                 if not dev.decoder.alarm_word_changed(word):
                     return None
+            attempt.changed, timeout = True, full  # it just answered: no short timeout now
         count = COMMON_INPUTS if kind == "status" else dev.decoder.cmap.input_count
         return await self.bus.read_input(dev.address, 0, count, timeout)
 
@@ -261,11 +294,11 @@ class BusPoller:
         t = time.monotonic()
         dev.timing.started("status" if kind == "status" else "telemetry", t)
         dev.polls += 1
-        attempt = 0
+        attempt = _Attempt()
         heard = False  # a garbled reply in this poll: the node is alive, whatever follows
         while True:
             try:
-                words = await self._read(dev, kind)
+                words = await self._read(dev, kind, attempt)
                 break
             except NoResponse as exc:
                 garbled = isinstance(exc, Garbled)
@@ -274,8 +307,8 @@ class BusPoller:
                 else:
                     dev.timeouts += 1
                 heard = heard or garbled
-                if dev.timing.retry_now(heard, attempt):
-                    attempt += 1
+                if dev.timing.retry_now(heard, attempt.number, attempt.changed):
+                    attempt.number += 1
                     dev.retries += 1
                     continue
                 if heard:
@@ -336,6 +369,9 @@ class BusPoller:
         dev._logged_at, dev._unlogged = t, 0
 
     def _answered(self, dev: DevicePoll, t: float) -> None:
+        if dev.timing.fire:  # in pre-alarm and not in alarm yet: watch it closely
+            status = int(dev.decoder.values.get("status", 0))
+            dev.timing.hot = bool(status & self._warning) and not status & self._alarm
         ended = dev.timing.answered()
         if ended:
             log.info("bus %s: %s answers again after %d failed polls", self.name, dev.id, ended)

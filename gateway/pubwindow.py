@@ -25,8 +25,9 @@ Rules it owns:
 from __future__ import annotations
 
 import enum
+import functools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -84,6 +85,7 @@ class PubackWindow:
         self._delays = delays
         self._on_delivered = on_delivered
         self._in_flight: OrderedDict[int, int | None] = OrderedDict()  # id -> code once PUBACKed
+        self._answered = 0  # entries of _in_flight with their code, waiting for an older one
         self._borrowed = 0  # slots held by other publishers (the status)
         self._wanted = 0  # other publishers waiting for a slot: they go first
         self._attempts: dict[int, int] = {}
@@ -112,6 +114,16 @@ class PubackWindow:
             raise RuntimeError(f"publish {msg_id} is already in flight")
         self._in_flight[msg_id] = None
 
+    def sent_many(self, msg_ids: Sequence[int]) -> None:
+        """:meth:`sent` for a batch (the session sends a window refill as one write)."""
+        if len(msg_ids) > self.room():
+            raise RuntimeError(f"{len(msg_ids)} publishes sent with room for {self.room()}")
+        in_flight = self._in_flight
+        for msg_id in msg_ids:
+            if msg_id in in_flight:
+                raise RuntimeError(f"publish {msg_id} is already in flight")
+            in_flight[msg_id] = None
+
     # -- other QoS 1 publishers share the budget ------------------------------------------------
     def want(self) -> None:
         """Another publisher waits for a slot; the outbox gets no more until it has one."""
@@ -136,15 +148,64 @@ class PubackWindow:
         """Record one PUBACK; returns what is now settled, in the order it was sent."""
         if msg_id not in self._in_flight:
             raise KeyError(f"PUBACK for {msg_id}, which is not in flight")
+        if self._in_flight[msg_id] is None:
+            self._answered += 1
         self._in_flight[msg_id] = code
+        return self._drain(now)
+
+    def _drain(self, now: float) -> list[Settled]:
+        """Settle the oldest messages in flight whose PUBACK has come, up to the first without."""
         out: list[Settled] = []
         while self._in_flight:
             head, head_code = next(iter(self._in_flight.items()))
             if head_code is None:
                 break
             del self._in_flight[head]
+            self._answered -= 1
             out.append(self._settle(head, head_code, now))
         return out
+
+    def pubacks(self, results: Iterable[tuple[int, int]],
+                now: float) -> tuple[list[int], list[Settled]]:
+        """:meth:`puback` for a batch of (id, reason code), in the order they are given.
+
+        Returns the ids delivered, in order, and every other settlement (retry, refused). The
+        common case (a delivery of the oldest message in flight) takes no :class:`Settled` and
+        no back-off reset per message; the outcome is the same as calling :meth:`puback` for
+        each in turn, table-tested against it.
+        """
+        in_flight = self._in_flight
+        delivered: list[int] = []
+        others: list[Settled] = []
+        reset_due = False
+        for msg_id, code in results:
+            if code < REFUSAL and in_flight:
+                head, head_code = in_flight.popitem(last=False)
+                if head == msg_id and head_code is None:  # the oldest, delivered: the usual
+                    if self._attempts:
+                        self._attempts.pop(msg_id, None)
+                    delivered.append(msg_id)
+                    reset_due = True
+                    if not self._answered:
+                        continue
+                    settling = self._drain  # later ones PUBACKed earlier: settle them now
+                else:  # not the oldest: put it back where it was
+                    in_flight[head] = head_code
+                    in_flight.move_to_end(head, last=False)
+                    settling = functools.partial(self.puback, msg_id, code)
+            else:
+                settling = functools.partial(self.puback, msg_id, code)
+            if reset_due:  # the back-off resets before a later refusal draws its delay
+                self._on_delivered()
+                reset_due = False
+            for settled in settling(now):
+                if settled.verdict is Verdict.DELIVERED:
+                    delivered.append(settled.id)
+                else:
+                    others.append(settled)
+        if reset_due:
+            self._on_delivered()
+        return delivered, others
 
     def _settle(self, msg_id: int, code: int, now: float) -> Settled:
         verdict = classify(code)

@@ -94,7 +94,7 @@ class Gateway:
             username=mqtt.username,
             password=password.get_secret_value() if password else None,
             keepalive=mqtt.keepalive, health=self.health, on_command=self.on_command,
-            status_interval=10.0)
+            status_interval=10.0, store=lambda messages: self.store.put(messages))
         self.started = time.monotonic()
         self.rule_writes = 0
         self.rule_failures = 0

@@ -300,7 +300,8 @@ class Node:
             if late >= 0 and (not self._n or
                               time.ticks_diff(now, self._first_ms) >= postpone_ms):
                 self.sample(now)
-                period = int(self.bank.threshold("sample_period"))
+                # the class may ask for a shorter period while it confirms a reading (fire)
+                period = self.sensor.period_ms(int(self.bank.threshold("sample_period")))
                 next_sample = time.ticks_add(next_sample, period)
                 now = time.ticks_ms()
                 if time.ticks_diff(next_sample, now) < 0:

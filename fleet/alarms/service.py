@@ -9,6 +9,9 @@ Replays: an alarm is keyed by (gateway, the gateway's alarm id), unique in the d
 replayed or redelivered message finds the alarm it already made, even when two ingest replicas
 race on it (the loser's insert fails inside a savepoint and it re-reads the winner's row).
 
+Escalation reaches people: each level is addressed to the members of its role whose area
+scope covers the alarm (:mod:`fleet.notify.inbox`), in the same transaction as the claim.
+
 Escalation across replicas: the claim is ``UPDATE alarms SET escalation_level = :new WHERE id =
 :id AND escalation_level = :old AND state = 'raised'``. On PostgreSQL a second replica's UPDATE
 waits for the first to commit, re-checks the WHERE and matches nothing; on SQLite writers are
@@ -38,7 +41,7 @@ from fleet.auth.rbac import Principal
 from fleet.core.db import utcnow
 from fleet.core.errors import Conflict, NotFound
 from fleet.core.settings import EscalationStep
-from fleet.notify import webhooks
+from fleet.notify import inbox, webhooks
 from fleet.notify.feed import alarm_event_data
 from fleet.registry.models import Device, Gateway
 from fleet.registry.service import device_visible, ensure_device, touch_device, visible_devices
@@ -278,6 +281,8 @@ class EscalationFired:
     alarm_id: int
     level: int
     role: str
+    #: The users notified (members of ``role`` whose scope covers the alarm).
+    notified: tuple[int, ...] = ()
 
 
 def escalate_due(session: Session, policy: Mapping[str, Sequence[EscalationStep]],
@@ -311,8 +316,14 @@ def escalate_due(session: Session, policy: Mapping[str, Sequence[EscalationStep]
             assert alarm is not None
             session.refresh(alarm)
             _notify(session, entry, alarm)
-            fired.append(EscalationFired(alarm_id, n, role))
-            log.warning("alarm %d unacknowledged: escalated to level %d (%s)", alarm_id, n, role)
+            members = inbox.notify_role(session, entry, alarm, role, n)
+            fired.append(EscalationFired(alarm_id, n, role, tuple(members)))
+            if members:
+                log.warning("alarm %d unacknowledged: escalated to level %d (%s: %d user(s))",
+                            alarm_id, n, role, len(members))
+            else:
+                log.error("alarm %d unacknowledged: escalated to level %d, but no %s user's "
+                          "scope covers it: nobody was notified", alarm_id, n, role)
     session.flush()
     return fired
 

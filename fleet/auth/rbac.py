@@ -3,7 +3,13 @@
 A role says which actions a user may take (a table, not an if-chain); an area subtree says where.
 Everything outside the subtree is invisible (404, never 403, so existence is not leaked).
 Fire devices and their alarms are hidden from the utility role unless the user is granted them.
-Devices with no area ("unassigned", auto-created when first seen on MQTT) are for admins only.
+
+Admins are scoped like everyone else: a ward's admin manages that ward's subtree and sees nothing
+outside it. A city-level admin is simply an admin scoped to the root (``area_path`` None, what
+``create-admin`` makes). What has no area, or spans every area, is the root admin's alone:
+devices with no area ("unassigned", auto-created when first seen on MQTT), the audit log, the
+fleet-wide metrics and the webhooks (they send every area's alarms to outside systems), see
+:data:`ROOT_ONLY`.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ROLES", "ROLE_PERMISSIONS", "Permission", "Principal", "Role", "allowed", "can_see",
-           "in_subtree"]
+__all__ = ["ROLES", "ROLE_PERMISSIONS", "ROOT_ONLY", "Permission", "Principal", "Role", "allowed",
+           "can_see", "in_subtree", "permits"]
 
 
 class Role(StrEnum):
@@ -47,6 +53,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     Role.VIEWER.value: frozenset({Permission.READ}),
 }
 
+#: Permissions over things that belong to no area (or to all): only a root-scoped user holds
+#: them, whatever the role grants.
+ROOT_ONLY = frozenset({Permission.READ_AUDIT, Permission.MANAGE_WEBHOOKS})
+
 #: The device class whose devices and alarms the utility role sees only when granted.
 FIRE_CLASS = "fire"
 
@@ -71,12 +81,28 @@ class Principal:
         return self.role == Role.ADMIN.value
 
     @property
+    def is_root(self) -> bool:
+        """Scoped to the whole tree."""
+        return self.area_path is None
+
+    @property
+    def sees_unassigned(self) -> bool:
+        """Devices and gateways with no area yet: the root admin's to place."""
+        return self.is_admin and self.is_root
+
+    @property
     def sees_fire(self) -> bool:
         return self.role != Role.UTILITY.value or self.fire_granted
 
 
 def allowed(role: str, permission: Permission) -> bool:
     return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def permits(user: Principal, permission: Permission) -> bool:
+    """The role grants ``permission`` and, for a :data:`ROOT_ONLY` one, the user's scope is the
+    whole tree."""
+    return allowed(user.role, permission) and (permission not in ROOT_ONLY or user.is_root)
 
 
 def in_subtree(scope: str | None, area_path: str | None) -> bool:
@@ -87,8 +113,8 @@ def in_subtree(scope: str | None, area_path: str | None) -> bool:
 
 
 def can_see(user: Principal, area_path: str | None, device_class: str | None) -> bool:
-    if user.is_admin:
-        return True
     if device_class == FIRE_CLASS and not user.sees_fire:
         return False
+    if area_path is None:
+        return user.sees_unassigned
     return in_subtree(user.area_path, area_path)

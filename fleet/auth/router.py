@@ -54,13 +54,15 @@ def me(user: CurrentUser) -> MeOut:
 
 
 @router.get("/users", response_model=list[UserOut])
-def list_users(_: Admin, session: SessionDep) -> list[User]:
-    return list(session.scalars(select(User).order_by(User.id)))
+def list_users(admin: Admin, session: SessionDep) -> list[User]:
+    """The users whose scope lies inside the admin's (a city-wide admin: everyone)."""
+    return service.list_users(session, admin)
 
 
 @router.post("/users", response_model=UserCreated, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, admin: Admin, session: SessionDep,
                 settings: SettingsDep) -> UserCreated:
+    service.check_user_scope(session, admin, body.area_id)
     password = service.new_password()
     user = service.create_user(session, settings, username=body.username, password=password,
                                role=body.role, area_id=body.area_id,

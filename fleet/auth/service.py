@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 
 from fleet.audit.service import record
 from fleet.auth.models import Token, User
-from fleet.auth.rbac import ROLES, Principal
+from fleet.auth.rbac import ROLES, Principal, in_subtree
 from fleet.core.db import utcnow
-from fleet.core.errors import Conflict, FleetError, NotFound
+from fleet.core.errors import Conflict, FleetError, Forbidden, NotFound
 from fleet.core.settings import Settings
 from fleet.registry.models import Area
 
@@ -35,10 +35,12 @@ __all__ = [
     "LockoutPolicy",
     "LoginFailed",
     "change_password",
+    "check_user_scope",
     "create_admin",
     "create_user",
     "hasher",
     "issue_token",
+    "list_users",
     "lockout_decision",
     "login",
     "principal_for_token",
@@ -130,11 +132,33 @@ def create_user(session: Session, settings: Settings, *, username: str, password
     return user
 
 
+def check_user_scope(session: Session, admin: Principal, area_id: int | None) -> None:
+    """May ``admin`` give a user the scope ``area_id``? Only inside their own subtree: a ward's
+    admin cannot make a city-wide user (no area) or one for another ward."""
+    if area_id is None:
+        if not admin.is_root:
+            raise Forbidden("only a city-wide admin may create a user without an area; "
+                            "give area_id")
+        return
+    area = session.get(Area, area_id)
+    if area is None or not in_subtree(admin.area_path, area.path):
+        raise NotFound(f"area {area_id} not found")
+
+
+def list_users(session: Session, admin: Principal) -> list[User]:
+    query = select(User).order_by(User.id)
+    if admin.area_path is not None:
+        query = query.join(Area, User.area_id == Area.id).where(
+            Area.path.startswith(admin.area_path, autoescape=True))
+    return list(session.scalars(query))
+
+
 def create_admin(session: Session, settings: Settings, username: str = "admin") -> str:
-    """Make an admin with a one-time password and return that password (shown once)."""
+    """Make a city-wide admin (scoped to the root of the area tree) with a one-time password
+    and return that password (shown once)."""
     password = new_password()
     create_user(session, settings, username=username, password=password, role="admin",
-                must_change_password=True, actor="system:create-admin")
+                area_id=None, must_change_password=True, actor="system:create-admin")
     return password
 
 

@@ -1,5 +1,9 @@
 """Device commands: one row per request, from pending to sent to acknowledged by the gateway.
-The row is the outbox the MQTT publisher reads, and the record the API shows."""
+The row is the outbox the MQTT publisher reads, and the record the API shows.
+
+A pending row is claimed by one replica's publisher at a time (``claimed_by`` until
+``claimed_until``, a lease): two replicas on one database never publish one command twice, and
+a claim left by a replica that died is taken over once its lease has run out."""
 
 from __future__ import annotations
 
@@ -31,3 +35,6 @@ class DeviceCommand(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
+    #: The publisher (host:pid:nonce) holding the pending row, and until when.
+    claimed_by: Mapped[str] = mapped_column(String(100), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

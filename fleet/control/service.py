@@ -1,6 +1,15 @@
 """Device commands: request (RBAC: the user must see the device and hold a role the action
-allows), hand to the MQTT publisher (:func:`pending`, :func:`mark_sent`), and record the
-gateway's ack (:func:`apply_ack`, for ingest's ``ack`` channel). No commit inside.
+allows), hand to the MQTT publisher (:func:`claim`, :func:`mark_sent`, :func:`release`), and
+record the gateway's ack (:func:`apply_ack`, for ingest's ``ack`` channel). No commit inside.
+
+Several replicas publish from one database, so a pending command is *claimed* before it is
+published: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (a second replica skips the rows
+the first is claiming instead of waiting for them), SQLite's single writer (BEGIN IMMEDIATE)
+elsewhere, then a conditional ``UPDATE ... WHERE state = 'pending' AND the claim is free``, so
+of two replicas racing for a row exactly one gets it. The claim is a lease: a replica that dies
+between claiming and publishing leaves a claim that another replica takes over once
+:data:`CLAIM_LEASE` has passed. The publisher stops publishing a batch before its lease could
+run out (:func:`publish_deadline`), so a live claim is never taken over.
 
 A threshold write is checked against the device class's register map (name, range) before
 anything leaves the fleet, so an operator hears "out of range" at once rather than from the
@@ -9,14 +18,16 @@ gateway later; an ack counts only from the gateway the command went to."""
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import AckPayload, command_topic, dumps
@@ -30,9 +41,13 @@ from fleet.registry.models import Device
 from fleet.registry.service import get_device
 from hardware.regmap import load_maps
 
-__all__ = ["Outgoing", "apply_ack", "list_commands", "mark_sent", "pending", "request_command"]
+__all__ = ["CLAIM_LEASE", "Outgoing", "apply_ack", "claim", "list_commands", "mark_sent",
+           "new_claimer", "publish_deadline", "release", "request_command"]
 
 log = logging.getLogger(__name__)
+
+#: How long a replica holds the pending commands it claimed before another may take them over.
+CLAIM_LEASE = timedelta(seconds=60)
 
 
 def request_command(session: Session, user: Principal, device_id: int, action: str,
@@ -53,7 +68,8 @@ def request_command(session: Session, user: Principal, device_id: int, action: s
     if action == "write":
         _check_register(device.device_class, str(clean["register"]), float(clean["value"]))
     cmd = DeviceCommand(command_id=secrets.token_hex(8), device_id=device.id, action=action,
-                        body=clean, state="pending", requested_by=user.user_id, error="")
+                        body=clean, state="pending", requested_by=user.user_id, error="",
+                        claimed_by="")
     session.add(cmd)
     session.flush()
     record(session, f"user:{user.username}", "command.requested", "device", device.id,
@@ -89,17 +105,45 @@ class Outgoing:
     payload: bytes
 
 
+def new_claimer() -> str:
+    """A publisher's name in claims: host and pid for the operator, a nonce so two publishers
+    in one process (tests, threads) are still told apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _claim_free(now: datetime):  # type: ignore[no-untyped-def]
+    return or_(DeviceCommand.claimed_until.is_(None), DeviceCommand.claimed_until < now)
+
+
 #: Per action: what a command carries on the wire but never in the database (an OTA start's
 #: download token), computed when it is published.
 WireFields = Callable[[Session, DeviceCommand], dict[str, Any]]
 
 
-def pending(session: Session, limit: int = 100,
-            wire: Mapping[str, WireFields] | None = None) -> list[Outgoing]:
-    """Commands waiting to be published (QoS 1) to their gateway's ``cmd/`` topic."""
+def claim(session: Session, claimer: str, now: datetime | None = None,
+          limit: int = 50, wire: Mapping[str, WireFields] | None = None) -> list[Outgoing]:
+    """Claim up to ``limit`` pending commands for ``claimer`` (a lease of :data:`CLAIM_LEASE`)
+    and return them as messages for their gateway's ``cmd/`` topic (QoS 1), oldest first.
+
+    Commit the session before publishing: the claim must be visible to other replicas."""
+    now = now or utcnow()
+    candidates = list(session.scalars(
+        select(DeviceCommand.id).where(DeviceCommand.state == "pending", _claim_free(now))
+        .order_by(DeviceCommand.id).limit(limit)
+        .with_for_update(skip_locked=True)))  # PostgreSQL; SQLite's writer lock instead
+    if not candidates:
+        return []
+    claimed = session.execute(
+        update(DeviceCommand).where(DeviceCommand.id.in_(candidates),
+                                    DeviceCommand.state == "pending", _claim_free(now))
+        .values(claimed_by=claimer, claimed_until=now + CLAIM_LEASE)
+        .returning(DeviceCommand.id)
+        .execution_options(synchronize_session=False)).scalars().all()
+    if not claimed:
+        return []
     rows = session.execute(
         select(DeviceCommand, Device).join(Device, Device.id == DeviceCommand.device_id)
-        .where(DeviceCommand.state == "pending").order_by(DeviceCommand.id).limit(limit)).all()
+        .where(DeviceCommand.id.in_(claimed)).order_by(DeviceCommand.id)).all()
     wire = wire or {}
 
     def extra(cmd: DeviceCommand) -> dict[str, Any]:
@@ -111,12 +155,40 @@ def pending(session: Session, limit: int = 100,
             for cmd, dev in rows]
 
 
-def mark_sent(session: Session, ids: list[int], at: datetime | None = None) -> None:
-    """After the broker's PUBACK: the commands are on their way."""
-    session.execute(update(DeviceCommand).where(DeviceCommand.id.in_(ids),
-                                                DeviceCommand.state == "pending")
-                    .values(state="sent", sent_at=at or utcnow())
-                    .execution_options(synchronize_session=False))
+def publish_deadline(claimed_at: float, publish_timeout_s: float) -> float:
+    """The monotonic time after which a publisher must not start publishing another command
+    of a batch it claimed at ``claimed_at``: one more publish could outlast the lease, and a
+    command whose lease ran out may be claimed (and published) by another replica."""
+    return claimed_at + CLAIM_LEASE.total_seconds() - 2 * publish_timeout_s
+
+
+def mark_sent(session: Session, claimer: str, ids: list[int], at: datetime | None = None) -> int:
+    """After the broker's PUBACK: the commands are on their way. Only rows this claimer still
+    holds change; returns how many did."""
+    if not ids:
+        return 0
+    sent = session.execute(
+        update(DeviceCommand).where(DeviceCommand.id.in_(ids), DeviceCommand.state == "pending",
+                                    DeviceCommand.claimed_by == claimer)
+        .values(state="sent", sent_at=at or utcnow(), claimed_until=None)
+        .returning(DeviceCommand.command_id, DeviceCommand.device_id, DeviceCommand.action)
+        .execution_options(synchronize_session=False)).all()
+    for command_id, device_id, action in sent:
+        record(session, f"replica:{claimer}", "command.sent", "device", device_id,
+               {"command_id": command_id, "action": action})
+    return len(sent)
+
+
+def release(session: Session, claimer: str, ids: list[int]) -> None:
+    """Give back claimed commands that were not published (no PUBACK, or the batch ran out of
+    lease), so the next pass of any replica takes them at once."""
+    if ids:
+        session.execute(
+            update(DeviceCommand).where(DeviceCommand.id.in_(ids),
+                                        DeviceCommand.state == "pending",
+                                        DeviceCommand.claimed_by == claimer)
+            .values(claimed_by="", claimed_until=None)
+            .execution_options(synchronize_session=False))
 
 
 def apply_ack(session: Session, gateway_id: str, payload: AckPayload) -> DeviceCommand | None:

@@ -2,8 +2,11 @@
 role guard, as ``Annotated`` aliases so a route reads ``session: SessionDep, user: CurrentUser``.
 
 The session is one unit of work per request: committed when the route returns, rolled back when
-it raises. Routes never commit on their own. GET and HEAD requests get a read-only session
-(nothing they do is committed; on SQLite they take no write lock).
+it raises. The commit happens before the response is sent (``scope="function"``; FastAPI's default
+for a dependency with yield closes it after the response): a client that reads right after a 201
+sees what it created, and a commit that fails is a 500, never a 201 for something not stored.
+Routes never commit on their own. GET and HEAD requests get a read-only session (nothing they do
+is committed; on SQLite they take no write lock).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from fleet.auth.rbac import Permission, Principal, allowed
+from fleet.auth.rbac import Permission, Principal, permits
 from fleet.auth.service import principal_for_token
 from fleet.core.db import Database
 from fleet.core.errors import Forbidden, Unauthorized
@@ -51,7 +54,7 @@ def get_session(request: Request,
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_authenticated(
@@ -81,14 +84,16 @@ CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
 def require(permission: Permission) -> Callable[[Principal], Principal]:
-    """A dependency that lets the request through only for roles holding ``permission``.
+    """A dependency that lets the request through only for roles holding ``permission`` (and,
+    for a root-only permission, only for users scoped to the whole tree).
 
     Area scoping is the service's job (it filters lists and answers 404 for objects outside
     the user's subtree); this guard answers 403 for actions the role may never take."""
 
     def guard(user: CurrentUser) -> Principal:
-        if not allowed(user.role, permission):
-            raise Forbidden(f"role {user.role!r} may not {permission.value}")
+        if not permits(user, permission):
+            scope = "" if user.is_root else " outside the whole-city scope"
+            raise Forbidden(f"role {user.role!r} may not {permission.value}{scope}")
         return user
 
     return guard

@@ -18,22 +18,31 @@ from alembic.migration import MigrationContext
 
 from fleet.core.db import connect
 
-__all__ = ["alembic_config", "pending_changes", "upgrade"]
+__all__ = ["alembic_config", "downgrade", "pending_changes", "upgrade"]
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, secret_key: str | None = None) -> Config:
+    """The Alembic configuration; ``secret_key`` reaches revisions that seal data (0007 seals
+    webhook secrets) through ``config.attributes``, never through a file or the log."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if secret_key:
+        cfg.attributes["secret_key"] = secret_key
     return cfg
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "heads", *, secret_key: str | None = None) -> None:
     log.info("migrating the fleet database to %s", revision)
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, secret_key), revision)
+
+
+def downgrade(url: str, revision: str, *, secret_key: str | None = None) -> None:
+    log.info("downgrading the fleet database to %s", revision)
+    command.downgrade(alembic_config(url, secret_key), revision)
 
 
 def pending_changes(url: str) -> list[Any]:

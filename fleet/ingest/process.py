@@ -93,23 +93,38 @@ class IngestProcess:
         log.info("ingest stopped")
 
     def _send_commands(self) -> None:
-        """Publish the commands the API queued (fleet.control) to their gateways' cmd/ topics
-        and mark them sent once the broker has them. Any replica may send a command; the
-        gateway's ack, keyed by the command id, is applied once whatever arrives twice."""
-        from fleet.control.service import mark_sent, pending
+        """Publish the commands the API queued (fleet.control) to their gateways' cmd/ topics.
+        Each pass claims a batch through the database (so of several replicas exactly one
+        publishes a command), publishes until the claim's lease could run out, marks sent what
+        the broker acknowledged and gives back the rest for the next pass."""
+        import time
+
+        from fleet.control.service import claim, mark_sent, new_claimer, publish_deadline, release
         from fleet.ota.service import wire_fields
 
         wire = {"ota": wire_fields(self.settings)}
+
+        claimer = new_claimer()
+        publish_timeout_s = 10.0
         while not self._stop.wait(self.settings.ingest.command_poll_s):
             if not self.coordinator.wait_subscribed(0):
                 continue
             try:
                 with self.db.transaction() as session:
-                    outgoing = pending(session, wire=wire)
-                sent = [o.id for o in outgoing if self.coordinator.publish(o.topic, o.payload)]
+                    outgoing = claim(session, claimer, wire=wire)
+                if not outgoing:
+                    continue
+                deadline = publish_deadline(time.monotonic(), publish_timeout_s)
+                sent: list[int] = []
+                for o in outgoing:
+                    if self._stop.is_set() or time.monotonic() > deadline:
+                        break
+                    if self.coordinator.publish(o.topic, o.payload, publish_timeout_s):
+                        sent.append(o.id)
+                with self.db.transaction() as session:
+                    mark_sent(session, claimer, sent)
+                    release(session, claimer, [o.id for o in outgoing if o.id not in sent])
                 if sent:
-                    with self.db.transaction() as session:
-                        mark_sent(session, sent)
                     log.info("published %d command(s) to gateways", len(sent))
             except Exception:  # the database is down: try again next round
                 log.exception("publishing commands failed; retrying")

@@ -1,5 +1,5 @@
-"""The alarm feed: one poller per fleet process turns new alarm audit rows into events and
-hands each subscriber the ones its user may see.
+"""The alarm feed: one poller per fleet process turns new alarm audit rows (and device command
+rows: requested, ok, failed) into events and hands each subscriber the ones its user may see.
 
 Why the database and not an in-process bus: alarms are written by ingest, which may run in
 another process or on another replica; every change to an alarm already writes an audit row in
@@ -16,15 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from fleet.alarms.models import Alarm
 from fleet.audit.models import AuditEntry
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.db import Database
+from fleet.notify.models import UserNotification
+from fleet.registry.models import Device
 
-__all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_event_data", "alarm_events_after"]
+__all__ = ["AlarmEvent", "AlarmFeed", "Subscription", "alarm_event_data", "alarm_events_after",
+           "command_event_data"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,22 @@ class AlarmEvent:
     area_path: str | None
     device_class: str
     data: dict[str, Any]
+    #: Users this change is addressed to (an escalation's role members, fleet.notify.inbox):
+    #: their sessions also get an ``escalation`` event.
+    recipients: frozenset[int] = frozenset()
+    #: The escalation's level and role, when the change is one.
+    escalation: dict[str, Any] | None = None
+    #: The SSE event type: "alarm", or "command" for a device command's state change
+    #: (requested, then the gateway's ok or failed), so a device page shows the ack at once.
+    kind: str = "alarm"
+
+    def addressed_to(self, user: Principal) -> bool:
+        return user.user_id in self.recipients
+
+
+#: The audit rows the feed turns into events: every alarm change, and device commands.
+FEED_ROWS = or_(AuditEntry.entity_type == "alarm",
+                and_(AuditEntry.entity_type == "device", AuditEntry.action.like("command.%")))
 
 
 def alarm_event_data(entry: AuditEntry, alarm: Alarm) -> dict[str, Any]:
@@ -60,25 +79,59 @@ def alarm_event_data(entry: AuditEntry, alarm: Alarm) -> dict[str, Any]:
         }}
 
 
+def command_event_data(entry: AuditEntry, device: Device) -> dict[str, Any]:
+    """The JSON body of a command event: which command of which device, and its new state."""
+    return {"event_id": entry.id, "action": entry.action, "at": entry.at.isoformat(),
+            "command": {"device_id": device.id, "device": device.key,
+                        "command_id": entry.detail.get("command_id"),
+                        "state": entry.action.removeprefix("command.")}}
+
+
+def _ids(rows: list[AuditEntry], entity_type: str) -> set[int]:
+    return {int(r.entity_id) for r in rows if r.entity_type == entity_type
+            and r.entity_id.isdigit()}
+
+
 def _events(session: Session, rows: list[AuditEntry]) -> list[AlarmEvent]:
-    ids = {int(r.entity_id) for r in rows if r.entity_id.isdigit()}
-    alarms = {a.id: a for a in session.scalars(select(Alarm).where(Alarm.id.in_(ids)))}
+    alarms = {a.id: a for a in session.scalars(
+        select(Alarm).where(Alarm.id.in_(_ids(rows, "alarm"))))}
+    devices = {d.id: d for d in session.scalars(
+        select(Device).where(Device.id.in_(_ids(rows, "device"))))}
+    escalations = [r.id for r in rows if r.action == "alarm.escalated"]
+    recipients: dict[int, set[int]] = {}
+    if escalations:
+        for event_id, user_id in session.execute(
+                select(UserNotification.event_id, UserNotification.user_id)
+                .where(UserNotification.event_id.in_(escalations))):
+            recipients.setdefault(int(event_id), set()).add(int(user_id))
     out = []
     for row in rows:
-        alarm = alarms.get(int(row.entity_id)) if row.entity_id.isdigit() else None
+        key = int(row.entity_id) if row.entity_id.isdigit() else None
+        if row.entity_type == "device":
+            device = devices.get(key) if key is not None else None
+            if device is None:
+                continue
+            area_path = device.site.area.path if device.site is not None else None
+            out.append(AlarmEvent(row.id, row.action, area_path, device.device_class,
+                                  command_event_data(row, device), kind="command"))
+            continue
+        alarm = alarms.get(key) if key is not None else None
         if alarm is None:
             continue
         dev = alarm.device
         area_path = dev.site.area.path if dev.site is not None else None
+        escalation = None
+        if row.action == "alarm.escalated":
+            escalation = {"level": row.detail.get("level"), "role": row.detail.get("role")}
         out.append(AlarmEvent(row.id, row.action, area_path, alarm.device_class,
-                              alarm_event_data(row, alarm)))
+                              alarm_event_data(row, alarm),
+                              frozenset(recipients.get(row.id, ())), escalation))
     return out
 
 
 def alarm_events_after(session: Session, after_id: int, limit: int = 500) -> list[AlarmEvent]:
     rows = list(session.scalars(select(AuditEntry).where(
-        AuditEntry.entity_type == "alarm", AuditEntry.id > after_id)
-        .order_by(AuditEntry.id).limit(limit)))
+        FEED_ROWS, AuditEntry.id > after_id).order_by(AuditEntry.id).limit(limit)))
     return _events(session, rows)
 
 
@@ -132,12 +185,11 @@ class AlarmFeed:
                 # (clients catch up on the past with Last-Event-ID, not from the feed).
                 self._cursor = int(session.scalar(select(func.max(AuditEntry.id))) or 0)
                 self._delivered = set(session.scalars(select(AuditEntry.id).where(
-                    AuditEntry.entity_type == "alarm",
-                    AuditEntry.id > self._cursor - LOOKBACK)))
+                    FEED_ROWS, AuditEntry.id > self._cursor - LOOKBACK)))
                 return []
             low = max(0, self._cursor - LOOKBACK)
             rows = [r for r in session.scalars(select(AuditEntry).where(
-                AuditEntry.entity_type == "alarm", AuditEntry.id > low)
+                FEED_ROWS, AuditEntry.id > low)
                 .order_by(AuditEntry.id).limit(2000)) if r.id not in self._delivered]
             events = _events(session, rows)
         for row in rows:

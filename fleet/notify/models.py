@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.core.db import Base, UTCDateTime, utcnow
 
-__all__ = ["WebhookDelivery", "WebhookSubscription"]
+__all__ = ["UserNotification", "WebhookDelivery", "WebhookSubscription"]
 
 
 class WebhookSubscription(Base):
@@ -33,8 +33,9 @@ class WebhookSubscription(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     url: Mapped[str] = mapped_column(String(1000))
-    #: The HMAC key shared with the receiver (it must be readable to sign).
-    secret: Mapped[str] = mapped_column(String(200))
+    #: The HMAC key shared with the receiver, sealed (notify.sealed): the fleet must read it
+    #: back to sign, but a copy of the database must not give it away.
+    secret_sealed: Mapped[str] = mapped_column(Text)
     #: Device classes to send (empty: all).
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -56,3 +57,25 @@ class WebhookDelivery(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UserNotification(Base):
+    """A notification addressed to one user: an escalation reaches every member of the target
+    role whose scope covers the alarm. The row is the user's durable inbox (a dispatcher who
+    was not logged in finds it on return); the live push also sends it to their open sessions.
+    Unique per (user, event), so an escalation recorded once notifies each member once."""
+
+    __tablename__ = "user_notifications"
+    __table_args__ = (UniqueConstraint("user_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The audit row of the event (``alarm.escalated``): the SSE id the push carries.
+    event_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                          index=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    role: Mapped[str] = mapped_column(String(20))
+    level: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,4 +1,4 @@
-"""Request and response bodies of the webhook API."""
+"""Request and response bodies of the webhook and inbox APIs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.core.types import NO_NUL
 
-__all__ = ["DeliveryOut", "WebhookCreate", "WebhookCreated", "WebhookOut"]
+__all__ = ["DeliveryOut", "NotificationOut", "WebhookCreate", "WebhookCreated", "WebhookOut"]
 
 
 class WebhookCreate(BaseModel):
@@ -51,3 +51,18 @@ class DeliveryOut(BaseModel):
     next_attempt_at: datetime
     delivered_at: datetime | None
     last_error: str
+
+
+class NotificationOut(BaseModel):
+    """One notification addressed to the caller (``kind`` "escalation": ``alarm_id`` reached
+    ``level`` and is now ``role``'s, the caller's)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    event_id: int
+    alarm_id: int
+    kind: str
+    role: str
+    level: int
+    created_at: datetime
+    read_at: datetime | None

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
 from fleet.auth.rbac import Permission, Principal
-from fleet.core.deps import SessionDep, require
+from fleet.core.deps import SessionDep, SettingsDep, require
 from fleet.core.errors import NotFound
 from fleet.core.types import IdPath
 from fleet.notify import webhooks
 from fleet.notify.models import WebhookDelivery, WebhookSubscription
 from fleet.notify.schemas import DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
+from fleet.notify.sealed import SecretBox
 
 router = APIRouter(prefix="/webhooks", tags=["notify"])
 Admin = Annotated[Principal, Depends(require(Permission.MANAGE_WEBHOOKS))]
@@ -25,10 +26,14 @@ def list_webhooks(_: Admin, session: SessionDep) -> list[WebhookSubscription]:
 
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED)
-def create_webhook(body: WebhookCreate, admin: Admin, session: SessionDep) -> WebhookCreated:
+def create_webhook(body: WebhookCreate, admin: Admin, session: SessionDep,
+                   settings: SettingsDep) -> WebhookCreated:
+    """Subscribe an outside system. The answer carries the HMAC secret: the only time it is
+    shown (it is stored sealed and never returned again)."""
+    box = SecretBox(settings.secret_key.get_secret_value())
     sub, secret = webhooks.create_subscription(
-        session, name=body.name, url=body.url, classes=list(body.classes), secret=body.secret,
-        actor=f"user:{admin.username}")
+        session, box, name=body.name, url=body.url, classes=list(body.classes),
+        secret=body.secret, actor=f"user:{admin.username}")
     return WebhookCreated(**WebhookOut.model_validate(sub).model_dump(), secret=secret)
 
 

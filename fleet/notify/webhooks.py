@@ -7,6 +7,8 @@
   A 2xx marks the row delivered and it is never sent again; anything else (refused, timeout,
   5xx) schedules a retry with capped, jittered back-off. The receiver can de-duplicate by the
   ``X-Edgefleet-Event`` id if a 2xx is lost on the way back (at-least-once delivery).
+- A subscription's HMAC secret is stored sealed (:mod:`fleet.notify.sealed`), shown once when
+  the subscription is created, opened only to sign, and never logged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fleet.audit.service import record
 from fleet.core.db import Database, utcnow
 from fleet.core.errors import NotFound
 from fleet.notify.models import WebhookDelivery, WebhookSubscription
+from fleet.notify.sealed import SealError, SecretBox
 from fleet.notify.signing import SIGNATURE_HEADER, backoff_s, sign
 
 __all__ = ["create_subscription", "deliver_due", "enqueue", "run_webhook_worker"]
@@ -38,11 +41,13 @@ LEASE = timedelta(seconds=30)
 TIMEOUT_S = 5.0
 
 
-def create_subscription(session: Session, *, name: str, url: str, classes: list[str],
-                        secret: str | None, actor: str) -> tuple[WebhookSubscription, str]:
+def create_subscription(session: Session, box: SecretBox, *, name: str, url: str,
+                        classes: list[str], secret: str | None,
+                        actor: str) -> tuple[WebhookSubscription, str]:
+    """Subscribe ``url``; returns the row and the plain secret, for the caller to show once."""
     secret = secret or secrets.token_urlsafe(32)
-    sub = WebhookSubscription(name=name, url=url, secret=secret, classes=sorted(set(classes)),
-                              active=True)
+    sub = WebhookSubscription(name=name, url=url, secret_sealed=box.seal(secret),
+                              classes=sorted(set(classes)), active=True)
     session.add(sub)
     session.flush()
     record(session, actor, "webhook.created", "webhook", sub.id, {"name": name, "url": url,
@@ -101,7 +106,7 @@ def _claim(db: Database, now: datetime, limit: int) -> list[tuple[int, str, str,
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 row = session.execute(
                     select(WebhookDelivery.id, WebhookSubscription.url,
-                           WebhookSubscription.secret, WebhookDelivery.event_id,
+                           WebhookSubscription.secret_sealed, WebhookDelivery.event_id,
                            WebhookDelivery.payload)
                     .join(WebhookSubscription,
                           WebhookSubscription.id == WebhookDelivery.subscription_id)
@@ -111,7 +116,7 @@ def _claim(db: Database, now: datetime, limit: int) -> list[tuple[int, str, str,
     return claimed
 
 
-def deliver_due(db: Database, now: datetime | None = None, limit: int = 50,
+def deliver_due(db: Database, box: SecretBox, now: datetime | None = None, limit: int = 50,
                 client: httpx.Client | None = None) -> tuple[int, int]:
     """One worker pass: send what is due. Returns (delivered, failed)."""
     now = now or utcnow()
@@ -119,19 +124,23 @@ def deliver_due(db: Database, now: datetime | None = None, limit: int = 50,
     http = client or httpx.Client(timeout=TIMEOUT_S)
     delivered = failed = 0
     try:
-        for delivery_id, url, secret, event_id, body in _claim(db, now, limit):
+        for delivery_id, url, sealed, event_id, body in _claim(db, now, limit):
             data = body.encode()
-            headers = {"Content-Type": "application/json",
-                       SIGNATURE_HEADER: sign(secret, int(now.timestamp()), data),
-                       "X-Edgefleet-Event": str(event_id),
-                       "X-Edgefleet-Delivery": str(delivery_id)}
             error = ""
             try:
-                response = http.post(url, content=data, headers=headers)
-                if not 200 <= response.status_code < 300:
-                    error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
+                signature = sign(box.open(sealed), int(now.timestamp()), data)
+            except SealError as exc:
+                error = str(exc)  # nothing sent unsigned; retried (and shown) like any failure
+            if not error:
+                headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature,
+                           "X-Edgefleet-Event": str(event_id),
+                           "X-Edgefleet-Delivery": str(delivery_id)}
+                try:
+                    response = http.post(url, content=data, headers=headers)
+                    if not 200 <= response.status_code < 300:
+                        error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
             with db.transaction() as session:
                 row = session.get(WebhookDelivery, delivery_id)
                 assert row is not None
@@ -152,12 +161,12 @@ def deliver_due(db: Database, now: datetime | None = None, limit: int = 50,
     return delivered, failed
 
 
-async def run_webhook_worker(db: Database, period_s: float,
+async def run_webhook_worker(db: Database, box: SecretBox, period_s: float,
                              now: Callable[[], datetime] = utcnow) -> None:
     log.info("webhook worker every %.1f s", period_s)
     while True:
         try:
-            await asyncio.to_thread(deliver_due, db, now())
+            await asyncio.to_thread(deliver_due, db, box, now())
         except Exception:
             log.exception("webhook pass failed; retrying next period")
         await asyncio.sleep(period_s)

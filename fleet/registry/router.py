@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from fleet.auth.rbac import Permission, Principal
 from fleet.core.deps import SessionDep, require
+from fleet.core.errors import Forbidden
 from fleet.core.types import NO_NUL, IdPath, IdQuery, Offset, QueryText
 from fleet.registry import service
 from fleet.registry.models import Area, Device, Gateway, Site
@@ -42,6 +43,7 @@ def list_areas(user: Reader, session: SessionDep) -> list[Area]:
 
 @router.post("/areas", response_model=AreaOut, status_code=status.HTTP_201_CREATED)
 def create_area(body: AreaCreate, user: AreaAdmin, session: SessionDep) -> Area:
+    service.check_area_parent(session, user, body.parent_id)
     return service.create_area(session, name=body.name, kind=body.kind,
                                parent_id=body.parent_id, code=body.code,
                                actor=f"user:{user.username}")
@@ -54,6 +56,10 @@ def get_area(area_id: IdPath, user: Reader, session: SessionDep) -> Area:
 
 @router.post("/areas/{area_id}/move", response_model=AreaOut)
 def move_area(area_id: IdPath, body: AreaMove, user: AreaAdmin, session: SessionDep) -> Area:
+    area = service.get_area(session, user, area_id)
+    if area.path == user.area_path:
+        raise Forbidden("an admin may not move the area their own scope starts at")
+    service.check_area_parent(session, user, body.parent_id)
     return service.move_area(session, area_id, body.parent_id, actor=f"user:{user.username}")
 
 

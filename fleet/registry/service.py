@@ -39,6 +39,7 @@ __all__ = [
     "DeviceContext",
     "apply_gateway_status",
     "apply_state",
+    "check_area_parent",
     "create_area",
     "create_device",
     "create_gateway",
@@ -65,7 +66,7 @@ DEVICE_CLASSES = ("fire", "flood", "water", "air")
 # -- visibility --------------------------------------------------------------------------------
 def visible_devices(query: Select[Any], user: Principal) -> Select[Any]:
     """Restrict a query that selects from Device to what ``user`` may see."""
-    if user.is_admin:
+    if user.sees_unassigned:  # the root admin: every device, assigned or not
         return query
     # The user's sites as a subquery: the area tree and the sites are small, so the database
     # resolves them first and reaches devices through the site index, not by scanning devices.
@@ -136,17 +137,27 @@ def move_area(session: Session, area_id: int, new_parent_id: int | None,
 
 def list_areas(session: Session, user: Principal) -> list[Area]:
     query = select(Area)
-    if not user.is_admin and user.area_path is not None:
+    if user.area_path is not None:
         query = query.where(Area.path.startswith(user.area_path, autoescape=True))
     return list(session.scalars(query.order_by(Area.path)))
 
 
 def get_area(session: Session, user: Principal, area_id: int) -> Area:
     area = session.get(Area, area_id)
-    if area is None or not (user.is_admin or user.area_path is None
-                            or area.path.startswith(user.area_path)):
+    if area is None or not (user.area_path is None or area.path.startswith(user.area_path)):
         raise NotFound(f"area {area_id} not found")
     return area
+
+
+def check_area_parent(session: Session, user: Principal, parent_id: int | None) -> None:
+    """May ``user`` put an area under ``parent_id``? Only inside their subtree; a new top-level
+    area (no parent) only from the root scope."""
+    if parent_id is None:
+        if not user.is_root:
+            raise FleetError("only a city-wide admin may add or move a top-level area",
+                             status=403, code="forbidden")
+        return
+    get_area(session, user, parent_id)
 
 
 # -- sites and gateways ------------------------------------------------------------------------
@@ -165,8 +176,8 @@ def create_site(session: Session, user: Principal, *, name: str, area_id: int,
 
 def _site_in_scope(session: Session, user: Principal, site_id: int | None) -> Site | None:
     if site_id is None:
-        if not user.is_admin:
-            raise FleetError("only admins may leave a device or gateway unassigned",
+        if not user.sees_unassigned:
+            raise FleetError("only a city-wide admin may leave a device or gateway unassigned",
                              status=403, code="forbidden")
         return None
     site = session.get(Site, site_id)
@@ -177,7 +188,7 @@ def _site_in_scope(session: Session, user: Principal, site_id: int | None) -> Si
 
 def list_sites(session: Session, user: Principal) -> list[Site]:
     query = select(Site).join(Area, Site.area_id == Area.id)
-    if not user.is_admin and user.area_path is not None:
+    if user.area_path is not None:
         query = query.where(Area.path.startswith(user.area_path, autoescape=True))
     return list(session.scalars(query.order_by(Site.id)))
 
@@ -421,9 +432,9 @@ def _parse_csv_row(session: Session, user: Principal, line: int,
             site = session.get(Site, site_id)
             if site is None or not can_see(user, site.area.path, cls or None):
                 errs.append(CsvRowError(line, "site_id", f"site {site_id} not found"))
-    elif not user.is_admin:
-        errs.append(CsvRowError(line, "site_id", "required (only admins leave devices "
-                                                 "unassigned)"))
+    elif not user.sees_unassigned:
+        errs.append(CsvRowError(line, "site_id", "required (only a city-wide admin leaves "
+                                                 "devices unassigned)"))
     tags = sorted({t.strip() for t in get("tags").split(";") if t.strip()})
     return ({"line": line, "gateway": gateway, "key": key, "class": cls, "name": get("name"),
              "address": address, "site_id": site_id, "tags": tags}, errs)

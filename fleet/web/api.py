@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from fleet.alarms.models import Alarm
 from fleet.alarms.router import alarm_out
 from fleet.alarms.schemas import AlarmOut
-from fleet.auth.rbac import FIRE_CLASS, Permission, Principal, allowed
+from fleet.auth.rbac import FIRE_CLASS, Permission, Principal, allowed, permits
 from fleet.control.actions import ACTIONS
 from fleet.core.deps import SessionDep, SettingsDep, require
 from fleet.core.types import IdPath
@@ -94,7 +94,7 @@ def me(user: Reader, settings: SettingsDep) -> MeOut:
                  can_acknowledge=allowed(user.role, Permission.ACK_ALARMS),
                  can_command=any(user.role in a.roles for a in ACTIONS.values()),
                  command_actions=[n for n, a in ACTIONS.items() if user.role in a.roles],
-                 can_read_audit=allowed(user.role, Permission.READ_AUDIT),
+                 can_read_audit=permits(user, Permission.READ_AUDIT),
                  can_manage_ota=allowed(user.role, Permission.MANAGE_OTA),
                  device_classes=[c for c in DEVICE_CLASSES
                                  if c != FIRE_CLASS or user.is_admin or user.sees_fire],

@@ -56,6 +56,11 @@ class HubStats:
     corrupted_bytes: int = 0
     dropped_bytes: int = 0
     babble_bytes: int = 0
+    # The shortest silence each port kept before it started transmitting: from the end of the
+    # previous transmission's wire time (when the hub hands its bytes to the receivers) to the
+    # moment the hub read the port's first byte. No party can have heard the previous frame
+    # earlier, so a value below t3.5 is a broken silent interval.
+    min_gap_s: dict[int, float] = field(default_factory=dict)
 
 
 def _open_pty() -> tuple[int, int, str]:
@@ -84,6 +89,7 @@ class BusHub:
         self._thread: threading.Thread | None = None
         self._babble_rng = random.Random(self.faults.seed + 1)
         self._babble_sent_at: float | None = None
+        self._line_free_at: float | None = None
         self.add_port()
 
     @property
@@ -161,6 +167,10 @@ class BusHub:
         if sender in self.faults.dead_ports:
             return  # a dead node's transmitter is gone
         start = time.perf_counter()
+        if self._line_free_at is not None:
+            gap = start - self._line_free_at
+            if gap < self.stats.min_gap_s.get(sender, float("inf")):
+                self.stats.min_gap_s[sender] = gap
         if self.paced:
             data = self._wait_wire(sender, data, start, poller, index)
         if sender and data and data[0] in self.faults.bad_replies:
@@ -169,6 +179,10 @@ class BusHub:
             data = self._collide(data, self._babble_rng.randbytes(len(data)))
         self.stats.frames += 1
         self.stats.bytes += len(data)
+        # Stamped before the first write: a receiver in this process (a test's master) may take
+        # the interpreter lock the moment its bytes arrive, and a stamp after the writes would
+        # then be late, making the next silence look shorter than it was.
+        self._line_free_at = time.perf_counter()
         for port, fd in enumerate(self._masters):
             if port == sender or port in self.faults.dead_ports:
                 continue

@@ -32,6 +32,7 @@ from typing import IO, Any
 from hardware.mpy import compile_app, compile_module, tool_beside_python
 from hardware.regmap import CLASS_NAMES
 from hardware.serialline import tighten_timer_slack
+from hardware.sim import lifeline
 from hardware.sim.bushub import BusHub, Faults
 from hardware.sim.scd41 import I2cBus
 
@@ -148,8 +149,10 @@ class NodeProcess:
         env = dict(os.environ, EF_ROOT=str(self.root))
         if self.watchdog_ms is not None:
             env["EF_WDT_MS"] = str(self.watchdog_ms)
+        # On the caller's lifeline, if it made one (the demo): it dies with the caller.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, cwd=self.root)
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.root,
+                                     **lifeline.spawn_options())
         threading.Thread(target=self._read_stdout, args=(self.proc,),
                          name=f"{self.label}-stdout", daemon=True).start()
 

@@ -4,10 +4,14 @@ fleet hears devices of all four classes from both gateways, and Ctrl-C leaves no
 The test sends SIGINT to the demo's whole process group, as a terminal's Ctrl-C does. Every
 descendant of the demo inherits a marker in its environment; after SIGINT the test looks
 for that marker in every process on the machine (an orphan is re-parented to init, so walking
-the demo's children would miss exactly the processes that matter)."""
+the demo's children would miss exactly the processes that matter).
+
+A demo that is SIGKILLed runs no cleanup at all: its children must still end, by their pids,
+within a few seconds (the lifeline's reaper, hardware/sim/lifeline.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -26,6 +30,22 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None
                                 and not Path("/usr/sbin/mosquitto").exists(),
                                 reason="Mosquitto is not installed (apt-get install mosquitto)")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has ended; only its exit status waits for its new parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].split()[0] != b"Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _marked(marker: str) -> list[int]:
@@ -120,3 +140,46 @@ def test_the_demo_serves_both_gateways_four_classes_and_ctrl_c_leaves_no_process
         os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, "".join(transcript)
     assert not leftover, f"processes left after Ctrl-C: {leftover}"
+
+
+def test_a_sigkilled_demo_leaves_no_process_behind(tmp_path: Path) -> None:
+    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115 - the demo writes it, we read it
+    marker = f"EDGEFLEET_DEMO_TEST={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", NO_COLOR="1", COLUMNS="120", **{key: value})
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.cli", "demo", "--port", "0",
+                             "--state", str(tmp_path / "state"), "--duration", "300"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    children: list[int] = []
+    lines: list[str] = []
+    try:
+        # Every kind of child running: the broker, the fleet, the firmware nodes and the
+        # gateways (started last). No need to wait for the devices to come online.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = [pid for pid in _marked(marker) if pid != proc.pid]
+            lines = [_cmdline(pid) for pid in children]
+            if (sum("gateway run" in c for c in lines) == 2 and any("mosquitto" in c for c in lines)
+                    and any("fleet serve" in c for c in lines)
+                    and any("micropython" in c for c in lines)):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the demo never started all its parts: {lines}\n"
+                                 + (tmp_path / "demo.log").read_text(errors="replace"))
+        os.kill(proc.pid, signal.SIGKILL)  # no handler, no cleanup: only the kernel acts
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.1)
+        survivors = {pid: _cmdline(pid) for pid in children if _alive(pid)}
+        assert not survivors, f"orphans of the SIGKILLed demo: {survivors}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in set(children) | set(_marked(marker)):  # clean up before failing, by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()

@@ -178,7 +178,8 @@ def client(fleet_app):  # type: ignore[no-untyped-def]
 class World:
     """HCMC since 2025: the city and two wards under it (no districts); one site per ward, each
     with a gateway, a fire detector and one other sensor; one user per role scoped to ward A
-    (admin: the whole city; plus a utility user granted fire), and a session token for each."""
+    (admin: the whole city; plus ward A's own admin and a utility user granted fire), and a
+    session token for each."""
 
     def __init__(self, db, settings) -> None:  # type: ignore[no-untyped-def]
         from fleet.auth import service as auth
@@ -209,7 +210,7 @@ class World:
                 dev = reg.create_device(s, root, gateway_id=gw.id, key=key, device_class=cls,
                                         site_id=site.id, address=len(self.devices) + 1)
                 self.devices[key] = dev.id
-            users = [("admin", "admin", None, False)] + [
+            users = [("admin", "admin", None, False), ("ward-admin", "admin", ward_a.id, False)] + [
                 (role, role, ward_a.id, False)
                 for role in ("technician", "utility", "fire-safety", "viewer")] + [
                 ("utility-fire", "utility", ward_a.id, True)]

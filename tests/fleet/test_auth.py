@@ -55,8 +55,29 @@ def test_create_admin_password_works_once_then_must_be_changed(client, fleet_db,
                     json={"old_password": otp, "new_password": "a much longer passphrase"})
     assert r.status_code == 204
     assert client.get("/api/v1/devices", headers=auth).status_code == 200
+    # the city's admin: scoped to the root of the area tree, so the root-only parts open
+    assert client.get("/api/v1/auth/me", headers=auth).json()["area_path"] is None
+    assert client.get("/api/v1/audit", headers=auth).status_code == 200
     r = client.post("/api/v1/auth/login", json={"username": "chief", "password": otp})
     assert r.status_code == 401
+
+
+def test_a_wards_admin_manages_the_wards_users_only(client, world) -> None:  # type: ignore[no-untyped-def]
+    listed = client.get("/api/v1/auth/users", headers=world.headers("ward-admin")).json()
+    names = {u["username"] for u in listed}
+    assert "admin" not in names  # the city's admin is outside ward A's scope
+    assert {"ward-admin", "technician", "fire-safety", "viewer"} <= names
+    everyone = client.get("/api/v1/auth/users", headers=world.headers("admin")).json()
+    assert len(everyone) > len(listed)
+    # a ward admin cannot mint a city-wide user, nor one for the next ward
+    for area in (None, world.ward_b):
+        r = client.post("/api/v1/auth/users", headers=world.headers("ward-admin"),
+                        json={"username": f"x{area}", "role": "admin", "area_id": area})
+        assert r.status_code in (403, 404), r.text
+    r = client.post("/api/v1/auth/users", headers=world.headers("ward-admin"),
+                    json={"username": "tech-a2", "role": "technician",
+                          "area_id": world.ward_a})
+    assert r.status_code == 201
 
 
 def test_passwords_are_argon2id_and_tokens_are_not_stored_in_clear(client, world,  # type: ignore[no-untyped-def]

@@ -106,3 +106,36 @@ def test_reading_the_api_never_waits_behind_an_ingest_batch_on_sqlite(tmp_path: 
                 assert answered.wait(5.0), "a GET queued behind the writer's lock"
     finally:
         db.dispose()
+
+
+def test_a_write_is_committed_before_its_response_starts(fleet_app, fleet_db, world) -> None:  # type: ignore[no-untyped-def]
+    """A client that reads right after a 201 sees what it created. The dashboard re-reads a
+    device's commands the moment its POST returns; with the commit after the response (FastAPI's
+    default for a dependency with yield) that read could miss the new command, and the page
+    stopped waiting for an ack it never showed (the CI failure of test_full_path)."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import func, select
+
+    from fleet.control.models import DeviceCommand
+
+    def commands() -> int:
+        with fleet_db.reading() as s:
+            return int(s.scalar(select(func.count()).select_from(DeviceCommand)) or 0)
+
+    at_response: list[int] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        async def watched(message):  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                at_response.append(await asyncio.to_thread(commands))
+            await send(message)
+        await fleet_app(scope, receive, watched if scope["type"] == "http" else send)
+
+    with TestClient(app) as c:
+        r = c.post(f"/api/v1/devices/{world.devices['flood-a']}/commands",
+                   headers=world.headers("technician"),
+                   json={"action": "write", "body": {"register": "stage2", "value": 1.25}})
+    assert r.status_code == 201, r.text
+    assert at_response == [1]

@@ -206,11 +206,21 @@ def members(db: Database, campaign: int) -> dict[str, CampaignDevice]:
 
 def outbox(db: Database, settings: Any) -> list[dict[str, Any]]:
     """OTA commands waiting for the publisher, as the gateway will receive them (the
-    publisher's own wire fields: the download token)."""
+    publisher's own claim and wire fields: the download token); the claim is given back."""
+    claimer = control.new_claimer()
     with db.transaction() as s:
-        out = control.pending(s, 1000, wire={"ota": ota.wire_fields(settings)})
-    return [json.loads(o.payload) | {"_topic": o.topic} for o in out
+        out = control.claim(s, claimer, limit=1000, wire={"ota": ota.wire_fields(settings)})
+        control.release(s, claimer, [o.id for o in out])
+    return [json.loads(o.payload) | {"_topic": o.topic, "_pk": o.id} for o in out
             if o.topic.endswith("/ota")]
+
+
+def acked_by_broker(db: Database, limit: int = 1000) -> None:
+    """The publisher got the broker's PUBACK for the first ``limit`` pending commands."""
+    claimer = control.new_claimer()
+    with db.transaction() as s:
+        out = control.claim(s, claimer, limit=limit)
+        control.mark_sent(s, claimer, [o.id for o in out])
 
 
 # -- releases ---------------------------------------------------------------------------------
@@ -525,8 +535,7 @@ def test_pause_resume_and_cancel_tell_devices_in_flight_to_stop(  # type: ignore
     h = world.headers("technician")
     started = outbox(fleet_db, fleet_settings)
     assert len(started) == 2
-    with fleet_db.transaction() as s:
-        control.mark_sent(s, [o.id for o in control.pending(s)])
+    acked_by_broker(fleet_db)
     # one is committed already, one transferring, when the technician pauses
     devs = [t.split("/")[4] for t in (x["_topic"] for x in started)]
     gateways.event("gw-a", devs[0], c["id"], "committed")
@@ -540,8 +549,7 @@ def test_pause_resume_and_cancel_tell_devices_in_flight_to_stop(  # type: ignore
     assert r.json()["state"] == "running" and r.json()["current_wave"] == 2
     wave2 = outbox(fleet_db, fleet_settings)
     assert len(wave2) == 2
-    with fleet_db.transaction() as s:
-        control.mark_sent(s, [o.id for o in control.pending(s)][:1])  # one published, one not
+    acked_by_broker(fleet_db, limit=1)  # one published, one not
     published, unpublished = wave2
     gateways.event("gw-a", published["_topic"].split("/")[4], c["id"], "transferring",
                    offset=1, size=100)
@@ -566,8 +574,7 @@ def test_a_gateway_that_refuses_the_command_fails_the_device(  # type: ignore[no
     rid = release_id(client, world, kit)
     c = create(client, world, name="c", release_id=rid, area_id=world.ward_a).json()
     [cmd] = outbox(fleet_db, fleet_settings)
-    with fleet_db.transaction() as s:
-        control.mark_sent(s, [o.id for o in control.pending(s)])
+    acked_by_broker(fleet_db)
     gateways.ack("gw-a", cmd["id"], False, "no OTA support")
     [row] = client.get(f"/api/v1/campaigns/{c['id']}/devices",
                        headers=world.headers("admin")).json()

@@ -2,10 +2,11 @@
 HTTP status, written out as a table (not derived from the code under test). Any cell that
 answers more than the table allows is a privilege escalation; the test reports every mismatch.
 
-Users (tests/fleet/conftest.py World): admin (whole city); technician, utility, fire-safety,
-viewer and utility-fire (utility granted fire) scoped to ward A. "in" targets ward A, "out"
-targets ward B. Fire devices and alarms are a third column: a utility user without the grant
-must not see them even in their own ward.
+Users (tests/fleet/conftest.py World): admin (whole city); ward-admin (an admin scoped to ward A:
+admins are area-scoped too, the city-wide one is scoped to the root); technician, utility,
+fire-safety, viewer and utility-fire (utility granted fire) scoped to ward A. "in" targets
+ward A, "out" targets ward B. Fire devices and alarms are a third column: a utility user without
+the grant must not see them even in their own ward.
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ from fleet.alarms import service as alarms
 from fleet.auth.rbac import Principal
 from tests.fleet.conftest import World, alarm_payload
 
-ROLES = ("admin", "technician", "utility", "fire-safety", "viewer", "utility-fire")
+ROLES = ("admin", "technician", "utility", "fire-safety", "viewer", "utility-fire", "ward-admin")
 _n = itertools.count(1)
 _ROOT = Principal(user_id=0, username="setup", role="admin", area_path=None)
 
 
 def row(admin: int, technician: int, utility: int, fire_safety: int, viewer: int,
-        utility_fire: int | None = None) -> dict[str, int]:
+        utility_fire: int | None = None, *, ward_admin: int | None = None) -> dict[str, int]:
+    """Expected statuses; ward A's admin answers like the city admin unless given."""
     return dict(zip(ROLES, (admin, technician, utility, fire_safety, viewer,
-                            utility if utility_fire is None else utility_fire), strict=True))
+                            utility if utility_fire is None else utility_fire,
+                            admin if ward_admin is None else ward_admin), strict=True))
 
 
 ALL = row(200, 200, 200, 200, 200)
 ADMIN_ONLY = row(200, 403, 403, 403, 403)
 ADMIN_ONLY_201 = row(201, 403, 403, 403, 403)
-HIDDEN = row(200, 404, 404, 404, 404)  # outside the area: does not exist for them
+#: What belongs to no area or to all (audit, metrics, webhooks): the city-wide admin's only.
+ROOT_ONLY = row(200, 403, 403, 403, 403, ward_admin=403)
+ROOT_ONLY_201 = row(201, 403, 403, 403, 403, ward_admin=403)
+HIDDEN = row(200, 404, 404, 404, 404, ward_admin=404)  # outside the area: does not exist
 
 
 @dataclass
@@ -60,13 +66,38 @@ def new_alarm(device: str, gateway: str, cls: str) -> Callable[[World, Any], int
 
 
 def new_webhook(db: Any) -> int:
+    from fleet.notify.sealed import SecretBox
     from fleet.notify.webhooks import create_subscription
 
     if db is None:  # the no-token test only needs a path
         return 1
     with db.transaction() as s:
-        return create_subscription(s, name="m", url="http://127.0.0.1:9/x", classes=[],
-                                   secret=None, actor="test")[0].id
+        return create_subscription(s, SecretBox("k" * 40), name="m",
+                                   url="http://127.0.0.1:9/x", classes=[], secret=None,
+                                   actor="test")[0].id
+
+
+def fire_safety_notification(w: World, db: Any) -> tuple[str, dict[str, Any]]:
+    """An escalation addressed to the fire-safety user: reading it is theirs alone."""
+    from sqlalchemy import select
+
+    from fleet.audit.service import record
+    from fleet.auth.models import User
+    from fleet.notify.models import UserNotification
+
+    if db is None:  # the no-token test only needs a path
+        return "/api/v1/notify/inbox/1/read", {}
+    alarm_id = ALARM_FIRE(w, db)
+    with db.transaction() as s:
+        entry = record(s, "system", "alarm.escalated", "alarm", alarm_id,
+                       {"level": 1, "role": "fire-safety"})
+        s.flush()
+        owner = s.scalar(select(User.id).where(User.username == "fire-safety"))
+        note = UserNotification(user_id=owner, event_id=entry.id, alarm_id=alarm_id,
+                                kind="escalation", role="fire-safety", level=1)
+        s.add(note)
+        s.flush()
+        return f"/api/v1/notify/inbox/{note.id}/read", {}
 
 
 ALARM_IN = new_alarm("flood-a", "gw-a", "flood")
@@ -197,40 +228,56 @@ CASES = [
     Case("GET", "/api/v1/health", "-", ALL, fixed("/api/v1/health")),
     Case("GET", "/api/v1/auth/me", "-", ALL, fixed("/api/v1/auth/me")),
     Case("GET", "/api/v1/auth/users", "-", ADMIN_ONLY, fixed("/api/v1/auth/users")),
-    Case("POST", "/api/v1/auth/users", "-", ADMIN_ONLY_201,
+    # a user with no area is city-wide: only the city-wide admin makes one
+    Case("POST", "/api/v1/auth/users", "-", ROOT_ONLY_201,
          lambda w, db: ("/api/v1/auth/users", {"json": {"username": f"u{next(_n)}",
                                                         "role": "viewer"}})),
+    Case("POST", "/api/v1/auth/users", "in", ADMIN_ONLY_201,
+         lambda w, db: ("/api/v1/auth/users", {"json": {"username": f"u{next(_n)}",
+                                                        "role": "admin", "area_id": w.ward_a}})),
+    Case("POST", "/api/v1/auth/users", "out", row(201, 403, 403, 403, 403, ward_admin=404),
+         lambda w, db: ("/api/v1/auth/users", {"json": {"username": f"u{next(_n)}",
+                                                        "role": "admin", "area_id": w.ward_b}})),
     Case("POST", "/api/v1/auth/tokens", "-", row(201, 201, 201, 201, 201),
          fixed("/api/v1/auth/tokens", json={"name": "m"})),
     # someone else's token (the admin's own for admin): revoking it is not yours to do
-    Case("DELETE", "/api/v1/auth/tokens/{token_id}", "-", row(204, 404, 404, 404, 404),
+    Case("DELETE", "/api/v1/auth/tokens/{token_id}", "-", row(204, 404, 404, 404, 404,
+                                                                  ward_admin=404),
          lambda w, db: (f"/api/v1/auth/tokens/{w.admin_token_id}", {})),
     # a wrong current password: 401 whoever asks (the route is reachable by every role)
     Case("POST", "/api/v1/auth/password", "-", row(401, 401, 401, 401, 401),
          fixed("/api/v1/auth/password", json={"old_password": "wrong",
                                               "new_password": "x" * 16})),
     Case("GET", "/api/v1/areas", "-", ALL, fixed("/api/v1/areas")),
-    Case("POST", "/api/v1/areas", "-", ADMIN_ONLY_201,
+    Case("POST", "/api/v1/areas", "out", row(201, 403, 403, 403, 403, ward_admin=404),
          lambda w, db: ("/api/v1/areas", {"json": {"name": f"a{next(_n)}",
                                                    "parent_id": w.city}})),
+    Case("POST", "/api/v1/areas", "in", ADMIN_ONLY_201,
+         lambda w, db: ("/api/v1/areas", {"json": {"name": f"a{next(_n)}",
+                                                   "parent_id": w.ward_a}})),
     Case("GET", "/api/v1/areas/{area_id}", "in", ALL,
          lambda w, db: (f"/api/v1/areas/{w.ward_a}", {})),
     Case("GET", "/api/v1/areas/{area_id}", "out", HIDDEN,
          lambda w, db: (f"/api/v1/areas/{w.ward_b}", {})),
-    Case("POST", "/api/v1/areas/{area_id}/move", "out", ADMIN_ONLY,
+    Case("POST", "/api/v1/areas/{area_id}/move", "out", row(200, 403, 403, 403, 403,
+                                                            ward_admin=404),
          lambda w, db: (f"/api/v1/areas/{w.ward_b}/move", {"json": {"parent_id": w.city}})),
     Case("GET", "/api/v1/sites", "-", ALL, fixed("/api/v1/sites")),
     Case("POST", "/api/v1/sites", "in", row(201, 201, 403, 403, 403), site_body("a")),
-    Case("POST", "/api/v1/sites", "out", row(201, 404, 403, 403, 403), site_body("b")),
+    Case("POST", "/api/v1/sites", "out", row(201, 404, 403, 403, 403, ward_admin=404),
+         site_body("b")),
     Case("GET", "/api/v1/gateways", "-", ALL, fixed("/api/v1/gateways")),
     Case("POST", "/api/v1/gateways", "in", row(201, 201, 403, 403, 403), gateway_body("a")),
-    Case("POST", "/api/v1/gateways", "out", row(201, 404, 403, 403, 403), gateway_body("b")),
+    Case("POST", "/api/v1/gateways", "out", row(201, 404, 403, 403, 403, ward_admin=404),
+         gateway_body("b")),
     Case("GET", "/api/v1/devices", "-", ALL, fixed("/api/v1/devices")),
     Case("POST", "/api/v1/devices", "in", row(201, 201, 403, 403, 403), device_body("a")),
-    Case("POST", "/api/v1/devices", "out", row(201, 404, 403, 403, 403), device_body("b")),
+    Case("POST", "/api/v1/devices", "out", row(201, 404, 403, 403, 403, ward_admin=404),
+         device_body("b")),
     Case("GET", "/api/v1/devices/export.csv", "-", ALL, fixed("/api/v1/devices/export.csv")),
     Case("POST", "/api/v1/devices/import", "in", row(200, 200, 403, 403, 403), csv_body("a")),
-    Case("POST", "/api/v1/devices/import", "out", row(200, 422, 403, 403, 403), csv_body("b")),
+    Case("POST", "/api/v1/devices/import", "out", row(200, 422, 403, 403, 403, ward_admin=422),
+         csv_body("b")),
     Case("GET", "/api/v1/devices/{device_id}", "in", ALL,
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}", {})),
     Case("GET", "/api/v1/devices/{device_id}", "out", HIDDEN,
@@ -239,7 +286,8 @@ CASES = [
          lambda w, db: (f"/api/v1/devices/{w.devices['fire-a']}", {})),
     Case("PATCH", "/api/v1/devices/{device_id}", "in", row(200, 200, 403, 403, 403),
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}", {"json": {"name": "x"}})),
-    Case("PATCH", "/api/v1/devices/{device_id}", "out", row(200, 404, 403, 403, 403),
+    Case("PATCH", "/api/v1/devices/{device_id}", "out", row(200, 404, 403, 403, 403,
+                                                            ward_admin=404),
          lambda w, db: (f"/api/v1/devices/{w.devices['water-b']}", {"json": {"name": "x"}})),
     *[case for sub, params in (("telemetry", {"params": {"field": "level"}}), ("delivery", {}))
       for case in (
@@ -263,7 +311,7 @@ CASES = [
         f"/api/v1/dashboard/devices/{w.devices['water-b']}", {})),
     Case("GET", "/api/v1/dashboard/devices/{device_id}", "fire", row(200, 200, 404, 200, 200, 200),
          lambda w, db: (f"/api/v1/dashboard/devices/{w.devices['fire-a']}", {})),
-    Case("GET", "/metrics", "-", ADMIN_ONLY, fixed("/metrics")),
+    Case("GET", "/metrics", "-", ROOT_ONLY, fixed("/metrics")),
     Case("GET", "/api/v1/alarms", "-", ALL, fixed("/api/v1/alarms")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "in", ALL, alarm_call(ALARM_IN, "")),
     Case("GET", "/api/v1/alarms/{alarm_id}", "out", HIDDEN, alarm_call(ALARM_OUT, "")),
@@ -275,22 +323,24 @@ CASES = [
          alarm_call(ALARM_OUT, "/history")),
     Case("POST", "/api/v1/alarms/{alarm_id}/acknowledge", "in", row(200, 200, 200, 200, 403),
          alarm_call(ALARM_IN, "/acknowledge", True)),
-    Case("POST", "/api/v1/alarms/{alarm_id}/acknowledge", "out", row(200, 404, 404, 404, 403),
+    Case("POST", "/api/v1/alarms/{alarm_id}/acknowledge", "out", row(200, 404, 404, 404, 403,
+                                                                     ward_admin=404),
          alarm_call(ALARM_OUT, "/acknowledge", True)),
     Case("POST", "/api/v1/alarms/{alarm_id}/acknowledge", "fire",
          row(200, 200, 404, 200, 403, 200), alarm_call(ALARM_FIRE, "/acknowledge", True)),
     # resolving an unacknowledged alarm is a 409 for whoever may act on it at all
     Case("POST", "/api/v1/alarms/{alarm_id}/resolve", "in", row(409, 409, 409, 409, 403),
          alarm_call(ALARM_IN, "/resolve", True)),
-    Case("POST", "/api/v1/alarms/{alarm_id}/resolve", "out", row(409, 404, 404, 404, 403),
+    Case("POST", "/api/v1/alarms/{alarm_id}/resolve", "out", row(409, 404, 404, 404, 403,
+                                                                 ward_admin=404),
          alarm_call(ALARM_OUT, "/resolve", True)),
-    Case("GET", "/api/v1/audit", "-", ADMIN_ONLY, fixed("/api/v1/audit")),
+    Case("GET", "/api/v1/audit", "-", ROOT_ONLY, fixed("/api/v1/audit")),
     Case("POST", "/api/v1/devices/{device_id}/commands", "in",
          row(201, 201, 403, 403, 403),
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}/commands",
                         {"json": {"action": "write", "body": {"register": "stage2", "value": 1}}})),
     Case("POST", "/api/v1/devices/{device_id}/commands", "out",
-         row(201, 404, 404, 404, 404),
+         row(201, 404, 404, 404, 404, ward_admin=404),
          lambda w, db: (f"/api/v1/devices/{w.devices['water-b']}/commands",
                         {"json": {"action": "write",
                                   "body": {"register": "pressure_high", "value": 1}}})),
@@ -302,12 +352,16 @@ CASES = [
          lambda w, db: (f"/api/v1/devices/{w.devices['flood-a']}/commands", {})),
     Case("GET", "/api/v1/devices/{device_id}/commands", "out", HIDDEN,
          lambda w, db: (f"/api/v1/devices/{w.devices['water-b']}/commands", {})),
-    Case("GET", "/api/v1/webhooks", "-", ADMIN_ONLY, fixed("/api/v1/webhooks")),
-    Case("POST", "/api/v1/webhooks", "-", ADMIN_ONLY_201,
+    Case("GET", "/api/v1/notify/inbox", "-", ALL, fixed("/api/v1/notify/inbox")),
+    Case("POST", "/api/v1/notify/inbox/{notification_id}/read", "-",
+         row(404, 404, 404, 204, 404, ward_admin=404), fire_safety_notification),
+    Case("GET", "/api/v1/webhooks", "-", ROOT_ONLY, fixed("/api/v1/webhooks")),
+    Case("POST", "/api/v1/webhooks", "-", ROOT_ONLY_201,
          fixed("/api/v1/webhooks", json={"name": "scada", "url": "http://127.0.0.1:9/x"})),
-    Case("DELETE", "/api/v1/webhooks/{webhook_id}", "-", row(204, 403, 403, 403, 403),
+    Case("DELETE", "/api/v1/webhooks/{webhook_id}", "-", row(204, 403, 403, 403, 403,
+                                                             ward_admin=403),
          lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}", {})),
-    Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "-", ADMIN_ONLY,
+    Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "-", ROOT_ONLY,
          lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}/deliveries", {})),
     # Releases and campaigns: admin and technician act (technician inside their area);
     # everyone reads what their area and the fire grant let them see.

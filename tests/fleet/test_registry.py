@@ -120,6 +120,24 @@ def test_a_gateway_that_goes_offline_makes_its_devices_unknown_not_ok(world, fle
     assert connectivity(fleet_db, "flood-a") == "offline"
 
 
+def test_the_gateways_real_last_will_makes_its_devices_unknown(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
+    """The Last Will the gateway registers (gateway/mqtt.py ``status_payload(online=False)``)
+    carries no timestamp: it was written at connect time, before the "online" that follows."""
+    from gateway.mqtt import MqttSession
+
+    session = MqttSession.__new__(MqttSession)  # only the payload, no connection
+    session.gateway_id, session.health = "gw-a", None
+    lwt = GatewayStatusPayload.model_validate_json(session.status_payload(online=False))
+    assert lwt.ts is None
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", status("gw-a", True, T0 + timedelta(minutes=1)))
+        reg.apply_state(s, "gw-a", state("fire-a", True, 1, T0 + timedelta(minutes=1)))
+    assert connectivity(fleet_db, "fire-a") == "online"
+    with fleet_db.transaction() as s:
+        reg.apply_gateway_status(s, "gw-a", lwt)
+    assert connectivity(fleet_db, "fire-a") == "unknown"
+
+
 def test_a_replayed_older_status_or_state_changes_nothing(world, fleet_db) -> None:  # type: ignore[no-untyped-def]
     with fleet_db.transaction() as s:
         reg.apply_gateway_status(s, "gw-a", status("gw-a", True, T0 + timedelta(minutes=5)))

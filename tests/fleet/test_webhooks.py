@@ -4,7 +4,10 @@ delivered exactly once per event when it comes back, also with two replicas raci
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import os
 import random
 import socket
 import threading
@@ -19,7 +22,8 @@ from sqlalchemy import func, select
 from fleet.alarms import service as alarms
 from fleet.core.db import Database, utcnow
 from fleet.notify import webhooks
-from fleet.notify.models import WebhookDelivery
+from fleet.notify.models import WebhookDelivery, WebhookSubscription
+from fleet.notify.sealed import SealError, SecretBox
 from fleet.notify.signing import SIGNATURE_HEADER, backoff_s, sign, verify
 from tests.fleet.conftest import World, alarm_payload, settings_for
 
@@ -57,6 +61,7 @@ class Receiver:
             self.port = int(s.getsockname()[1])
         self.events: list[int] = []
         self.bad_signatures = 0
+        self.secret = SECRET
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -70,7 +75,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = verify(SECRET, self.headers.get(SIGNATURE_HEADER, ""), body,
+                ok = verify(receiver.secret, self.headers.get(SIGNATURE_HEADER, ""), body,
                             now=int(time.time()), tolerance_s=10**9)
                 with receiver._lock:
                     if ok:
@@ -111,7 +116,8 @@ def _subscribe(client, world, url: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-untyped-def]
-        client, world, fleet_db, receiver) -> None:
+        client, world, fleet_db, fleet_settings, receiver) -> None:
+    BOX = SecretBox(fleet_settings.secret_key.get_secret_value())
     hook = _subscribe(client, world, receiver.url)
     with fleet_db.transaction() as s:
         ids = [alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", f"fa:smoke:1:{n}")).id
@@ -121,11 +127,11 @@ def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-unt
     assert client.post(f"/api/v1/alarms/{ids[0]}/acknowledge", headers=world.headers(
         "fire-safety"), json={"comment": "xe đang đến"}).status_code == 200
     t0 = utcnow()
-    assert webhooks.deliver_due(fleet_db, t0) == (0, 4)  # the receiver is down: refused
-    assert webhooks.deliver_due(fleet_db, t0) == (0, 0)  # nothing is due again yet
+    assert webhooks.deliver_due(fleet_db, BOX, t0) == (0, 4)  # the receiver is down: refused
+    assert webhooks.deliver_due(fleet_db, BOX, t0) == (0, 0)  # nothing is due again yet
     receiver.up()
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=1)) == (4, 0)
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=2)) == (0, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=1)) == (4, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=2)) == (0, 0)
     assert len(receiver.events) == 4 == len(set(receiver.events))
     assert receiver.bad_signatures == 0
     deliveries = client.get(f"/api/v1/webhooks/{hook}/deliveries",
@@ -135,18 +141,20 @@ def test_a_receiver_down_then_back_gets_every_event_once(  # type: ignore[no-unt
     receiver.down()
     with fleet_db.transaction() as s:
         alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:smoke:1:9"))
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=3)) == (0, 1)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=3)) == (0, 1)
     receiver.up()
-    assert webhooks.deliver_due(fleet_db, t0 + timedelta(hours=4)) == (1, 0)
+    assert webhooks.deliver_due(fleet_db, BOX, t0 + timedelta(hours=4)) == (1, 0)
     assert len(receiver.events) == 5 == len(set(receiver.events))
 
 
 def test_two_replicas_deliver_each_event_once_on_postgresql(pg_url, tmp_path,  # type: ignore[no-untyped-def]
                                                             receiver) -> None:
     setup = Database.from_url(pg_url)
-    World(setup, settings_for(pg_url, tmp_path))
+    settings = settings_for(pg_url, tmp_path)
+    World(setup, settings)
+    box = SecretBox(settings.secret_key.get_secret_value())
     with setup.transaction() as s:
-        webhooks.create_subscription(s, name="scada", url=receiver.url, classes=[],
+        webhooks.create_subscription(s, box, name="scada", url=receiver.url, classes=[],
                                      secret=SECRET, actor="test")
         for n in range(40):
             alarms.apply_alarm(s, "gw-a", alarm_payload("flood-a", f"fl:{n}", cls="flood"))
@@ -160,7 +168,7 @@ def test_two_replicas_deliver_each_event_once_on_postgresql(pg_url, tmp_path,  #
         try:
             barrier.wait()
             for _ in range(10):
-                results.append(webhooks.deliver_due(db, utcnow(), limit=5))
+                results.append(webhooks.deliver_due(db, box, utcnow(), limit=5))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -176,4 +184,99 @@ def test_two_replicas_deliver_each_event_once_on_postgresql(pg_url, tmp_path,  #
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)
                         .where(WebhookDelivery.delivered_at.is_(None))) == 0
     for db in (*replicas, setup):
+        db.dispose()
+
+
+# -- the shared secret at rest -----------------------------------------------------------------
+def test_a_webhook_secret_is_shown_once_stored_sealed_and_never_logged(  # type: ignore[no-untyped-def]
+        client, world, fleet_db, fleet_settings, receiver, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    r = client.post("/api/v1/webhooks", headers=world.headers("admin"),
+                    json={"name": "114 bridge", "url": receiver.url, "classes": ["fire"]})
+    assert r.status_code == 201
+    shown = r.json()["secret"]  # generated, shown this once
+    assert len(shown) >= 32
+    listed = client.get("/api/v1/webhooks", headers=world.headers("admin"))
+    assert shown not in listed.text and "secret" not in listed.text
+    with fleet_db.transaction() as s:
+        sealed = s.scalar(select(WebhookSubscription.secret_sealed))
+        assert sealed is not None and shown not in sealed
+        raw = json.dumps([list(row) for row in s.execute(select(WebhookSubscription)
+                                                       .with_only_columns(
+                                                           *WebhookSubscription.__table__.c))],
+                         default=str)
+        assert shown not in raw  # no column of the row holds it in clear
+    assert SecretBox(fleet_settings.secret_key.get_secret_value()).open(sealed) == shown
+    with pytest.raises(SealError):  # another installation's key opens nothing
+        SecretBox("another-installation-secret-key-0123456789").open(sealed)
+    # deliveries are signed with it, and it appears in no log line on the way
+    with fleet_db.transaction() as s:
+        alarms.apply_alarm(s, "gw-a", alarm_payload("fire-a", "fa:seal:1"))
+    receiver.secret = shown
+    receiver.up()
+    assert webhooks.deliver_due(fleet_db, SecretBox(
+        fleet_settings.secret_key.get_secret_value())) == (1, 0)
+    assert len(receiver.events) == 1 and receiver.bad_signatures == 0
+    assert shown not in caplog.text
+
+
+def test_a_secret_that_will_not_open_sends_nothing_unsigned(fleet_db, world, receiver) -> None:  # type: ignore[no-untyped-def]
+    ours = SecretBox("this-installation-secret-key-0123456789")
+    with fleet_db.transaction() as s:
+        webhooks.create_subscription(s, SecretBox("a-restored-backups-other-key-0123456789"),
+                                     name="scada", url=receiver.url, classes=[], secret=SECRET,
+                                     actor="test")
+        alarms.apply_alarm(s, "gw-a", alarm_payload("flood-a", "fl:seal:1", cls="flood"))
+    receiver.up()
+    assert webhooks.deliver_due(fleet_db, ours) == (0, 1)
+    assert receiver.events == [] and receiver.bad_signatures == 0
+    with fleet_db.transaction() as s:
+        error = s.scalar(select(WebhookDelivery.last_error))
+    assert error is not None and "secret_key" in error
+
+
+def _database_at_0006(kind: str, tmp_path, request) -> str:  # type: ignore[no-untyped-def]
+    from fleet.core.migrate import upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        name = f"old_{os.getpid()}_{next(_old)}"
+        server.admin(f"CREATE DATABASE {name}")
+        request.addfinalizer(lambda: server.admin(f"DROP DATABASE IF EXISTS {name} "
+                                                  "WITH (FORCE)"))
+        url = server.url(name)
+    upgrade(url, "0006")
+    return url
+
+
+_old = itertools.count(1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_migration_seals_existing_secrets_and_needs_the_key(kind, tmp_path, request) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from fleet.core.migrate import downgrade, upgrade
+
+    url = _database_at_0006(kind, tmp_path, request)
+    db = Database.from_url(url)
+    try:
+        with db.transaction() as s:
+            s.execute(text("INSERT INTO webhook_subscriptions (name, url, secret, classes, "
+                           "active, created_at) VALUES ('114', 'http://127.0.0.1:9/x', "
+                           ":secret, '[]', true, '2026-12-01 00:00:00+00')"),
+                      {"secret": SECRET})
+        with pytest.raises(RuntimeError, match="secret key"):
+            upgrade(url)  # bare: it cannot seal without the key, and changes nothing
+        key = "the-installations-secret-key-0123456789"
+        upgrade(url, secret_key=key)
+        with db.transaction() as s:
+            sealed = s.scalar(text("SELECT secret_sealed FROM webhook_subscriptions"))
+        assert SECRET not in sealed and SecretBox(key).open(sealed) == SECRET
+        downgrade(url, "0006", secret_key=key)
+        with db.transaction() as s:
+            assert s.scalar(text("SELECT secret FROM webhook_subscriptions")) == SECRET
+    finally:
         db.dispose()

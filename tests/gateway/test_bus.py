@@ -220,3 +220,30 @@ async def test_a_reply_that_does_not_answer_the_request_is_a_bad_reply(
             assert len(await bus.read_input(1, 0, 16)) == 16
     finally:
         sim.stop()
+
+
+@pytest.mark.parametrize("baud", [19200, 115200])
+@run_async
+async def test_the_gateway_keeps_the_silent_interval_before_every_request(baud: int) -> None:
+    """The master sends each request straight to the port as soon as t3.5 has passed since the
+    reply (for speed at 115200), but never sooner: the bus hub measures every silence it kept."""
+    from gateway.rtu import RtuBus
+    from hardware.serialline import t35
+    from hardware.sim.simbus import SimBus
+
+    sim = SimBus([(1, "fire")], baud=baud)
+    sim.start()
+    try:
+        async with RtuBus(sim.master_path, baud, timeout=2.0) as bus:
+            for _ in range(50):  # the node boots
+                try:
+                    await bus.read_holding(1, 0, 10)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            for _ in range(150):
+                assert len(await bus.read_holding(1, 0, 10)) == 10
+        assert bus.requests_sent >= 150  # every request took the direct write
+        assert sim.hub.stats.min_gap_s[0] >= t35(baud), sim.hub.stats.min_gap_s
+    finally:
+        sim.stop()

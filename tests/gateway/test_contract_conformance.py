@@ -26,6 +26,7 @@ from contracts.mqtt import (
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import attach_physics
 from tests.conftest import wait_for
+from tests.gateway.gwconfig import Node, fire_rule, gateway_toml
 from tests.gateway.mosquitto import Broker, Received, Subscriber, publish_once
 
 GW = "gw-contract"
@@ -33,34 +34,11 @@ NODES = [(1, "fire", "fire-1"), (2, "flood", "flood-2"), (3, "fire", "fire-3")]
 
 
 def _config(port: str, broker: Broker, storage: Path) -> str:
-    devices = "\n".join(
-        f'[[bus.device]]\naddress = {a}\nclass = "{c}"\nid = "{i}"\nlocation = "room {a}"\n'
-        f"poll = {{ telemetry_ms = 150, max_backoff_s = 1 }}\n" for a, c, i in NODES)
-    return f"""
-[gateway]
-id = "{GW}"
-storage = "{storage}"
-max_outbox_mb = 0.008
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-tls = false
-
-[[bus]]
-name = "riser"
-type = "rtu"
-port = "{port}"
-timeout_s = 0.2
-
-{devices}
-
-[[rule]]
-name = "fire starts the pump"
-when = {{ class = "fire", site_any = true, alarm = "any" }}
-then = {{ device = "flood-2", coil = 0, value = true }}
-release = "manual"
-"""
+    return gateway_toml(
+        GW, broker, storage, port,
+        [Node(a, c, i, poll="telemetry_ms = 150, max_backoff_s = 1") for a, c, i in NODES],
+        gateway_extra="max_outbox_mb = 0.008", timeout_s=0.2,
+        extra=fire_rule("fire starts the pump", "flood-2"))
 
 
 def _dropped(db: Path) -> int:

@@ -554,3 +554,60 @@ device_id = "facp-1"
         for fd in fds:
             os.close(fd)
         shutil.rmtree(links)
+
+
+def test_a_command_answered_while_the_disk_is_full_keeps_its_ack(
+        broker: Broker, tiny_disk: Path) -> None:
+    """The ack goes through the gateway's Store like every other write: held in memory while
+    the SD card is full (the session keeps running), delivered once the card takes writes."""
+    import asyncio
+
+    from gateway.mqtt import Backoff, Command, MqttSession
+    from gateway.outbox import Outbox
+    from gateway.store import Store
+    from tests.gateway.mosquitto import publish_once
+
+    ticks = itertools.count(0, 5)  # a clock that moves past every retry delay
+    outbox = Outbox(tiny_disk / "outbox.db", max_bytes=10 * 1024 * 1024)
+    store = Store(outbox, clock=lambda: float(next(ticks)))
+    handled: list[str] = []
+
+    async def handler(cmd: Command) -> None:
+        session.ack(cmd.id, True)
+        handled.append(cmd.id)
+
+    session = MqttSession(broker.host, broker.port, gateway_id=GW, on_command=handler,
+                          backoff=Backoff(0.1, 1.0), status_interval=None, store=store.put)
+
+    async def scenario(acks: Subscriber, status: Subscriber) -> None:
+        stop = asyncio.Event()
+        pump = asyncio.create_task(session.pump(outbox, stop))
+        try:
+            await asyncio.to_thread(status.wait_count, 1)  # online: listening for commands
+            filler = fill(tiny_disk)
+            await asyncio.to_thread(publish_once, broker, f"edgefleet/v1/{GW}/cmd/siren-9/reset",
+                                    b'{"id": "cmd-on-a-full-disk"}')
+            deadline = time.monotonic() + 15
+            while not handled and time.monotonic() < deadline and not pump.done():
+                await asyncio.sleep(0.02)
+            assert handled == ["cmd-on-a-full-disk"]
+            assert not pump.done(), "a full disk while acking must not stop the MQTT session"
+            assert [m.topic for m in store.held] == [f"edgefleet/v1/{GW}/ack"], \
+                "the ack is held in memory, not lost"
+            assert not acks.messages
+            filler.unlink()  # the technician frees the card
+            assert store.flush() and not store.held
+            session.notify()
+            [ack] = await asyncio.to_thread(acks.wait_count, 1)
+            body = json.loads(ack.payload)
+            assert body["id"] == "cmd-on-a-full-disk" and body["ok"] is True
+        finally:
+            stop.set()
+            await asyncio.wait_for(pump, 15)
+
+    try:
+        with Subscriber(broker, f"edgefleet/v1/{GW}/ack") as acks, \
+                Subscriber(broker, f"edgefleet/v1/{GW}/status") as status:
+            asyncio.run(scenario(acks, status))
+    finally:
+        outbox.close()

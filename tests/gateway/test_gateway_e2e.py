@@ -22,6 +22,7 @@ import pytest
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import PhysicsFeed, attach_physics
 from tests.conftest import wait_for
+from tests.gateway.gwconfig import Node, fire_rule, gateway_toml
 from tests.gateway.mosquitto import Broker, Received, Subscriber, free_port, publish_once
 
 GW = "gw-test"
@@ -30,35 +31,9 @@ NODES = [(1, "fire", "fire-1"), (2, "flood", "flood-2"), (3, "fire", "fire-3"),
 
 
 def _config(port: str, broker: Broker, storage: Path, extra: str = "") -> str:
-    devices = "\n".join(
-        f'[[bus.device]]\naddress = {a}\nclass = "{c}"\nid = "{i}"\nlocation = "room {a}"\n'
-        for a, c, i in NODES)
-    return f"""
-[gateway]
-id = "{GW}"
-site = "test ward"
-storage = "{storage}"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-tls = false
-
-[[bus]]
-name = "riser"
-type = "rtu"
-port = "{port}"
-timeout_s = 0.3
-
-{devices}
-
-[[rule]]
-name = "fire sounds the siren"
-when = {{ class = "fire", site_any = true, alarm = "any" }}
-then = {{ device = "pump-9", coil = 0, value = true }}
-release = "manual"
-{extra}
-"""
+    return gateway_toml(GW, broker, storage, port, [Node(a, c, i) for a, c, i in NODES],
+                        gateway_extra='site = "test ward"',
+                        extra=fire_rule("fire sounds the siren", "pump-9") + extra)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import attach_physics
 from tests.conftest import wait_for
+from tests.gateway.gwconfig import Node, gateway_toml
 from tests.gateway.mosquitto import Broker, Received, Subscriber
 
 GW = "gw-noisy"
@@ -30,27 +31,9 @@ CORRUPTED = 1200
 
 
 def _config(port: str, broker: Broker, storage: Path) -> str:
-    devices = "\n".join(
-        f'[[bus.device]]\naddress = {a}\nclass = "fire"\nid = "det-{a}"\n'
-        f'poll = {{ status_ms = 100 }}\n' for a in DETECTORS)
-    return f"""
-[gateway]
-id = "{GW}"
-storage = "{storage}"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-tls = false
-
-[[bus]]
-name = "riser"
-type = "rtu"
-port = "{port}"
-timeout_s = 0.3
-
-{devices}
-"""
+    return gateway_toml(GW, broker, storage, port,
+                        [Node(a, "fire", f"det-{a}", located=False, poll="status_ms = 100")
+                         for a in DETECTORS])
 
 
 def _of(messages: list[Received], device: str, channel: str) -> list[dict[str, Any]]:

@@ -103,6 +103,53 @@ def test_a_message_refused_transiently_max_attempts_times_is_refused_for_good() 
     assert verdicts == [Verdict.RETRY, Verdict.RETRY, Verdict.REFUSED]
 
 
+@pytest.mark.parametrize(("sent", "acks"), [
+    ([1, 2, 3], [(1, 0), (2, 0), (3, 0)]),  # the common case: in order, all delivered
+    ([1, 2, 3], [(2, 0), (3, 0), (1, 0)]),  # later ones first: settle when the head comes
+    ([1, 2, 3, 4], [(1, 0), (2, 0x97), (3, 0), (4, 0)]),  # a quota refusal mid-batch
+    ([1, 2, 3], [(1, 0x87), (2, 0), (3, 0x90)]),  # definitive refusals around a delivery
+    ([1, 2, 3, 4], [(3, 0x80), (1, 0), (2, 0x10), (4, 0)]),  # mixed, out of order
+])
+def test_a_batch_of_pubacks_settles_exactly_as_one_puback_at_a_time(
+        sent: list[int], acks: list[tuple[int, int]]) -> None:
+    def window() -> tuple[PubackWindow, list[str]]:
+        calls: list[str] = []
+        delays = iter([1.0, 2.0, 4.0, 8.0])
+
+        def delay() -> float:
+            calls.append("delay")
+            return next(delays)
+        w = PubackWindow(10, 10, delay, on_delivered=lambda: calls.append("reset"))
+        return w, calls
+
+    one, one_calls = window()
+    for i in sent:
+        one.sent(i)
+    settled = [s for msg_id, code in acks for s in one.puback(msg_id, code, 5.0)]
+    expected_delivered = [s.id for s in settled if s.verdict is Verdict.DELIVERED]
+    expected_others = [s for s in settled if s.verdict is not Verdict.DELIVERED]
+
+    batch, batch_calls = window()
+    batch.sent_many(sent)
+    delivered, others = batch.pubacks(acks, 5.0)
+
+    assert delivered == expected_delivered
+    assert others == expected_others
+    assert (batch.in_flight, batch.room(), batch.paused) == (one.in_flight, one.room(), one.paused)
+    assert batch.rewind(100.0) == one.rewind(100.0)
+    # a reset may be merged (it is idempotent), never moved past a refusal's delay
+    assert [c for i, c in enumerate(batch_calls) if c != "reset" or batch_calls[i - 1:i] != [c]] \
+        == [c for i, c in enumerate(one_calls) if c != "reset" or one_calls[i - 1:i] != [c]]
+
+
+def test_a_batch_sent_beyond_the_room_or_twice_is_refused() -> None:
+    w = PubackWindow(3, 3, lambda: 0.0)
+    with pytest.raises(RuntimeError):
+        w.sent_many([1, 2, 3, 4])
+    with pytest.raises(RuntimeError):
+        w.sent_many([1, 1])
+
+
 def test_the_aiomqtt_private_api_the_shim_relies_on_is_still_there() -> None:
     """Fails by name when an aiomqtt upgrade renames what gateway/_aiomqtt_shim.py uses."""
     async def build() -> list[str]:

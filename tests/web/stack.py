@@ -41,7 +41,7 @@ __all__ = ["PASSWORDS", "FleetStack"]
 
 #: Test accounts (never a default account in the product: these exist only in the test DB).
 PASSWORDS = {"admin": "admin-Pa55-word-for-tests", "pccc": "fire-Pa55-word-for-tests",
-             "capnuoc": "water-Pa55-word-for-tests"}
+             "capnuoc": "water-Pa55-word-for-tests", "xem": "view-Pa55-word-for-tests"}
 
 SITES = [  # ward, site name, latitude, longitude
     ("Phường Bến Thành", "Chợ Bến Thành", 10.7725, 106.6980),
@@ -107,10 +107,22 @@ class FleetStack:
         upgrade(self.settings.database_url)
         self.db = Database.from_url(self.settings.database_url)
         self._seed()
-        # The app starts its own ingest (the [ingest] section names the broker).
+        self.start_app()
+        self._pub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                client_id=f"test-gateway-{self.epoch}",
+                                protocol=paho.MQTTv5)
+        self._pub.connect(self.broker.host, self.broker.port)
+        self._pub.loop_start()
+        self._wait_ingesting()
+
+    def start_app(self) -> None:
+        """Serve a new fleet app on the stack's port; it starts its own ingest (the [ingest]
+        section names the broker), which resumes the broker session a stopped one left."""
         app = create_app(self.settings, database=self.db)
+        # Open event streams would hold a graceful shutdown forever: cut them after a second.
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="on"))
+                                                     log_level="warning", lifespan="on",
+                                                     timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, name="fleet-uvicorn",
                                         daemon=True)
         self._thread.start()
@@ -119,12 +131,17 @@ class FleetStack:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the fleet app did not start")
             time.sleep(0.02)
-        self._pub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                client_id=f"test-gateway-{self.epoch}",
-                                protocol=paho.MQTTv5)
-        self._pub.connect(self.broker.host, self.broker.port)
-        self._pub.loop_start()
-        self._wait_ingesting()
+
+    def stop_app(self) -> None:
+        """Stop the fleet app (API, event streams and ingest) as a restart would; the broker,
+        the database and the test gateway's connection stay."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(15)
+            if self._thread.is_alive():
+                raise RuntimeError("the fleet app did not stop")
+        self._server = self._thread = None
 
     def _wait_ingesting(self, timeout: float = 15.0) -> None:
         """Until ingest's subscription is in place, a telemetry message would be lost: send the
@@ -189,6 +206,8 @@ class FleetStack:
             create_user(session, self.settings, username="capnuoc",
                         password=PASSWORDS["capnuoc"], role="utility",
                         area_id=self.area_ids["Phường Bến Thành"])
+            create_user(session, self.settings, username="xem", password=PASSWORDS["xem"],
+                        role="viewer", area_id=self.area_ids["Phường Sài Gòn"])
 
     # -- what a gateway sends -------------------------------------------------------------------
     def publish(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
 from contracts.mqtt import ack_topic
 from tests.gateway.mosquitto import Subscriber
+from tests.web.conftest import open_page
 from tests.web.stack import FleetStack
 
 
@@ -72,3 +74,23 @@ def test_the_gateways_ack_is_recorded_and_an_ack_from_another_gateway_is_not(
     assert sorted((e["action"], e["actor"]) for e in audit
                   if e["detail"].get("command_id") == command["id"]) == [
         ("command.ok", "gateway:gw-bt"), ("command.requested", "user:admin")]
+
+
+def test_the_device_page_shows_a_command_and_its_ack_as_they_happen(
+        browser: Any, stack: FleetStack) -> None:
+    """Pushed over the live feed, not polled: the page did not send this command (a colleague
+    did, from another desk), so it has no reason to look again unless the fleet tells it."""
+    device = stack.device_ids["air-1"]
+    page = open_page(browser, stack, user="admin", path=f"#/device/{device}")
+    page.wait_for_selector("span.live.on")
+    page.wait_for_selector(".cmd-log li.muted")  # no command yet
+    with Subscriber(stack.broker, "edgefleet/v1/gw-bt/cmd/#") as sub:
+        sent = _post(stack, "capnuoc", "air-1", {"action": "repoll"})
+        assert sent.status_code == 201, sent.text
+        sub.wait_for(lambda ms: len(ms) >= 1, 5, "the repoll command")
+    page.locator(".cmd-log .chip.cmd-pending").wait_for(timeout=5_000)
+    stack.publish(ack_topic("gw-bt"), {"v": 1, "id": sent.json()["command_id"], "ok": True,
+                                       "ts": datetime.now(UTC).isoformat()})
+    page.locator(".cmd-log .chip.cmd-ok").wait_for(timeout=5_000)
+    assert page.locator(".cmd-log li").count() == 1
+    page.context.close()

@@ -63,6 +63,11 @@ class SensorClass:
     def reset(self):
         pass
 
+    def period_ms(self, period):
+        """The wait before the next sample, given the configured sample_period (ms). A class
+        may shorten it while it confirms a suspect reading (fire); never longer."""
+        return period
+
     def adc(self, channel):
         """ADC counts of channel, or None (and errors += 1) when the HAL fails."""
         try:

@@ -1,7 +1,7 @@
 """OTA: releases (with their bundles), campaigns and per-device campaign status
 
 Revision ID: ota_0001
-Revises: 0006
+Revises: 0007_fleetfix
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "ota_0001"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0007_fleetfix"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

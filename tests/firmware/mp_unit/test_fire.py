@@ -206,4 +206,57 @@ def test_hal_exception_never_escapes():
     assert fire.alarm_bits == 0
 
 
+def sample_as_the_node_does(fire, clock, ms, period=500):
+    """Sample for `ms` the way the node loop does: each wait is what period_ms() asks for.
+    Returns the sample times (ms after the start) at which the smoke alarm was latched."""
+    start, latched_at = clock.now, []
+    while clock.now - start < ms:
+        now = clock.tick(fire.period_ms(period))
+        fire.hal.now = now
+        fire.sample(now)
+        if fire.alarm_bits & A("smoke"):
+            latched_at.append(now - start)
+    return latched_at
+
+
+def test_smoke_past_the_alarm_threshold_latches_within_one_period_and_two_fast_samples():
+    # At the default 500 ms period the 5-sample median alone took 1.0-1.5 s: the samples that
+    # confirm a suspect reading now come every confirm_ms (100 ms)
+    hal, _bank, fire, clock = make()
+    assert fire.period_ms(500) == 500            # clean air: the configured period
+    hal.counts["smoke"] = smoke_counts(5.0)      # smoke arrives just after a sample
+    latched = sample_as_the_node_does(fire, clock, 2000)
+    assert latched and latched[0] <= 500 + 2 * 100, latched
+    assert fire.period_ms(500) == 500            # latched: nothing left to confirm
+
+
+def test_a_spike_speeds_sampling_up_but_never_alarms_and_sampling_slows_again():
+    hal, _bank, fire, clock = make()
+    for spikes in (1, 2):                        # an insect, a dust grain; two in a row
+        for _ in range(spikes):
+            hal.counts["smoke"] = smoke_counts(15.0)
+            fire.sample(clock.tick(fire.period_ms(500)))
+            assert fire.period_ms(500) == 100    # suspect: confirm at once
+        hal.counts["smoke"] = smoke_counts(0.1)
+        assert not sample_as_the_node_does(fire, clock, 3000)
+        assert fire.period_ms(500) == 500 and not fire.latched and fire.alarm_bits == 0
+
+
+def test_pre_alarm_smoke_is_watched_closely_and_a_faster_period_is_kept():
+    hal, _bank, fire, clock = make()
+    hal.counts["smoke"] = smoke_counts(2.5)      # above the 2 %/m pre-alarm, below 4
+    sample_as_the_node_does(fire, clock, 1000)
+    assert fire.alarm_bits == A("prealarm") and fire.period_ms(500) == 100
+    assert fire.period_ms(50) == 50              # a commissioned faster period stays
+
+
+def test_heat_past_the_fixed_threshold_is_confirmed_at_the_fast_period():
+    hal, _bank, fire, clock = make(temp=40.0)
+    hal.counts["heat"] = ntc_counts(62.0)
+    start = clock.now
+    while not fire.alarm_bits & A("heat_fixed"):
+        fire.sample(clock.tick(fire.period_ms(500)))
+    assert clock.now - start <= 500 + 100, clock.now - start
+
+
 mptest.run(globals())

@@ -80,6 +80,10 @@ export class AlarmStore extends EventTarget {
       }
     });
     source.addEventListener("alarm", (e) => this.onEvent(JSON.parse(e.data)));
+    // A device command requested or answered (the gateway's ack): passed on to whoever shows
+    // commands (the device page), as a "command" event of the store.
+    source.addEventListener("command", (e) => this.dispatchEvent(
+      new CustomEvent("command", { detail: JSON.parse(e.data).command })));
   }
 
   async onEvent(event) {

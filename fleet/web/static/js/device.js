@@ -66,21 +66,34 @@ function commandPanel(device, ctx, charts) {
     return list;
   }
   async function send(action, body) {
+    let sent;
     try {
-      await api(`/devices/${device.id}/commands`, { method: "POST", body: { action, body } });
+      sent = await api(`/devices/${device.id}/commands`, { method: "POST", body: { action, body } });
     } catch (err) {
       ctx.flash(t("alarms.failed", { detail: err.message }));
+      await refresh();
+      return;
     }
     // The ack comes back from the gateway over MQTT, usually within a second, but a busy bus or
-    // a reconnecting gateway can take much longer: keep looking, less often as time goes on,
+    // a reconnecting gateway can take much longer: keep looking for this command (by its id:
+    // the newest row may be another one, sent from another page), less often as time goes on,
     // until it is answered, the page is left, or three minutes pass (then it stays pending).
     const started = Date.now();
     for (let delay = 500; Date.now() - started < 180_000; delay = Math.min(delay * 1.5, 5000)) {
       const list = await refresh();
-      if (!list.length || answered(list[0]) || !log.isConnected) break;
+      const mine = list.find((c) => c.id === sent.id);
+      if ((mine && answered(mine)) || !log.isConnected) break;
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+  // The live feed says when a command of this device is requested or answered (from this page
+  // or any other): show it at once. The loop in send() stays as the fallback of a feed that is
+  // down, and the listener goes when the page is left.
+  const onCommand = (e) => {
+    if (!log.isConnected) ctx.store.removeEventListener("command", onCommand);
+    else if (e.detail.device_id === device.id) refresh();
+  };
+  if (ctx.store) ctx.store.addEventListener("command", onCommand);
   const registers = charts.flatMap((c) => c.thresholds);
   const select = h("select", { id: "cmd-register" }, registers.map((r) => h("option", { value: r.name }, `${tData("field", charts.find((c) => c.thresholds.includes(r)).field)}: ${tData("thr", r.name)}`)));
   const value = h("input", { id: "cmd-value", type: "number", step: "any", required: true });
