@@ -30,6 +30,8 @@ from fleet.notify.router import router as notify_router
 from fleet.notify.sealed import SecretBox
 from fleet.notify.webhook_router import router as webhook_router
 from fleet.notify.webhooks import run_webhook_worker
+from fleet.ota.router import router as ota_router
+from fleet.ota.timer import run_campaign_timer
 from fleet.registry.router import router as registry_router
 from fleet.telemetry.router import router as telemetry_router
 from fleet.web import mount_dashboard
@@ -60,6 +62,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             box = SecretBox(settings.secret_key.get_secret_value())
             tasks.append(asyncio.create_task(run_webhook_worker(db, box, settings.webhook_poll_s),
                                              name="webhook-worker"))
+            tasks.append(asyncio.create_task(run_campaign_timer(db, settings),
+                                             name="campaign-timer"))
         # ingest/telemetry start here
         app.state.telemetry_store = embedded_store(settings)
         ingest = start_in_app(settings, db, app.state.ingest_metrics, feed.poke)
@@ -93,7 +97,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     responses=problem_responses(400, 401, 403, 404, 409, 422, 423, 500))
     for router in (auth_router, registry_router, alarms_router, audit_router, notify_router,
                    webhook_router, control_router, telemetry_router, ingest_router,
-                   dashboard_router):
+                   ota_router, dashboard_router):
         api.include_router(router)
 
     @api.get("/health", tags=["meta"])

@@ -10,6 +10,7 @@ from fleet.control import models as control
 from fleet.core.db import Base
 from fleet.ingest import models as ingest
 from fleet.notify import models as notify
+from fleet.ota import models as ota
 from fleet.registry import models as registry
 
-__all__ = ["Base", "alarms", "audit", "auth", "control", "ingest", "notify", "registry"]
+__all__ = ["Base", "alarms", "audit", "auth", "control", "ingest", "notify", "ota", "registry"]

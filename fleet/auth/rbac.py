@@ -40,13 +40,14 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage users and tokens"
     READ_AUDIT = "read the audit log"
     MANAGE_WEBHOOKS = "manage webhooks to outside systems"
+    MANAGE_OTA = "upload firmware releases and run update campaigns"
 
 
 _ALL = frozenset(Permission)
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     Role.ADMIN.value: _ALL,
     Role.TECHNICIAN.value: frozenset({Permission.READ, Permission.MANAGE_REGISTRY,
-                                      Permission.ACK_ALARMS}),
+                                      Permission.ACK_ALARMS, Permission.MANAGE_OTA}),
     Role.UTILITY.value: frozenset({Permission.READ, Permission.ACK_ALARMS}),
     Role.FIRE_SAFETY.value: frozenset({Permission.READ, Permission.ACK_ALARMS}),
     Role.VIEWER.value: frozenset({Permission.READ}),

@@ -21,8 +21,10 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import or_, select, update
@@ -113,8 +115,13 @@ def _claim_free(now: datetime):  # type: ignore[no-untyped-def]
     return or_(DeviceCommand.claimed_until.is_(None), DeviceCommand.claimed_until < now)
 
 
+#: Per action: what a command carries on the wire but never in the database (an OTA start's
+#: download token), computed when it is published.
+WireFields = Callable[[Session, DeviceCommand], dict[str, Any]]
+
+
 def claim(session: Session, claimer: str, now: datetime | None = None,
-          limit: int = 50) -> list[Outgoing]:
+          limit: int = 50, wire: Mapping[str, WireFields] | None = None) -> list[Outgoing]:
     """Claim up to ``limit`` pending commands for ``claimer`` (a lease of :data:`CLAIM_LEASE`)
     and return them as messages for their gateway's ``cmd/`` topic (QoS 1), oldest first.
 
@@ -137,8 +144,15 @@ def claim(session: Session, claimer: str, now: datetime | None = None,
     rows = session.execute(
         select(DeviceCommand, Device).join(Device, Device.id == DeviceCommand.device_id)
         .where(DeviceCommand.id.in_(claimed)).order_by(DeviceCommand.id)).all()
+    wire = wire or {}
+
+    def extra(cmd: DeviceCommand) -> dict[str, Any]:
+        fill = wire.get(cmd.action)
+        return fill(session, cmd) if fill is not None else {}
+
     return [Outgoing(cmd.id, command_topic(dev.gateway.key, dev.key, cmd.action),
-                     dumps({"id": cmd.command_id, **cmd.body})) for cmd, dev in rows]
+                     dumps({"id": cmd.command_id, **cmd.body, **extra(cmd)}))
+            for cmd, dev in rows]
 
 
 def publish_deadline(claimed_at: float, publish_timeout_s: float) -> float:

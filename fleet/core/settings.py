@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from fleet.ingest.settings import IngestSettings
+from fleet.ota.settings import OtaSettings
 from fleet.telemetry.settings import TelemetrySettings
 
 __all__ = ["ConfigError", "EscalationStep", "Settings", "load_settings"]
@@ -97,6 +98,8 @@ class Settings(BaseSettings):
     #: MQTT ingest (empty host: this replica runs none) and the telemetry sink it writes to.
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    #: Releases and campaigns: the release trust, the bundle URL base, campaign defaults.
+    ota: OtaSettings = Field(default_factory=OtaSettings)
 
     config_file: Path | None = Field(default=None, exclude=True)
 

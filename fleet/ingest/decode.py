@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.mqtt import TOPIC_ROOT, ContractError, parse_payload, parse_topic
+from pydantic import ValidationError
+
+from contracts.mqtt import TOPIC_ROOT, ContractError, OtaEvent, parse_payload, parse_topic
 
 __all__ = ["UNKNOWN_GATEWAY", "Decoded", "Rejected", "decode"]
 
@@ -59,6 +61,19 @@ def decode(topic: str, payload: bytes) -> Decoded | Rejected:
         body = parse_payload(channel, payload)
     except ContractError as exc:
         return Rejected(parsed.gateway, f"bad-{channel}", str(exc))
+    if parsed.device is not None and parsed.channel == "event" \
+            and getattr(body, "event", None) == "ota":
+        # OTA progress has a stricter model of its own (campaign, release, phase, offset).
+        try:
+            body = OtaEvent.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            return Rejected(parsed.gateway, "bad-ota-event", f"ota event: {where}: "
+                                                              f"{first['msg']}")
+        if body.device != parsed.device:
+            return Rejected(parsed.gateway, "device-mismatch",
+                            f"topic names device {parsed.device!r}, payload {body.device!r}")
     if parsed.channel in _DEVICE_PAYLOADS:
         said = getattr(body, "device", None)
         if said != parsed.device:

@@ -100,6 +100,9 @@ class IngestProcess:
         import time
 
         from fleet.control.service import claim, mark_sent, new_claimer, publish_deadline, release
+        from fleet.ota.service import wire_fields
+
+        wire = {"ota": wire_fields(self.settings)}
 
         claimer = new_claimer()
         publish_timeout_s = 10.0
@@ -108,7 +111,7 @@ class IngestProcess:
                 continue
             try:
                 with self.db.transaction() as session:
-                    outgoing = claim(session, claimer)
+                    outgoing = claim(session, claimer, wire=wire)
                 if not outgoing:
                     continue
                 deadline = publish_deadline(time.monotonic(), publish_timeout_s)

@@ -50,6 +50,7 @@ from contracts.mqtt import (
     AlarmPayload,
     DropsPayload,
     GatewayStatusPayload,
+    OtaEvent,
     StatePayload,
     TelemetryPayload,
 )
@@ -112,9 +113,21 @@ def _gateway_status(session: Session, gateway: str, payload: object) -> None:
 
 def _command_ack(session: Session, gateway: str, payload: object) -> None:
     from fleet.control.service import apply_ack
+    from fleet.ota.service import apply_command_ack
 
     assert isinstance(payload, AckPayload)
-    apply_ack(session, gateway, payload)
+    cmd = apply_ack(session, gateway, payload)
+    if cmd is not None and cmd.action == "ota":
+        apply_command_ack(session, cmd)
+
+
+def _device_event(session: Session, gateway: str, payload: object) -> None:
+    """Device events: OTA progress (decoded as contracts.mqtt.OtaEvent) goes to its campaign;
+    other events are accounted and acknowledged only."""
+    from fleet.ota.service import apply_event
+
+    if isinstance(payload, OtaEvent):
+        apply_event(session, gateway, payload)
 
 
 Handler = Callable[[Session, str, object], None]
@@ -127,6 +140,7 @@ HANDLERS: dict[str, Handler] = {
     "state": _state,
     "status": _gateway_status,
     "ack": _command_ack,
+    "event": _device_event,
 }
 
 #: Channels whose messages carry (epoch, seq) and are therefore de-duplicated and accounted.

@@ -80,6 +80,8 @@ class MeOut(BaseModel):
     #: The device commands the caller's role may send (fleet.control.actions).
     command_actions: list[str]
     can_read_audit: bool
+    #: May upload releases and pause, resume or cancel update campaigns (fleet.ota).
+    can_manage_ota: bool
     #: The device classes the caller may see (a utility user is not shown fire at all).
     device_classes: list[str]
     tile_url: str
@@ -93,6 +95,7 @@ def me(user: Reader, settings: SettingsDep) -> MeOut:
                  can_command=any(user.role in a.roles for a in ACTIONS.values()),
                  command_actions=[n for n, a in ACTIONS.items() if user.role in a.roles],
                  can_read_audit=permits(user, Permission.READ_AUDIT),
+                 can_manage_ota=allowed(user.role, Permission.MANAGE_OTA),
                  device_classes=[c for c in DEVICE_CLASSES
                                  if c != FIRE_CLASS or user.is_admin or user.sees_fire],
                  tile_url=settings.dashboard_tile_url,

@@ -16,11 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from fleet.alarms import service as alarms
+from fleet.auth.rbac import Principal
 from tests.fleet.conftest import World, alarm_payload
 
 ROLES = ("admin", "technician", "utility", "fire-safety", "viewer", "utility-fire", "ward-admin")
 _n = itertools.count(1)
+_ROOT = Principal(user_id=0, username="setup", role="admin", area_path=None)
 
 
 def row(admin: int, technician: int, utility: int, fire_safety: int, viewer: int,
@@ -133,6 +137,91 @@ def site_body(site: str) -> Callable[[World, Any], tuple[str, dict[str, Any]]]:
 def gateway_body(site: str) -> Callable[[World, Any], tuple[str, dict[str, Any]]]:
     return lambda w, db: ("/api/v1/gateways", {"json": {
         "key": f"gw-m{next(_n)}", "site_id": w.site_a if site == "a" else w.site_b}})
+
+
+# -- releases and campaigns (fleet/ota): a real signed release kit and the fleet's trust -------
+_OTA: dict[str, Any] = {}
+
+
+@pytest.fixture
+def fleet_settings(db_url, tmp_path):  # type: ignore[no-untyped-def]
+    """The conftest's settings plus a release trust and bundle URL, so OTA routes can act."""
+    from fleet.ota.settings import OtaSettings
+    from tests.fleet.conftest import settings_for
+    from tests.fleet.ota_releases import ReleaseKit
+
+    kit = ReleaseKit(tmp_path / "releases")
+    settings = settings_for(db_url, tmp_path, ota=OtaSettings(
+        release_trust=kit.trust, bundle_base_url="https://fleet.example"))
+    _OTA.update(kit=kit, settings=settings)
+    return settings
+
+
+def _bundle() -> bytes:
+    n = next(_n)
+    return _OTA["kit"].bundle((2, n // 100, n % 100))  # type: ignore[no-any-return]
+
+
+def release_upload(w: World, db: Any) -> tuple[str, dict[str, Any]]:
+    return "/api/v1/releases", {"content": _bundle() if db is not None else b"",
+                                "headers": {"Content-Type": "application/x-tar"}}
+
+
+def new_release(db: Any) -> int:
+    from fleet.ota import service as ota
+
+    if db is None:
+        return 1
+    with db.transaction() as s:
+        return ota.upload_release(s, _OTA["settings"], _ROOT, _bundle()).id
+
+
+def new_campaign(ward: str, then: str = "") -> Callable[[World, Any], int]:
+    """A fire campaign in ward A or B, on a fire detector made for it (devices already in a
+    live campaign are not targeted again); ``then``: "pause" it first."""
+
+    def make(w: World, db: Any) -> int:
+        from fleet.ota import service as ota
+        from fleet.registry import service as reg
+
+        if db is None:
+            return 1
+        with db.transaction() as s:
+            site = w.site_a if ward == "a" else w.site_b
+            reg.create_device(s, _ROOT, gateway_id=w.gw_a if ward == "a" else w.gw_b,
+                              key=f"ota-{next(_n)}", device_class="fire", site_id=site)
+            rid = ota.upload_release(s, _OTA["settings"], _ROOT, _bundle()).id
+            campaign = ota.create_campaign(s, _OTA["settings"], _ROOT, ota.CampaignSpec(
+                name="m", release_id=rid, area_id=w.ward_a if ward == "a" else w.ward_b))
+            if then == "pause":
+                ota.pause(s, _ROOT, campaign.id)
+            return campaign.id
+
+    return make
+
+
+def campaign_call(make: Callable[[World, Any], int], suffix: str = ""):  # type: ignore[no-untyped-def]
+    return lambda w, db: (f"/api/v1/campaigns/{make(w, db)}{suffix}", {})
+
+
+def campaign_body(ward: str) -> Callable[[World, Any], tuple[str, dict[str, Any]]]:
+    def req(w: World, db: Any) -> tuple[str, dict[str, Any]]:
+        from fleet.registry import service as reg
+
+        if db is None:
+            return "/api/v1/campaigns", {"json": {"name": "m", "release_id": 1}}
+        with db.transaction() as s:
+            reg.create_device(s, _ROOT, gateway_id=w.gw_a if ward == "a" else w.gw_b,
+                              key=f"ota-{next(_n)}", device_class="fire",
+                              site_id=w.site_a if ward == "a" else w.site_b)
+        return "/api/v1/campaigns", {"json": {
+            "name": "m", "release_id": new_release(db),
+            "area_id": w.ward_a if ward == "a" else w.ward_b}}
+    return req
+
+
+OPS = row(200, 200, 403, 403, 403)
+FIRE_READ = row(200, 200, 404, 200, 200, 200)
 
 
 CASES = [
@@ -274,6 +363,32 @@ CASES = [
          lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}", {})),
     Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "-", ROOT_ONLY,
          lambda w, db: (f"/api/v1/webhooks/{new_webhook(db)}/deliveries", {})),
+    # Releases and campaigns: admin and technician act (technician inside their area);
+    # everyone reads what their area and the fire grant let them see.
+    Case("POST", "/api/v1/releases", "-", row(201, 201, 403, 403, 403), release_upload),
+    Case("GET", "/api/v1/releases", "-", ALL, fixed("/api/v1/releases")),
+    Case("GET", "/api/v1/releases/{release_id}", "fire", FIRE_READ,
+         lambda w, db: (f"/api/v1/releases/{new_release(db)}", {})),
+    Case("GET", "/api/v1/releases/{release_id}/bundle", "fire", OPS,
+         lambda w, db: (f"/api/v1/releases/{new_release(db)}/bundle", {})),
+    Case("POST", "/api/v1/campaigns", "in", row(201, 201, 403, 403, 403), campaign_body("a")),
+    Case("POST", "/api/v1/campaigns", "out", row(201, 404, 403, 403, 403), campaign_body("b")),
+    Case("GET", "/api/v1/campaigns", "-", ALL, fixed("/api/v1/campaigns")),
+    Case("GET", "/api/v1/campaigns/{campaign_id}", "in", FIRE_READ,
+         campaign_call(new_campaign("a"))),
+    Case("GET", "/api/v1/campaigns/{campaign_id}", "out", HIDDEN,
+         campaign_call(new_campaign("b"))),
+    Case("GET", "/api/v1/campaigns/{campaign_id}/devices", "in", FIRE_READ,
+         campaign_call(new_campaign("a"), "/devices")),
+    Case("GET", "/api/v1/campaigns/{campaign_id}/devices", "out", HIDDEN,
+         campaign_call(new_campaign("b"), "/devices")),
+    *[case for op, before in (("pause", ""), ("resume", "pause"), ("cancel", ""))
+      for case in (
+          Case("POST", f"/api/v1/campaigns/{{campaign_id}}/{op}", "in", OPS,
+               campaign_call(new_campaign("a", before), f"/{op}")),
+          Case("POST", f"/api/v1/campaigns/{{campaign_id}}/{op}", "out",
+               row(200, 404, 403, 403, 403),
+               campaign_call(new_campaign("b", before), f"/{op}")))],
 ]
 #: Routes covered elsewhere: login is public (test_auth), the SSE stream never ends
 #: (test_notify checks its RBAC filtering with a real server).

@@ -16,13 +16,29 @@ from typing import Any
 
 from tests.web.stack import FleetStack
 
-PAGES = ("alarms", "map", "device", "health")
+PAGES = ("alarms", "map", "device", "health", "updates")
 VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 LANGUAGES = {"en": "en-GB", "vi": "vi-VN"}
 
 
 def stage(stack: FleetStack) -> None:
-    """Alarms worth looking at: smoke at the market, a flood rising, a pre-alarm at the theatre."""
+    """Alarms worth looking at: smoke at the market, a flood rising, a pre-alarm at the theatre;
+    and a firmware update half-way."""
+    # A fire update rolling out in three waves, started before the alarms: wave 1 confirmed,
+    # wave 2 transferring; what is left waits at sites with a fire alarm.
+    c = stack.campaign("Đầu báo khói 1.5.0", (1, 5, 0), waves=[25, 50, 100])
+    for d in stack.get("admin", f"/campaigns/{c['id']}/devices"):
+        if d["state"] == "sent":
+            stack.ota_event(d["gateway"], d["device"], c["id"], "1.5.0", "confirmed")
+    stack.wait_for("admin", f"/campaigns/{c['id']}",
+                   lambda v: v["held_by_hazard"] > 0 or v["current_wave"] >= 2, timeout=20)
+    moving = [d for d in stack.get("admin", f"/campaigns/{c['id']}/devices")
+              if d["state"] == "sent"]
+    for d in moving:
+        stack.ota_event(d["gateway"], d["device"], c["id"], "1.5.0", "transferring",
+                        offset=61_440, size=143_360)
+    stack.wait_for("admin", f"/campaigns/{c['id']}/devices", lambda rows: sum(
+        r["state"] == "transferring" for r in rows) == len(moving))
     stack.alarm("gw-bt", "fire-1", "fire", "smoke", location="Tầng 2, khu ẩm thực")
     stack.alarm("gw-sg", "fire-4", "fire", "prealarm", severity="warning", location="Sân khấu")
     stack.alarm("gw-sg", "flood-1", "flood", "stage2", severity="major")
@@ -51,7 +67,8 @@ def shoot(browser: Any, stack: FleetStack, outdir: Path) -> list[Path]:
             for name in PAGES:
                 page.goto(f"{stack.url}/ui/#/{name}" + (f"/{device}" if name == "device" else ""))
                 ready = {"alarms": "article.alarm", "map": ".leaflet-marker-icon",
-                         "device": "figure.chart canvas", "health": "section.health table"}[name]
+                         "device": "figure.chart canvas", "health": "section.health table",
+                         "updates": "section.updates article.campaign"}[name]
                 page.wait_for_selector(ready)
                 page.wait_for_load_state("networkidle")
                 width = page.evaluate("document.documentElement.scrollWidth")

@@ -33,6 +33,7 @@ from fleet.core.db import Database
 from fleet.core.migrate import upgrade
 from fleet.core.settings import Settings
 from fleet.ingest.settings import IngestSettings
+from fleet.ota.settings import OtaSettings
 from fleet.registry import service as registry
 from tests.gateway.mosquitto import Broker
 
@@ -92,11 +93,16 @@ class FleetStack:
     def start(self) -> None:
         self.broker.start()
         data = self.workdir / "fleet-data"
+        from tests.fleet.ota_releases import ReleaseKit
+
+        self.releases = ReleaseKit(self.workdir / "releases")  # signing keys and fleet trust
         self.settings = Settings(
             data_dir=data, secret_key=secrets.token_urlsafe(48), argon2_time_cost=1,
             argon2_memory_kib=1024, escalation_poll_s=1.0,
             ingest=IngestSettings(host=self.broker.host, port=self.broker.port,
-                                  client_id=f"fleet-web-{self.epoch}", batch_wait_s=0.02))
+                                  client_id=f"fleet-web-{self.epoch}", batch_wait_s=0.02),
+            ota=OtaSettings(release_trust=self.releases.trust, bundle_base_url=self.url,
+                            poll_s=1.0))
         data.mkdir(parents=True, exist_ok=True)
         upgrade(self.settings.database_url)
         self.db = Database.from_url(self.settings.database_url)
@@ -281,6 +287,26 @@ class FleetStack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} never satisfied the check: {r.text[:500]}")
             time.sleep(0.1)
+
+    def campaign(self, name: str, version: tuple[int, int, int], device_class: str = "fire",
+                 **body: Any) -> dict[str, Any]:
+        """Upload a signed release and start a campaign for it, through the API as an admin."""
+        headers = {"Authorization": f"Bearer {self.token('admin')}"}
+        bundle = self.releases.bundle(version, device_class=device_class)
+        r = httpx.post(f"{self.url}/api/v1/releases", content=bundle,
+                       headers={**headers, "Content-Type": "application/x-tar"})
+        r.raise_for_status()
+        r = httpx.post(f"{self.url}/api/v1/campaigns", headers=headers,
+                       json={"name": name, "release_id": r.json()["id"], **body})
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def ota_event(self, gateway: str, device: str, campaign: int, release: str, phase: str,
+                  **extra: Any) -> None:
+        """A gateway's OTA progress report for one device (contracts.mqtt.OtaEvent)."""
+        self.publish(device_topic(gateway, device, "event"), {
+            **self._numbered(device), "event": "ota", "campaign": str(campaign),
+            "release": release, "phase": phase, **extra})
 
     # -- a believable morning, for the pages to show something ----------------------------------
     def populate(self) -> None:

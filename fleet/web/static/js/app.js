@@ -1,5 +1,5 @@
 // The dashboard shell: sign-in, the header (navigation, live state, sound, language, user),
-// the hash router (#/map, #/alarms, #/device/ID, #/health), and the context every view gets:
+// the hash router (#/map, #/alarms, #/device/ID, #/health, #/updates[/ID]), and the context every view gets:
 // the caller's rights, the live alarm store, and the registry as the map endpoint shapes it.
 
 import { api, ApiError, setToken, clearToken, token, whenUnauthorized } from "./api.js";
@@ -9,14 +9,17 @@ import { AlarmStore, mountBoard, tick } from "./alarms.js";
 import { mountMap } from "./map.js";
 import { mountDevice } from "./device.js";
 import { mountHealth } from "./health.js";
+import { mountUpdates } from "./updates.js";
 
 const VIEWS = {
   map: (root, ctx) => mountMap(root, ctx),
   alarms: (root, ctx) => mountBoard(root, ctx),
   health: (root) => mountHealth(root),
   device: (root, ctx, arg) => mountDevice(root, ctx, arg),
+  updates: (root, ctx, arg) => mountUpdates(root, ctx, arg),
 };
-const NAV = [["alarms", "nav.alarms"], ["map", "nav.map"], ["health", "nav.health"]];
+const NAV = [["alarms", "nav.alarms"], ["map", "nav.map"], ["health", "nav.health"],
+  ["updates", "nav.updates"]];
 
 const ctx = {
   me: null, store: null, areas: [], areasById: new Map(), siteList: [], sites: new Map(),

@@ -1,0 +1,149 @@
+"""A release bundle as the fleet receives it: an uncompressed tar of a release directory
+(``manifest.json``, ``manifest.sig``, ``files/...``, optionally under one top directory),
+checked with :mod:`contracts.release` exactly as a device will check it.
+
+Pure except :func:`load_trust` (one file read): bytes in, a :class:`Manifest` or a
+:class:`BundleRefused` carrying the reason slug out. The tar is read in memory and never
+extracted: only regular files count, every name must be a safe relative path, and the member
+count is bounded, so a hostile archive cannot write anywhere or exhaust anything but its own
+(already bounded) size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from contracts.release import (
+    BadHash,
+    BadSignature,
+    BadSize,
+    Downgrade,
+    KeySet,
+    Malformed,
+    Manifest,
+    ReleaseError,
+    ReleaseVerifier,
+    RevokedKey,
+    UnknownKey,
+    WrongTarget,
+)
+
+__all__ = ["REFUSAL_SLUGS", "BundleRefused", "load_trust", "parse_trust", "verify_bundle"]
+
+MAX_MEMBERS = 2000
+
+#: The reason slug each refusal carries in problem+json and in OtaEvent reasons.
+REFUSAL_SLUGS: dict[type[ReleaseError], str] = {
+    Malformed: "malformed", BadSignature: "bad_signature", UnknownKey: "unknown_key",
+    RevokedKey: "revoked_key", Downgrade: "downgrade", BadHash: "bad_hash",
+    BadSize: "bad_size", WrongTarget: "wrong_target",
+}
+
+
+class BundleRefused(Exception):
+    """The bundle is not a release the fleet may serve. ``reason`` is a slug (``unsigned``,
+    ``malformed``, ``bad_signature``, ``unknown_key``, ``revoked_key``, ``downgrade``,
+    ``bad_hash``, ``bad_size``, ``wrong_target``); ``code`` the contracts.release number."""
+
+    def __init__(self, reason: str, code: int, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.code, self.detail = reason, code, detail
+
+    @classmethod
+    def of(cls, error: ReleaseError) -> BundleRefused:
+        return cls(REFUSAL_SLUGS.get(type(error), "malformed"), error.code, error.detail)
+
+
+def parse_trust(data: object) -> ReleaseVerifier:
+    """A verifier from a device trust file's JSON (``{"keys": <key set>, "floor": [...]}``) or
+    from a bare key set (floor 0.0.0). :class:`Malformed` naming what is wrong."""
+    if isinstance(data, dict) and set(data) == {"keys", "floor"}:
+        floor = data["floor"]
+        if not (isinstance(floor, list) and len(floor) == 3
+                and all(isinstance(v, int) and v >= 0 for v in floor)):
+            raise Malformed("floor must be [major, minor, patch]")
+        return ReleaseVerifier(KeySet.from_json(data["keys"]), (floor[0], floor[1], floor[2]))
+    return ReleaseVerifier(KeySet.from_json(data))
+
+
+def load_trust(path: Path) -> ReleaseVerifier:
+    """The fleet's release trust from ``path``; ValueError naming the file and the problem."""
+    try:
+        return parse_trust(json.loads(path.read_text()))
+    except OSError as exc:
+        raise ValueError(f"release trust {path}: cannot read: {exc.strerror}") from None
+    except (ValueError, ReleaseError) as exc:
+        raise ValueError(f"release trust {path}: {exc}") from None
+
+
+def _safe(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and "\x00" not in name \
+        and all(p not in ("", ".", "..") for p in parts)
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    """Regular files of the tar by name (one shared top directory stripped)."""
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115 (with below)
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleRefused("malformed", Malformed.code,
+                            f"not an uncompressed tar: {exc}") from None
+    files: dict[str, bytes] = {}
+    with archive:
+        try:
+            for count, member in enumerate(archive, 1):
+                if count > MAX_MEMBERS:
+                    raise BundleRefused("malformed", Malformed.code,
+                                        f"more than {MAX_MEMBERS} entries")
+                name = member.name.removeprefix("./").rstrip("/")
+                if member.isdir() or not name:
+                    continue
+                if not member.isfile() or not _safe(name):
+                    raise BundleRefused("malformed", Malformed.code,
+                                        f"entry {member.name!r}: only regular files with "
+                                        "relative paths")
+                extracted = archive.extractfile(member)
+                assert extracted is not None  # a regular file
+                if name in files:
+                    raise BundleRefused("malformed", Malformed.code, f"{name} appears twice")
+                files[name] = extracted.read()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise BundleRefused("malformed", Malformed.code, f"broken tar: {exc}") from None
+    if "manifest.json" not in files:
+        tops = {name.split("/", 1)[0] for name in files}
+        if len(tops) == 1 and all("/" in name for name in files):
+            top = tops.pop() + "/"
+            files = {name[len(top):]: body for name, body in files.items()}
+    return files
+
+
+def verify_bundle(data: bytes, verifier: ReleaseVerifier) -> Manifest:
+    """Every check a device makes, on a bundle's bytes: the manifest, or :class:`BundleRefused`.
+    A bundle without ``manifest.sig`` is ``unsigned``; a file beside the manifest's is
+    ``malformed`` (a device would never see it, so nothing unverified is served)."""
+    files = _members(data)
+    if "manifest.json" not in files:
+        raise BundleRefused("malformed", Malformed.code, "no manifest.json")
+    if "manifest.sig" not in files:
+        raise BundleRefused("unsigned", Malformed.code, "no manifest.sig: sign the release "
+                            "with `edgefleet release sign`")
+    try:
+        manifest = verifier.verify(files["manifest.json"], files["manifest.sig"])
+        payload = {name.removeprefix("files/"): body for name, body in files.items()
+                   if name.startswith("files/")}
+        extra = sorted(set(files) - {"manifest.json", "manifest.sig"}
+                       - {f"files/{n}" for n in payload} | (set(payload) - set(manifest.files)))
+        if extra:
+            raise Malformed(f"files not in the manifest: {', '.join(extra)}")
+        for name in manifest.files:
+            body = payload.get(name)
+            verifier.check_file(manifest, name, None if body is None else len(body),
+                                hashlib.sha256(body or b"").hexdigest())
+    except ReleaseError as exc:
+        raise BundleRefused.of(exc) from None
+    return manifest
