@@ -89,7 +89,7 @@ class BatchSQL:
             if self.postgresql:
                 sql += " FOR UPDATE OF s"
             params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).tuples())  # type: ignore[arg-type]
+            out.extend(conn.exec_driver_sql(sql, params).tuples())
         return out
 
     def save(self, conn: Connection, rows: Sequence[SavedStream], now: datetime) -> None:
