@@ -95,16 +95,34 @@ def _publish(broker: FleetBroker, workdir: Path, seqs: range) -> int:
     return n
 
 
-def _stored(stores: list[Path]) -> int:
-    total = 0
-    for path in stores:
-        if path.exists():
-            with sqlite3.connect(path, timeout=30) as db:
-                try:
-                    total += int(db.execute("SELECT count(*) FROM raw").fetchone()[0])
-                except sqlite3.OperationalError:  # not created yet
-                    pass
-    return total
+class _Stored:
+    """Rows stored so far in every store, polled every 20 ms while ingest runs.
+
+    Counted incrementally (``count(*)`` of the rows above the highest id seen so far): a full
+    ``count(*)`` scanned up to 110,000 rows of each store 50 times a second, on the cores ingest
+    is measured on. Exact because each store has one writer, whose transactions commit in id
+    order. The exactly-once check afterwards counts everything again."""
+
+    def __init__(self, stores: list[Path]) -> None:
+        self.stores = stores
+        self._seen = {path: (0, 0) for path in stores}  # path -> (highest id, rows)
+
+    def __call__(self) -> int:
+        total = 0
+        for path in self.stores:
+            top, rows = self._seen[path]
+            if path.exists():
+                with sqlite3.connect(path, timeout=30) as db:
+                    try:
+                        n, high = db.execute("SELECT count(*), max(id) FROM raw WHERE id > ?",
+                                             (top,)).fetchone()
+                    except sqlite3.OperationalError:  # not created yet
+                        n, high = 0, None
+                if high is not None:
+                    top, rows = int(high), rows + int(n)
+                    self._seen[path] = (top, rows)
+            total += rows
+        return total
 
 
 def _check_exactly_once(stores: list[Path], per_device: int) -> None:
@@ -188,7 +206,8 @@ def run() -> list[Metric]:
                     raise SystemExit("ingest bench: the ingest processes never subscribed")
                 time.sleep(0.1)
             warm = _publish(broker, workdir, range(1, 2))
-            wait_for_count(lambda: _stored(stores), warm, stall_s=60, what="warm-up")
+            stored = _Stored(stores)
+            wait_for_count(stored, warm, stall_s=60, what="warm-up")
             for r in replicas:
                 r.stop()  # clean disconnect: the sessions stay and queue the backlog
             subprocess.run([MOSQUITTO_SUB, "-h", broker.host, "-p", str(broker.port), "-q",
@@ -204,11 +223,11 @@ def run() -> list[Metric]:
             for r in replicas:
                 r.start()
             target = warm + backlog
-            while _stored(stores) <= warm:
+            while stored() <= warm:
                 time.sleep(0.01)
             first = time.perf_counter()
-            base = _stored(stores)
-            wait_for_count(lambda: _stored(stores), target, stall_s=60, what="ingest backlog",
+            base = stored()
+            wait_for_count(stored, target, stall_s=60, what="ingest backlog",
                            interval=0.02)
             done = time.perf_counter()
             rate = (target - base) / (done - first)

@@ -128,6 +128,17 @@ class SeqSet:
     def from_json(cls, text: str | None) -> SeqSet:
         if not text or text == "[]":
             return cls()
+        if text.count("[") == 2:  # one range, as to_json writes it (the common case, per
+            lo, _, hi = text.strip("[] ").partition(",")  # message): no json, no merging
+            try:
+                first, last = int(lo), int(hi)
+            except ValueError:
+                pass  # not a range pair: let json say what is wrong
+            else:
+                if 1 <= first <= last:
+                    out = cls()
+                    out._lo, out._hi = [first], [last]
+                    return out
         return cls((int(lo), int(hi)) for lo, hi in json.loads(text))
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, tuple_, update
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -56,9 +56,10 @@ from contracts.mqtt import (
 )
 from fleet.core.db import Database, utcnow
 from fleet.ingest.accounting import SeqSet, StreamState
+from fleet.ingest.batchsql import BatchSQL
 from fleet.ingest.decode import Decoded, Rejected, decode
 from fleet.ingest.metrics import IngestMetrics
-from fleet.ingest.models import IngestReject, IngestStream
+from fleet.ingest.models import IngestReject
 from fleet.telemetry.sink import Reading, SinkError, TelemetrySink
 
 __all__ = ["HANDLERS", "BatchResult", "Inbound", "Ingestor"]
@@ -215,6 +216,7 @@ class Ingestor:
         self._directory = _Directory()
         #: Accounting rows known to exist (committed): they need no insert-if-missing.
         self._existing: set[StreamKey] = set()
+        self._sql = BatchSQL(db.engine.dialect)
         self._touched: dict[tuple[str, str], float] = {}
         self._reject_logged: dict[tuple[str, str], float] = {}
 
@@ -357,61 +359,37 @@ class Ingestor:
         Devices the registry already holds get one bulk UPDATE per batch (last_seen never goes
         backwards, the gateway's too); a device heard for the first time goes through the
         registry service, which registers it (unassigned) and audits that."""
-        from fleet.registry.models import Device, Gateway
         from fleet.registry.service import touch_device
 
         now = time.monotonic()
-        touched, bulk = [], []
+        touched: list[tuple[str, str]] = []
+        bulk: list[tuple[str, str, datetime]] = []
         gateways: dict[str, datetime] = {}
         for (gateway, device), (ts, cls) in seen.items():
             last = self._touched.get((gateway, device))
             if last is not None and now - last < self.touch_interval_s:
                 continue
             if self._directory.exists(gateway, device):
-                bulk.append({"gw": gateway, "dev": device, "ts": ts})
+                bulk.append((gateway, device, ts))
                 gateways[gateway] = max(gateways.get(gateway, ts), ts)
             else:
                 touch_device(session, gateway, device, ts, device_class=cls)
                 self._directory.forget(gateway, device)  # registered now: refetch its tags
             touched.append((gateway, device))
         if bulk:
-            gateway_id = select(Gateway.id).where(Gateway.key == bindparam("gw"))
-            session.connection().execute(
-                update(Device).where(Device.key == bindparam("dev"),
-                                     Device.gateway_id == gateway_id.scalar_subquery(),
-                                     or_(Device.last_seen.is_(None),
-                                         Device.last_seen < bindparam("ts")))
-                .values(last_seen=bindparam("ts")), bulk)
-            session.connection().execute(
-                update(Gateway).where(Gateway.key == bindparam("gw"),
-                                      or_(Gateway.last_seen.is_(None),
-                                          Gateway.last_seen < bindparam("ts")))
-                .values(last_seen=bindparam("ts")),
-                [{"gw": g, "ts": ts} for g, ts in sorted(gateways.items())])
+            self._sql.touch(session.connection(), bulk, sorted(gateways.items()))
         return touched
 
     # -- accounting rows ----------------------------------------------------------------------
     def _load(self, session: Session, keys: list[StreamKey]) -> dict[StreamKey, StreamState]:
         if not keys:
             return {}
-        now = utcnow()
+        conn = session.connection()
         # Create missing rows first (in key order), so the locking read below sees every row.
         # Rows are never deleted, so a key once committed needs no insert again.
-        blank = [{"gateway": g, "device": d, "epoch": e, "produced": 0, "received": 0,
-                  "duplicates": 0, "declared_drops": 0, "gaps": 0, "seen": "[]",
-                  "dropped": "[]", "first_at": now, "updated_at": now}
-                 for g, d, e in keys if (g, d, e) not in self._existing]
-        if blank:
-            session.execute(self._insert(IngestStream).on_conflict_do_nothing(), blank)
-        query = (select(IngestStream.gateway, IngestStream.device, IngestStream.epoch,
-                        IngestStream.seen, IngestStream.dropped, IngestStream.duplicates)
-                 .where(tuple_(IngestStream.gateway, IngestStream.device,
-                               IngestStream.epoch).in_(keys))
-                 .order_by(IngestStream.gateway, IngestStream.device, IngestStream.epoch))
-        if self.db.is_postgresql:
-            query = query.with_for_update()
+        self._sql.insert_missing(conn, [k for k in keys if k not in self._existing], utcnow())
         states: dict[StreamKey, StreamState] = {}
-        for gateway, device, epoch, seen, dropped, duplicates in session.execute(query):
+        for gateway, device, epoch, seen, dropped, duplicates in self._sql.load(conn, keys):
             states[(gateway, device, epoch)] = StreamState(
                 SeqSet.from_json(seen), SeqSet.from_json(dropped), int(duplicates))
         return states
@@ -419,25 +397,12 @@ class Ingestor:
     def _save(self, session: Session, states: dict[StreamKey, StreamState]) -> None:
         if not states:
             return
-        now = utcnow()
         rows = []
         for (gateway, device, epoch), state in states.items():
-            totals = state.totals()
-            rows.append({"gateway": gateway, "device": device, "epoch": epoch,
-                         "produced": totals.produced, "received": totals.received,
-                         "duplicates": totals.duplicates,
-                         "declared_drops": totals.declared_drops, "gaps": totals.gaps,
-                         "seen": state.seen.to_json(), "dropped": state.dropped.to_json(),
-                         "updated_at": now})
-        for row in rows:  # the key columns bind under other names (SET uses the column names)
-            row["k_gateway"], row["k_device"], row["k_epoch"] = (
-                row.pop("gateway"), row.pop("device"), row.pop("epoch"))
-        table = IngestStream.__table__
-        assert isinstance(table, Table)
-        session.connection().execute(
-            update(table).where(table.c.gateway == bindparam("k_gateway"),
-                                table.c.device == bindparam("k_device"),
-                                table.c.epoch == bindparam("k_epoch")), rows)
+            t = state.totals()
+            rows.append((t.produced, t.received, t.duplicates, t.declared_drops, t.gaps,
+                         state.seen.to_json(), state.dropped.to_json(), gateway, device, epoch))
+        self._sql.save(session.connection(), rows, utcnow())
 
     def _count_rejects(self, session: Session, rejects: Counter[tuple[str, str]],
                        details: dict[tuple[str, str], str]) -> None:

@@ -63,6 +63,20 @@ def test_the_state_survives_its_json_round_trip() -> None:
     assert SeqSet.from_json(None) == SeqSet()
 
 
+@pytest.mark.parametrize("text", ["[[1,5]]", "[[ 1 , 5 ]]", "[[7,7]]", "[[1,3],[5,9]]",
+                                  "[[5,9],[1,3]]", "[[1,4],[5,9]]"])
+def test_the_one_range_fast_path_reads_what_json_reads(text: str) -> None:
+    import json
+
+    assert SeqSet.from_json(text) == SeqSet((lo, hi) for lo, hi in json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["[[3,1]]", "[[0,2]]", "[[1,2,3]]", "[[x,2]]", "[[1]]"])
+def test_a_malformed_one_range_text_is_refused_as_before(text: str) -> None:
+    with pytest.raises(ValueError):
+        SeqSet.from_json(text)
+
+
 @pytest.mark.parametrize(("ranges", "merged"), [
     ([(1, 3), (4, 6)], [(1, 6)]),             # adjacent ranges merge
     ([(5, 6), (1, 2)], [(1, 2), (5, 6)]),     # kept sorted

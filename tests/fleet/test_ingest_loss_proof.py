@@ -193,12 +193,13 @@ def test_ingest_killed_five_times_mid_stream_stores_every_message_exactly_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("client", ["paho", "lean"])
 def test_ingest_killed_ten_times_during_100k_messages_stores_every_message_exactly_once(
-        tmp_path: Path, broker: FleetBroker, sqlite_url: str) -> None:
+        tmp_path: Path, broker: FleetBroker, sqlite_url: str, client: str) -> None:
     plan = Plan(gateways=4, devices_per_gateway=5, per_device=5_000,
                 dropped={"fire-0-1": (300, 349), "fire-3-4": (4_990, 5_000)})
     assert plan.total + 61 == 100_000
-    stats = _run_with_kills(tmp_path, broker, sqlite_url, plan, kills=10)
+    stats = _run_with_kills(tmp_path, broker, sqlite_url, plan, kills=10, client=client)
     print(f"\n{plan.total} messages, {stats}")
 
 
