@@ -205,7 +205,7 @@ def _overlaps(scope: str | None, path: str | None) -> bool:
 
 
 def campaign_visible(user: Principal, campaign: Campaign) -> bool:
-    if user.is_admin:
+    if user.is_admin and user.is_root:
         return True
     return not _hides_class(user, campaign.device_class) and _overlaps(user.area_path,
                                                                        campaign.area_path)
@@ -230,7 +230,7 @@ def list_campaigns(session: Session, user: Principal) -> list[Campaign]:
 def _controllable(user: Principal, campaign: Campaign) -> None:
     """Technicians control only campaigns inside their own subtree (404 if they cannot see it,
     403 if they see it but it reaches beyond their area)."""
-    if user.is_admin or user.area_path is None:
+    if user.is_root:  # a city-wide admin or technician; a ward's admin is held to the ward
         return
     if campaign.area_path is None or not in_subtree(user.area_path, campaign.area_path):
         raise Forbidden(f"campaign {campaign.id} reaches beyond your area")
@@ -262,7 +262,7 @@ def create_campaign(session: Session, settings: Settings, user: Principal, spec:
     if spec.device_class is not None and spec.device_class != release.device_class:
         raise FleetError(f"release {release.id} is for class {release.device_class}, not "
                          f"{spec.device_class}", status=422, code="validation")
-    area_path = user.area_path if not user.is_admin else None
+    area_path = user.area_path  # None: the whole tree
     if spec.area_id is not None:
         area_path = get_area(session, user, spec.area_id).path  # 404 outside the user's area
     query = visible_devices(select(Device), user).where(

@@ -372,7 +372,8 @@ CASES = [
     Case("GET", "/api/v1/releases/{release_id}/bundle", "fire", OPS,
          lambda w, db: (f"/api/v1/releases/{new_release(db)}/bundle", {})),
     Case("POST", "/api/v1/campaigns", "in", row(201, 201, 403, 403, 403), campaign_body("a")),
-    Case("POST", "/api/v1/campaigns", "out", row(201, 404, 403, 403, 403), campaign_body("b")),
+    Case("POST", "/api/v1/campaigns", "out", row(201, 404, 403, 403, 403, ward_admin=404),
+         campaign_body("b")),
     Case("GET", "/api/v1/campaigns", "-", ALL, fixed("/api/v1/campaigns")),
     Case("GET", "/api/v1/campaigns/{campaign_id}", "in", FIRE_READ,
          campaign_call(new_campaign("a"))),
@@ -387,7 +388,7 @@ CASES = [
           Case("POST", f"/api/v1/campaigns/{{campaign_id}}/{op}", "in", OPS,
                campaign_call(new_campaign("a", before), f"/{op}")),
           Case("POST", f"/api/v1/campaigns/{{campaign_id}}/{op}", "out",
-               row(200, 404, 403, 403, 403),
+               row(200, 404, 403, 403, 403, ward_admin=404),
                campaign_call(new_campaign("b", before), f"/{op}")))],
 ]
 #: Routes covered elsewhere: login is public (test_auth), the SSE stream never ends
