@@ -75,6 +75,12 @@ def test_a_viewer_sees_its_ward_live_and_is_offered_no_acknowledge_or_command(
     status, detail = viewer.evaluate(FETCH, [f"/alarms/{mine}/acknowledge",
                                              {"comment": "xem thử"}])
     assert status == 403, detail
+    # (Update campaigns other tests ran may queue ``ota`` offers for this device meanwhile:
+    # only the actions the viewer tried are compared.)
+    def tried() -> list[Any]:
+        return [c for c in stack.get("admin", f"/devices/{stack.device_ids['fire-4']}/commands")
+                if c["action"] in ("reset", "write", "repoll")]
+    before = tried()
     for body in ({"action": "reset", "body": {}},
                  {"action": "write", "body": {"register": "smoke_prealarm", "value": 2.5}},
                  {"action": "repoll", "body": {}}):
@@ -90,5 +96,5 @@ def test_a_viewer_sees_its_ward_live_and_is_offered_no_acknowledge_or_command(
     assert status == 404
     # Nothing the viewer tried left a trace: still raised, no command queued.
     assert stack.get("admin", f"/alarms/{mine}")["state"] == "raised"
-    assert stack.get("admin", f"/devices/{stack.device_ids['fire-4']}/commands") == []
+    assert tried() == before
     viewer.context.close()
