@@ -95,7 +95,15 @@ export class AlarmStore extends EventTarget {
     try {
       this.alarms.set(id, await api(`/alarms/${id}`));
     } catch (err) {
-      this.alarms.delete(id);  // no longer visible to this user
+      if (err.status === 403 || err.status === 404) {
+        this.alarms.delete(id);  // no longer visible to this user
+      } else {
+        // A failed read (a 503 while the database is busy, a dropped connection) says nothing
+        // about the alarm: show what the event said and read it again shortly. Dropping it
+        // would lose a new fire alarm from the board until its next change.
+        if (!this.alarms.has(id)) this.alarms.set(id, event.alarm);
+        this.reread(id);
+      }
     }
     const alarm = this.alarms.get(id);
     if (alarm && isNew && event.action === "alarm.raised" && alarm.device_class === "fire"
@@ -103,6 +111,20 @@ export class AlarmStore extends EventTarget {
       this.announce(alarm);
     }
     this.changed();
+  }
+
+  /** Read an alarm again after a failed read, backing off, until the API answers. */
+  reread(id, delay = 1000) {
+    setTimeout(async () => {
+      if (this.stopped) return;
+      try {
+        this.alarms.set(id, await api(`/alarms/${id}`));
+      } catch (err) {
+        if (err.status === 403 || err.status === 404) this.alarms.delete(id);
+        else if (delay < 30000) this.reread(id, delay * 2);
+      }
+      this.changed();
+    }, delay);
   }
 
   replace(alarm) {
