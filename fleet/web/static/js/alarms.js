@@ -14,8 +14,11 @@ import { t, tData, relativeTime, absoluteTime } from "./i18n.js";
 const STATE_RANK = { raised: 0, acknowledged: 1, resolved: 2 };
 const SEVERITY_RANK = { critical: 0, major: 1, warning: 2, minor: 3 };
 // A storm: alarms the fleet put in one group (alarms.grouping: many at one site within a
-// couple of minutes) are shown as one expandable line once there are this many.
-const STORM_SIZE = 2;
+// couple of minutes) from at least this many devices are shown as one expandable line. One
+// detector's own alarms (pre-alarm, then smoke, then heat: one group, because they are one
+// incident) are not a storm: folding them would hide that detector's new fire alarm under its
+// own pre-alarm or confirmed-fire row, so each stays a row of its own.
+const STORM_DEVICES = 2;
 
 /** Unacknowledged first, then most severe, then newest (fleet/web/state.py says the same). */
 export function alarmOrder(a, b) {
@@ -92,7 +95,15 @@ export class AlarmStore extends EventTarget {
     try {
       this.alarms.set(id, await api(`/alarms/${id}`));
     } catch (err) {
-      this.alarms.delete(id);  // no longer visible to this user
+      if (err.status === 403 || err.status === 404) {
+        this.alarms.delete(id);  // no longer visible to this user
+      } else {
+        // A failed read (a 503 while the database is busy, a dropped connection) says nothing
+        // about the alarm: show what the event said and read it again shortly. Dropping it
+        // would lose a new fire alarm from the board until its next change.
+        if (!this.alarms.has(id)) this.alarms.set(id, event.alarm);
+        this.reread(id);
+      }
     }
     const alarm = this.alarms.get(id);
     if (alarm && isNew && event.action === "alarm.raised" && alarm.device_class === "fire"
@@ -100,6 +111,20 @@ export class AlarmStore extends EventTarget {
       this.announce(alarm);
     }
     this.changed();
+  }
+
+  /** Read an alarm again after a failed read, backing off, until the API answers. */
+  reread(id, delay = 1000) {
+    setTimeout(async () => {
+      if (this.stopped) return;
+      try {
+        this.alarms.set(id, await api(`/alarms/${id}`));
+      } catch (err) {
+        if (err.status === 403 || err.status === 404) this.alarms.delete(id);
+        else if (delay < 30000) this.reread(id, delay * 2);
+      }
+      this.changed();
+    }, delay);
   }
 
   replace(alarm) {
@@ -286,16 +311,21 @@ export function mountBoard(root, ctx) {
       groups.get(key).push(a);
     }
     for (const [key, members] of groups) {
-      if (members.length < STORM_SIZE) {
+      if (new Set(members.map((a) => a.device_id)).size < STORM_DEVICES) {
         for (const a of members) list.append(alarmRow(a, ctx));
         continue;
       }
-      // The most urgent member stays in view; the rest fold under one line.
+      // The most urgent member stays in view; the rest fold under one line, which names the
+      // devices folded there so a detector that joined the storm reads at a glance.
       const [first, ...rest] = members;
       const device = ctx.devices.get(first.device_id);
       const site = device ? ctx.sites.get(device.site_id) : null;
+      const names = [...new Set(rest.map((a) => {
+        const d = ctx.devices.get(a.device_id);
+        return d ? (d.name || d.key) : `#${a.device_id}`;
+      }))];
       list.append(alarmRow(first, ctx), h(`details.storm.sev-${first.severity || "none"}`, { dataset: { key }, open: expanded.has(key) },
-        h("summary", {}, t("alarms.group", { n: rest.length, site: site ? site.name : "?" })),
+        h("summary", {}, t("alarms.group", { n: rest.length, site: site ? site.name : "?", devices: names.join(", ") })),
         rest.map((a) => alarmRow(a, ctx))));
     }
   }
