@@ -238,7 +238,8 @@ class OtaCommand(_Payload):
     ``manifest.json``, ``manifest.sig``, ``files/...``) from ``url`` with ``Authorization:
     Bearer <token>``, check it is ``size`` bytes with SHA-256 ``sha256``, verify its signature
     against the gateway's own trust, cache it, and deliver it to the device. ``op`` ``cancel``:
-    stop the transfer of ``campaign`` to the device (a no-op when none runs). A repeated
+    stop the transfer of ``campaign`` to the device before its commit (a no-op when none runs;
+    refused, ack ``ok: false``, once the image is committed on the device). A repeated
     ``start`` of a release already delivered or in flight for that device resumes or re-reports,
     never restarts from zero."""
 
@@ -258,7 +259,8 @@ class OtaEvent(_DeviceMessage):
     Reported when the phase changes and, while ``transferring``, at most every few seconds
     with ``offset`` (bytes the device holds) of ``size``. ``reason`` says why on ``failed``
     (a contracts.release reason code such as ``bad_signature`` or ``downgrade``, or a delivery
-    one such as ``download``, ``device_refused``, ``rolled_back``, ``timeout``)."""
+    one such as ``download``, ``device_refused``, ``rolled_back``, ``timeout``; docs/mqtt.md has
+    the list). A gateway may add ``detail``, ``code``, ``refusal`` and ``command``."""
 
     event: Literal["ota"]
     campaign: str = Field(min_length=1)
