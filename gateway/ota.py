@@ -90,7 +90,8 @@ Progress = Callable[[int, int], None]
 
 class Transfer(Protocol):
     def __call__(self, bus: Any, address: int, stream: bytes, *,
-                 progress: Progress) -> Awaitable[None]: ...
+                 progress: Progress,
+                 on_commit: Callable[[], None] | None = None) -> Awaitable[None]: ...
 
 
 Packer = Callable[[Path], bytes]
@@ -280,6 +281,9 @@ class OtaManager:
         #: One fetch per bundle at a time: a campaign's second node waits and finds it cached.
         self._fetching: dict[str, asyncio.Lock] = {}
         self._aborts: set[asyncio.Task[None]] = set()
+        #: Committed jobs whose transfer still waits for the node's verification: their
+        #: polls are not judged yet (the verify reboot is not the trial's).
+        self._verifying: set[str] = set()
         self._running = False
         self._trial_bit = _status_bit("trial")
         self._rolled_back_bit = _status_bit("rolled_back")
@@ -319,7 +323,7 @@ class OtaManager:
         if job is None or job.final or job.campaign != campaign:
             return  # nothing of that campaign runs: a no-op
         if job.phase not in BEFORE_COMMIT:
-            raise ValueError(f"{device} has committed release {job.release} of campaign "
+            raise ValueError(f"{device} has already committed release {job.release} of campaign "
                              f"{campaign}; its trial decides now (a commit cannot be taken back)")
         task = self._tasks.pop(device, None)
         if task is not None:
@@ -493,7 +497,16 @@ class OtaManager:
             t = time.monotonic()
             if t - last_report >= self.config.progress_interval_s:
                 last_report = t
-                self._set(job, "transferring")
+                self._set(job, job.phase)  # transferring, or committed on a resumed verify
+
+        def on_commit() -> None:
+            # The commit write goes out now: the node may boot the image whatever we do, so
+            # the job is committed from here and a cancel is refused (docs/gateway.md).
+            self._verifying.add(job.device)
+            if job.phase != "committed":
+                job.boot_at_commit = None  # the verify reboot is to come: no counter to judge
+                job.committed_at = time.time()
+                self._set(job, "committed")
 
         timing = poller.devices[job.device].timing
         while True:
@@ -501,7 +514,11 @@ class OtaManager:
                 if not poller.link_up or timing.offline:  # wait for the bus and the node
                     raise PortLost(poller.bus.describe(), f"bus {poller.name} is down or "
                                    f"{job.device} is offline")
-                await transfer(YieldingBus(poller), address, stream, progress=progress)
+                try:
+                    await transfer(YieldingBus(poller), address, stream, progress=progress,
+                                   on_commit=on_commit)
+                finally:
+                    self._verifying.discard(job.device)
                 break
             except OtaRefused as exc:  # the node's own check: never tried again
                 log.error("%s: the node refused the image: %s", job.device, exc)
@@ -560,6 +577,8 @@ class OtaManager:
         job = self.jobs.get(decoder.info.id)
         if job is None or job.phase not in ("committed", "trial") or not job.release:
             return
+        if job.device in self._verifying:
+            return  # send_image still waits for the verification result
         values = decoder.values
         if not decoder.online or "status" not in values or "fw_major" not in values:
             return

@@ -298,8 +298,13 @@ async def send_image(bus: ModbusBus, address: int, stream: bytes, *,
                      chunk_bytes: int | None = None, timeout: float | None = None,
                      offer_timeout: float = 3.0, max_failures: int = 10,
                      wait_verified: bool = True, verify_timeout_s: float = 60.0,
-                     poll_interval_s: float = 0.25) -> None:
-    """Move ``stream`` into node ``address`` and see it verified (module docstring)."""
+                     poll_interval_s: float = 0.25,
+                     on_commit: Callable[[], None] | None = None) -> None:
+    """Move ``stream`` into node ``address`` and see it verified (module docstring).
+
+    ``on_commit`` is called right before each commit write: from then on the node may boot the
+    image whatever the gateway does (an abort is no longer honoured), so the caller's job is
+    committed from that point, not when the verification result comes back."""
     window = load_maps().ota
     offer_at = window.holding_register("ota_offer").address
     control_at = window.holding_register("ota_control").address
@@ -325,6 +330,8 @@ async def send_image(bus: ModbusBus, address: int, stream: bytes, *,
                 await bus.write_registers(address, chunk_at, action.words, timeout=timeout)
                 event = Answered()
             elif isinstance(action, WriteCommit):
+                if on_commit is not None:
+                    on_commit()
                 await bus.write_register(address, control_at, window.controls["commit"],
                                          timeout=timeout)
                 event = Answered()

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 ALARM_WORD_EVERY = 8  # status polls between reads of the whole alarm word (see _read)
 LOG_EVERY_S = 60.0  # a device's repeated protocol faults are logged at most this often
+#: Polls in a row after which one waiting background transaction runs even with polls due:
+#: on a saturated bus a firmware transfer still moves (slowly), and polling keeps at least
+#: BACKGROUND_EVERY / (BACKGROUND_EVERY + 1) of the transactions.
+BACKGROUND_EVERY = 8
 RECONNECT_S = 2.0  # a lost port is re-opened this often (replug → polling within ~2 s)
 
 Sink = Callable[[list[Message]], None]
@@ -148,9 +152,10 @@ class BusPoller:
         return await urgent.done
 
     async def background(self, job: Callable[[ModbusBus], Awaitable[Any]]) -> Any:
-        """Run job(bus) when no poll is due (a firmware transfer's chunk); returns its result
-        or raises its error. One job per call: a long task submits one transaction at a time,
-        so the schedule runs between them."""
+        """Run job(bus) when no poll is due, or after ``BACKGROUND_EVERY`` polls in a row (a
+        firmware transfer's chunk); returns its result or raises its error. One job per call:
+        a long task submits one transaction at a time, so the schedule runs between them, and
+        a saturated bus delays it but never starves it."""
         if not self.link_up:
             raise PortLost(self.bus.describe(), f"bus {self.name} is down")
         work = Urgent(job)
@@ -255,13 +260,20 @@ class BusPoller:
             dev.timing.status_due = start + i * 0.01
             dev.timing.telemetry_due = start + 0.5 + i * 0.05
         schedule = Schedule({d.id: d.timing for d in self.devices.values()})
+        polls_in_a_row = 0  # since the last background transaction
         while not stop.is_set():
             while not self._urgent.empty():
                 await self._run_urgent(self._urgent.get_nowait())
+            if self._background and polls_in_a_row >= BACKGROUND_EVERY:
+                polls_in_a_row = 0  # its bounded share on a busy bus
+                await self._run_urgent(self._background.popleft())
+                continue
             job = schedule.next(time.monotonic())
             if isinstance(job, Job):
                 await self._poll(self.devices[str(job.device)], job.kind)
+                polls_in_a_row += 1
             elif self._background:  # nothing due: one background transaction
+                polls_in_a_row = 0
                 await self._run_urgent(self._background.popleft())
             elif job is None:  # a bus with no devices still serves urgent writes
                 await self._sleep(stop, 1.0)

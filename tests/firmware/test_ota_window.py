@@ -71,11 +71,17 @@ def test_a_signed_release_is_received_verified_by_the_node_and_boots_as_a_trial(
         sim: SimBus, lab: Path) -> None:
     stream = image_from_release(lab / "good")
     seen: list[tuple[int, int]] = []
+    at_commit: list[tuple[tuple[int, int], bool]] = []
+
+    def on_commit() -> None:  # the gateway's job turns committed here (no cancel after it)
+        verified = any("slot b verified" in line for line in sim.nodes[0].events.lines)
+        at_commit.append((seen[-1], verified))
 
     async def go() -> tuple[list[int], OtaStatus]:
         async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
             assert (await _ready(bus))[2:5] == [0, 1, 0]
-            await send_image(bus, 1, stream, progress=lambda a, b: seen.append((a, b)))
+            await send_image(bus, 1, stream, progress=lambda a, b: seen.append((a, b)),
+                             on_commit=on_commit)
             return await _ready(bus), await _ota_status(bus)
 
     identity, status = asyncio.run(go())
@@ -84,6 +90,8 @@ def test_a_signed_release_is_received_verified_by_the_node_and_boots_as_a_trial(
     assert (status.state, status.reason, status.version) == ("staged", 0, (1, 4, 0))
     assert seen[-1] == (len(stream), len(stream))
     assert any("slot b verified" in line for line in sim.nodes[0].events.lines)
+    # on_commit came once, with every byte acknowledged and before the node's verify boot
+    assert at_commit == [((len(stream), len(stream)), False)]
 
 
 def test_a_tampered_file_is_refused_by_the_node_with_its_reason_and_the_old_image_runs(

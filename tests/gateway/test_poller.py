@@ -124,3 +124,48 @@ def test_a_node_that_always_answers_wrong_is_still_a_protocol_fault() -> None:
     assert dev.bad_replies > 0 and dev.failures > 0
     assert any(not m.body["online"] and "protocol fault" in m.body["reason"]
                for m in got if m.kind == "state")
+
+
+class SaturatedBus(SurprisingBus):
+    """A healthy fire detector whose every read takes a transaction's time (no surprise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 1  # past the surprise
+        self.writes = 0
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        await asyncio.sleep(0.002)
+        return await super().read_input(device, address, count, timeout)
+
+    async def write_register(self, device: int, address: int, value: int,
+                             timeout: float | None = None) -> None:
+        await asyncio.sleep(0.002)
+        self.writes += 1
+
+
+def test_background_work_gets_its_share_of_a_saturated_bus() -> None:
+    """Polls always due (interval 0): a transfer's transactions still run, one per
+    BACKGROUND_EVERY polls, instead of waiting forever for an idle moment."""
+    from gateway.poller import BACKGROUND_EVERY
+
+    async def main() -> tuple[int, int]:
+        bus = SaturatedBus()
+        dev = DevicePoll(DeviceDecoder("gw", DeviceInfo("fire-1", "fire", "", "riser", 1)),
+                         Timing(0.0, 0.0, 1.0, fire=True))
+        poller = BusPoller("riser", bus, [dev], lambda _: None, reconnect_s=0.05)
+        stop = asyncio.Event()
+        run = asyncio.create_task(poller.run(stop))
+        await asyncio.sleep(0.1)  # polling under way
+        for _ in range(5):
+            await asyncio.wait_for(
+                poller.background(lambda b: b.write_register(1, 0, 0)), 5)
+        reads = bus.reads
+        stop.set()
+        await asyncio.wait_for(run, 2)
+        return bus.writes, reads
+
+    writes, reads = asyncio.run(main())
+    assert writes == 5
+    assert reads >= 5 * BACKGROUND_EVERY  # polling went on meanwhile: the bus was saturated
