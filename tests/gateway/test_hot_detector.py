@@ -61,7 +61,12 @@ def test_a_detector_in_pre_alarm_is_read_several_times_a_second_then_its_alarm_a
                 await asyncio.sleep(0.01)
             assert hot.timing.hot, "the detector's pre-alarm was never read"
             before = {"hot": hot.polls, "cold": cold.polls}
-            await asyncio.sleep(1.5)
+            # Count over 1.5 s, or until the detector latches its alarm and stops being hot
+            # (a growing fire may get there first): reads of a detector that is no longer hot
+            # say nothing about the hot rule.
+            window_end = time.monotonic() + 1.5
+            while hot.timing.hot and time.monotonic() < window_end:
+                await asyncio.sleep(0.01)
             counted = {"hot": hot.polls - before["hot"], "cold": cold.polls - before["cold"]}
             while not any(m.kind == "alarm" and m.body["type"] == "smoke" for m in got):
                 assert time.monotonic() < deadline, "no smoke alarm from room 1"
@@ -78,7 +83,8 @@ def test_a_detector_in_pre_alarm_is_read_several_times_a_second_then_its_alarm_a
         sim.stop()
     # 1.5 s: ~3 reads at the usual 500 ms, ~10 at HOT_STATUS_S (a loaded machine gets fewer)
     assert counted["cold"] <= 1.5 / STATUS_S + 1, counted
-    assert counted["hot"] >= 2 * counted["cold"] + 2, counted
+    # without the hot rule both are read at the same period (hot == cold, about 3 each)
+    assert counted["hot"] >= 2 * counted["cold"] + 1, counted
     assert counted["hot"] - 1 <= 1.5 / HOT_STATUS_S, counted
     assert not hot_at_alarm, "in alarm the detector is no longer hot: its usual period again"
     raised = [m.body["type"] for m in got if m.kind == "alarm" and m.body["state"] == "raised"]
