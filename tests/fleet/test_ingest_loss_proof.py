@@ -245,7 +245,9 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(
         tmp_path: Path, broker: FleetBroker, sqlite_url: str, client: str) -> None:
     """Ingest reconnects on its own; messages it held from the old connection are written but
     acknowledged only through their redelivered copies (packet ids belong to a connection)."""
-    plan = Plan(gateways=1, devices_per_gateway=4, per_device=2_000, dropped={})
+    # Long enough that the restart lands mid-stream: the batched ingest stored all of 8,000
+    # before the check below could run (CI), which would test nothing.
+    plan = Plan(gateways=1, devices_per_gateway=4, per_device=10_000, dropped={})
     config = write_config(tmp_path / "fleet.toml", database_url=sqlite_url,
                           data_dir=tmp_path / "data", broker=broker, client_id="ingest-r",
                           extra_ingest=f'client = "{client}"\n')
