@@ -543,7 +543,10 @@ class OtaManager:
         boot = dev.decoder.values.get("boot_count")
         job.boot_at_commit = None if boot is None else int(boot)
         job.committed_at = time.time()
-        self._set(job, "committed")
+        if job.phase == "committed":  # reported once, at the commit write (on_commit)
+            self._save()
+        else:
+            self._set(job, "committed")
         poller.repoll(job.device)
         return True
 
@@ -609,11 +612,14 @@ class OtaManager:
     # -- phases and events ----------------------------------------------------------------
     def _set(self, job: OtaJob, phase: str, reason: str = "", **extra: Any) -> None:
         job.phase, job.reason, job.updated = phase, reason, time.time()
+        self._save()
+        self._emit(job, **extra)
+
+    def _save(self) -> None:
         try:
             self.file.save(self.jobs)
         except OSError as exc:  # the delivery goes on; only a restart would lose its place
             log.error("cannot save OTA jobs to %s: %s", self.file.path, exc)
-        self._emit(job, **extra)
 
     def _emit(self, job: OtaJob, **extra: Any) -> None:
         body: dict[str, Any] = {
