@@ -67,6 +67,16 @@ log = logging.getLogger(__name__)
 
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 VERIFIED_MARK = ".verified"  # written last into a cache entry: its presence means complete
+_last_touch_ns = 0
+
+
+def _touch(mark: Path) -> None:
+    """Stamp a cache entry as used now, with a nanosecond time that never repeats: the file
+    system's own stamp is a clock tick (several ms), so two uses within one tick would tie and
+    the least recently used one could be the wrong one."""
+    global _last_touch_ns
+    _last_touch_ns = max(time.time_ns(), _last_touch_ns + 1)
+    os.utime(mark, ns=(_last_touch_ns, _last_touch_ns))
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 
@@ -274,7 +284,7 @@ class BundleCache:
             log.error("cached bundle %s is unreadable (%s); removing it", sha256[:16], exc)
             shutil.rmtree(entry, ignore_errors=True)
             return None
-        os.utime(entry / VERIFIED_MARK)  # recently used
+        _touch(entry / VERIFIED_MARK)  # recently used
         return entry, manifest
 
     def put(self, sha256: str, files: Mapping[str, bytes], keep: Iterable[str] = ()) -> Path:
@@ -294,6 +304,7 @@ class BundleCache:
             fh.write(json.dumps({"sha256": sha256, "at": time.time()}))
             fh.flush()
             os.fsync(fh.fileno())
+        _touch(tmp / VERIFIED_MARK)
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         _fsync_dir(self.root)
@@ -316,7 +327,7 @@ class BundleCache:
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
             mark = entry / VERIFIED_MARK
-            used = mark.stat().st_mtime if mark.exists() else 0.0
+            used = mark.stat().st_mtime_ns if mark.exists() else 0
             size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
             entries.append((used, entry.name, size))
         total = sum(size for _, _, size in entries)
