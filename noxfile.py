@@ -19,7 +19,7 @@ PYTHON = "3.11"
 # Test parts in dependency order; a failure names the part that broke.
 PARTS = [
     "architecture", "contracts", "hardware", "firmware", "sim", "bus", "gateway", "provisioning",
-    "fleet", "web", "demo",
+    "fleet", "web", "system", "demo",
 ]
 
 

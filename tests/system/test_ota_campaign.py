@@ -1,0 +1,209 @@
+"""Issue 10's OTA acceptance, the whole stack at once: a release signed with provisioning's tools
+is uploaded to the real fleet through its API, a campaign created through the API rolls it out,
+the fleet's command outbox offers it over a real Mosquitto to the real gateway process, which
+downloads the bundle from the fleet with the campaign's token, verifies it, moves it through
+the OTA register window to MicroPython nodes on paced 115200-baud buses, watches their trial
+and reports every phase back; the fleet's ingest applies the reports to the campaign and the
+nodes' new identity (firmware version) to its registry. See tests/system/site.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.mqtt import OtaEvent, command_topic, device_topic
+from tests.gateway.otafleet import app_source
+from tests.system.site import GATEWAY, FleetSite, compile_once, dump, signed_release, versions_of
+
+#: Two buses of the pump station, one node of every class; one transfer per bus at a time,
+#: the two buses in parallel.
+EVERY_CLASS = {"riser": [(1, "fire", "fire-1"), (2, "flood", "flood-1")],
+               "pump-room": [(1, "water", "water-1"), (2, "air", "air-1")]}
+#: Three fire detectors on one riser: waves of 50 % then 100 % make a first wave of two.
+THREE_FIRE = {"riser": [(1, "fire", "fire-1"), (2, "fire", "fire-2"), (3, "fire", "fire-3")]}
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FleetSite]:
+    s = FleetSite(tmp_path, request.param)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def first_versions(site: FleetSite) -> dict[str, str]:
+    """Wait until the registry knows what every node of the site runs: the gateway polls
+    them, publishes their state, and the fleet's ingest stores it."""
+    def known() -> dict[str, str] | None:
+        seen = site.firmware()
+        return {k: v for k, v in seen.items() if v} if all(seen.values()) else None
+    versions: dict[str, str] = site.wait_for("the registry to show every node's firmware",
+                                             known, 90, site.gateway_tail)
+    return versions
+
+
+def ota_events(site: FleetSite, device: str) -> list[dict[str, Any]]:
+    assert site.mqtt is not None
+    out = []
+    for m in list(site.mqtt.messages):
+        if m.topic == device_topic(GATEWAY, device, "event"):
+            body = json.loads(m.payload)
+            if body.get("event") == "ota":
+                OtaEvent.model_validate_json(m.payload)  # the contract, as ingest reads it
+                out.append(body)
+    return out
+
+
+def ota_commands(site: FleetSite, device: str) -> list[dict[str, Any]]:
+    assert site.mqtt is not None
+    return [json.loads(m.payload) for m in list(site.mqtt.messages)
+            if m.topic == command_topic(GATEWAY, device, "ota")]
+
+
+def states(site: FleetSite, device: str) -> list[dict[str, Any]]:
+    assert site.mqtt is not None
+    return [json.loads(m.payload) for m in list(site.mqtt.messages)
+            if m.topic == device_topic(GATEWAY, device, "state")]
+
+
+def heard(site: FleetSite, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until the observer beside the gateway has heard it too: the fleet's ingest and
+    this subscriber are two MQTT clients, and either may be a few messages ahead."""
+    assert site.mqtt is not None
+    site.mqtt.wait_for(lambda _messages: check(), timeout, what)
+
+
+@pytest.mark.parametrize("site", [EVERY_CLASS], indirect=True)
+def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new_version(
+        site: FleetSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = first_versions(site)
+    (old,) = set(before.values())
+    new, new_text = (9, 1, 0), "9.1.0"
+    assert versions_of(old) < new
+    # One app, released for each class (a release names its class; the node checks it).
+    source = app_source(tmp_path / "src-9.1.0", new)
+    classes = list(dict.fromkeys(n.cls for n in site.nodes))
+    compile_once(monkeypatch)
+    releases = {cls: site.upload(signed_release(
+        tmp_path / f"{cls}-9.1.0", site.keys, source, version=new, min_version=versions_of(old),
+        device_class=cls)) for cls in classes}
+    campaigns = {cls: site.post("/campaigns", {
+        "name": f"{cls} {new_text}, Calmette", "release_id": releases[cls]["id"],
+        "area_id": site.ids["ward"]}) for cls in classes}
+    for cls, c in campaigns.items():
+        # the site's node of that class, not the same class in the other ward
+        assert c["devices"] == 1 and c["device_class"] == cls, c
+
+    def all_done() -> bool:
+        return all(site.get(f"/campaigns/{c['id']}")["state"] == "completed"
+                   for c in campaigns.values()) and \
+            set(site.firmware().values()) == {new_text}
+
+    def progress() -> str:
+        rows = {cls: [(d["device"], d["state"], d["offset"], d["size"], d["reason"])
+                      for d in site.get(f"/campaigns/{c['id']}/devices")]
+                for cls, c in campaigns.items()}
+        return f"campaigns: {rows}\nregistry: {site.firmware()}\n{site.gateway_tail()}"
+
+    site.wait_for("every campaign completed and every node on 9.1.0", all_done, 240, progress)
+
+    for cls, c in campaigns.items():
+        (row,) = site.get(f"/campaigns/{c['id']}/devices")
+        node = next(n for n in site.nodes if n.cls == cls)
+        assert (row["device"], row["state"], row["firmware"]) == (node.key, "confirmed",
+                                                                  new_text), row
+        assert row["from_version"] == before[node.key] and row["offset"] == row["size"] > 0
+    assert site.firmware() == {n.key: new_text for n in site.nodes}
+    # The same classes in the other ward (registry only: no gateway there) were left out of
+    # the campaigns (one device each, above) and never reported anything.
+    far = site.get(f"/devices?area_id={site.ids['other_ward']}")["items"]
+    assert len(far) == len(classes) and all(d["firmware"] is None for d in far)
+    # What the gateway said on the way, as the plain observer heard it: every phase in order
+    # up to the trial and its confirmation, and the node's identity (firmware version and
+    # trial bit 3) booting the new image on trial and leaving it confirmed.
+    heard(site, "every node's confirmation and its last state off trial", lambda: all(
+        [e["phase"] for e in ota_events(site, n.key)][-1:] == ["confirmed"]
+        and [(s["firmware"], "trial" in s["status"]) for s in states(site, n.key)][-1:]
+        == [(new_text, False)] for n in site.nodes))
+    for n in site.nodes:
+        phases = [e["phase"] for e in ota_events(site, n.key) if e["phase"] != "transferring"]
+        assert phases[0] == "accepted" and phases[-3:] == ["committed", "trial", "confirmed"], (
+            n.key, phases)
+        assert (new_text, True) in [(s["firmware"], "trial" in s["status"])
+                                    for s in states(site, n.key)], n.key
+        # the offer (at least once: the command outbox may publish again after a lost
+        # PUBACK) carried the fleet's own bundle URL, the bundle's hash and a campaign token
+        offers = ota_commands(site, n.key)
+        assert offers and all(
+            o["op"] == "start" and o["token"].startswith("efota_")
+            and o["url"] == f"{site.url}/api/v1/releases/{releases[n.cls]['id']}/bundle"
+            and o["sha256"] == releases[n.cls]["sha256"] for o in offers), offers
+    for sim in site.sims.values():
+        assert all(node.events.crash_resets == 0 and not node.events.stalled
+                   for node in sim.nodes)
+
+
+@pytest.mark.parametrize("site", [THREE_FIRE], indirect=True)
+def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campaign_in_the_first_wave(  # noqa: E501
+        site: FleetSite, tmp_path: Path) -> None:
+    before = first_versions(site)
+    (old,) = set(before.values())
+    # A release whose app raises at import: signed by the fleet's key and verified everywhere,
+    # it passes every check and fails only when the node boots it.
+    broken = site.upload(signed_release(
+        tmp_path / "fire-9.2.0", site.keys,
+        app_source(tmp_path / "src-9.2.0", (9, 2, 0), broken=True, tiny=True),
+        version=(9, 2, 0), min_version=versions_of(old), device_class="fire",
+        compiled=False))
+    campaign = site.post("/campaigns", {"name": "fire 9.2.0, Calmette",
+                                        "release_id": broken["id"], "area_id": site.ids["ward"],
+                                        "waves": [50, 100]})
+    assert (campaign["devices"], campaign["wave_count"]) == (3, 2), campaign
+    path = f"/campaigns/{campaign['id']}"
+
+    def halted_and_ended() -> list[dict[str, Any]] | None:
+        if site.get(path)["state"] != "halted":
+            return None
+        rows: list[dict[str, Any]] = site.get(f"{path}/devices")
+        first = [r for r in rows if r["wave"] == 1]
+        return rows if all(r["state"] == "failed" for r in first) else None
+
+    rows = site.wait_for("the campaign halted with its first wave failed", halted_and_ended,
+                         180, lambda: f"{dump(site.get(f'{path}/devices'))}\n"
+                                      f"{site.gateway_tail()}")
+    final = site.get(path)
+    assert final["current_wave"] == 1 and final["halt_reason"].startswith("wave 1:"), final
+    first = [r for r in rows if r["wave"] == 1]
+    (outside,) = [r for r in rows if r["wave"] == 2]
+    assert len(first) == 2
+    # every node of the first wave took the image, booted it on trial, crashed and fell back;
+    # the gateway said why
+    assert all(r["reason"] == "rolled_back" for r in first), first
+    by_key = {n.key: n for n in site.nodes}
+    sim = site.sims["riser"]
+    heard(site, "the first wave's failures and rolled-back states", lambda: all(
+        [e["phase"] for e in ota_events(site, r["device"])][-1:] == ["failed"]
+        and ["rolled_back" in s["status"] for s in states(site, r["device"])][-1:] == [True]
+        for r in first))
+    for r in first:
+        events = ota_events(site, r["device"])
+        assert "committed" in [e["phase"] for e in events], (r["device"], events)
+        assert events[-1]["reason"] == "rolled_back", events[-1]
+        # it really booted the image and crashed (the supervisor counted the resets)
+        node = sim.node(by_key[r["device"]].address)
+        assert node.events.crash_resets >= 1 and not node.events.stalled, node.events.lines[-8:]
+    # the node outside the first wave was never offered it: no command in the outbox, none on
+    # the wire, no delivery at the gateway
+    assert (outside["state"], outside["command_id"]) == ("pending", None), outside
+    assert ota_commands(site, outside["device"]) == []
+    assert ota_events(site, outside["device"]) == []
+    assert sim.node(by_key[outside["device"]].address).events.crash_resets == 0
+    # and every node runs the old version at the end, as the gateway reads it
+    assert site.firmware() == {n.key: old for n in site.nodes}
+    assert all(states(site, n.key)[-1]["firmware"] == old for n in site.nodes)
