@@ -48,7 +48,8 @@ from provisioning import release as rel
 from tests.gateway.mosquitto import Broker, Subscriber, free_port
 from tests.gateway.otafleet import BOARD, Keys, bundle, flash_trust, make_keys
 
-__all__ = ["BAUD", "FleetSite", "Node", "compile_once"]
+__all__ = ["BAUD", "GATEWAY", "FleetSite", "Node", "compile_once", "dump", "signed_release",
+           "versions_of"]
 
 BAUD = 115200
 ADMIN = ("admin", "admin-Pa55-word-for-system-tests")  # exists only in the test's database

@@ -101,9 +101,11 @@ def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new
         assert c["devices"] == 1 and c["device_class"] == cls, c
 
     def all_done() -> bool:
-        return all(site.get(f"/campaigns/{c['id']}")["state"] == "completed"
-                   for c in campaigns.values()) and \
-            set(site.firmware().values()) == {new_text}
+        ended = {cls: site.get(f"/campaigns/{c['id']}")["state"] for cls, c in campaigns.items()}
+        if set(ended.values()) & {"halted", "cancelled"}:
+            raise AssertionError(f"a campaign stopped: {ended}\n{progress()}")
+        return set(ended.values()) == {"completed"} and set(site.firmware().values()) == {
+            new_text}
 
     def progress() -> str:
         rows = {cls: [(d["device"], d["state"], d["offset"], d["size"], d["reason"])
@@ -168,7 +170,11 @@ def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campa
     path = f"/campaigns/{campaign['id']}"
 
     def halted_and_ended() -> list[dict[str, Any]] | None:
-        if site.get(path)["state"] != "halted":
+        state = site.get(path)["state"]
+        if state in ("completed", "cancelled"):
+            raise AssertionError(f"the campaign ended {state} instead of halting:\n"
+                                 f"{dump(site.get(f'{path}/devices'))}")
+        if state != "halted":
             return None
         rows: list[dict[str, Any]] = site.get(f"{path}/devices")
         first = [r for r in rows if r["wave"] == 1]
