@@ -242,6 +242,19 @@ progress_interval_s = 2
         page = self.get(f"/devices?site_id={self.ids['site']}&limit=1000")
         return {d["key"]: d["firmware"] for d in page["items"]}
 
+    def ingest_rejects(self) -> dict[str, int]:
+        """What the fleet's ingest refused, by gateway and reason (its Prometheus counters)."""
+        r = httpx.get(f"{self.url}/metrics", headers=self._headers())
+        r.raise_for_status()
+        return {line.split("{", 1)[1].split("}", 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+                for line in r.text.splitlines()
+                if line.startswith("edgefleet_ingest_rejects_total{")}
+
+    def delivery_gaps(self) -> dict[str, int]:
+        """Per device of the site, the seqs its gateway produced that the fleet never got."""
+        return {n.key: sum(s["gaps"] for s in self.get(f"/devices/{self.ids[n.key]}/delivery")
+                           ["streams"]) for n in self.nodes}
+
     def wait_for(self, what: str, probe: Callable[[], Any], timeout: float,
                  detail: Callable[[], str] | None = None) -> Any:
         """Poll the API through ``probe`` until it returns something truthy."""

@@ -72,6 +72,15 @@ def states(site: FleetSite, device: str) -> list[dict[str, Any]]:
             if m.topic == device_topic(GATEWAY, device, "state")]
 
 
+def nothing_refused_or_lost(site: FleetSite) -> None:
+    """Through transfers, reboots, crashes and roll-backs the fleet refused nothing the gateway
+    sent and, once the last messages are in, misses no seq of any device."""
+    assert site.ingest_rejects() == {}
+    site.wait_for("every device's delivery accounted for without a gap",
+                  lambda: not any(site.delivery_gaps().values()), 30,
+                  lambda: str(site.delivery_gaps()))
+
+
 def heard(site: FleetSite, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
     """Wait until the observer beside the gateway has heard it too: the fleet's ingest and
     this subscriber are two MQTT clients, and either may be a few messages ahead."""
@@ -149,6 +158,7 @@ def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new
     for sim in site.sims.values():
         assert all(node.events.crash_resets == 0 and not node.events.stalled
                    for node in sim.nodes)
+    nothing_refused_or_lost(site)
 
 
 @pytest.mark.parametrize("site", [THREE_FIRE], indirect=True)
@@ -213,3 +223,4 @@ def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campa
     # and every node runs the old version at the end, as the gateway reads it
     assert site.firmware() == {n.key: old for n in site.nodes}
     assert all(states(site, n.key)[-1]["firmware"] == old for n in site.nodes)
+    nothing_refused_or_lost(site)
