@@ -88,7 +88,8 @@ def heard(site: FleetSite, what: str, check: Callable[[], bool], timeout: float 
     site.mqtt.wait_for(lambda _messages: check(), timeout, what)
 
 
-@pytest.mark.parametrize("site", [EVERY_CLASS], indirect=True)
+@pytest.mark.parametrize("site", [pytest.param(EVERY_CLASS, id="every-class-on-two-buses")],
+                         indirect=True)
 def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new_version(
         site: FleetSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = first_versions(site)
@@ -122,7 +123,7 @@ def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new
                 for cls, c in campaigns.items()}
         return f"campaigns: {rows}\nregistry: {site.firmware()}\n{site.gateway_tail()}"
 
-    site.wait_for("every campaign completed and every node on 9.1.0", all_done, 240, progress)
+    site.wait_for("every campaign completed and every node on 9.1.0", all_done, 180, progress)
 
     for cls, c in campaigns.items():
         (row,) = site.get(f"/campaigns/{c['id']}/devices")
@@ -161,7 +162,8 @@ def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new
     nothing_refused_or_lost(site)
 
 
-@pytest.mark.parametrize("site", [THREE_FIRE], indirect=True)
+@pytest.mark.parametrize("site", [pytest.param(THREE_FIRE, id="three-fire-on-one-riser")],
+                         indirect=True)
 def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campaign_in_the_first_wave(  # noqa: E501
         site: FleetSite, tmp_path: Path) -> None:
     before = first_versions(site)
@@ -191,7 +193,7 @@ def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campa
         return rows if all(r["state"] == "failed" for r in first) else None
 
     rows = site.wait_for("the campaign halted with its first wave failed", halted_and_ended,
-                         180, lambda: f"{dump(site.get(f'{path}/devices'))}\n"
+                         120, lambda: f"{dump(site.get(f'{path}/devices'))}\n"
                                       f"{site.gateway_tail()}")
     final = site.get(path)
     assert final["current_wave"] == 1 and final["halt_reason"].startswith("wave 1:"), final
