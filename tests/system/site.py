@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,16 @@ progress_interval_s = 2
         its identity registers, through MQTT and ingest)."""
         page = self.get(f"/devices?site_id={self.ids['site']}&limit=1000")
         return {d["key"]: d["firmware"] for d in page["items"]}
+
+    def slots(self, key: str) -> dict[str, Any]:
+        """The node's own slot record (``/slots.json`` in its flash, firmware/record.py's
+        format: a CRC-32 line, then JSON): which slot it boots, on trial or not, rolled back."""
+        node = next(n for n in self.nodes if n.key == key)
+        data = (self.sims[node.bus].node(node.address).root / "slots.json").read_bytes()
+        crc, _, body = data.partition(b"\n")
+        assert crc == b"%08x" % zlib.crc32(body), f"{key}: slot record damaged"
+        record: dict[str, Any] = json.loads(body)
+        return record
 
     def ingest_rejects(self) -> dict[str, int]:
         """What the fleet's ingest refused, by gateway and reason (its Prometheus counters)."""

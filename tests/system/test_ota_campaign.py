@@ -159,6 +159,11 @@ def test_a_signed_update_reaches_every_node_of_the_site_and_each_reports_the_new
     for sim in site.sims.values():
         assert all(node.events.crash_resets == 0 and not node.events.stalled
                    for node in sim.nodes)
+    # each node's own slot record: it boots the other slot now, confirmed
+    for n in site.nodes:
+        slots = site.slots(n.key)
+        assert (slots["active"], slots["previous"], slots["trial"], slots["rolled_back"]) == (
+            "b", "a", False, False), (n.key, slots)
     nothing_refused_or_lost(site)
 
 
@@ -222,7 +227,21 @@ def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campa
     assert ota_commands(site, outside["device"]) == []
     assert ota_events(site, outside["device"]) == []
     assert sim.node(by_key[outside["device"]].address).events.crash_resets == 0
-    # and every node runs the old version at the end, as the gateway reads it
+    # the fleet's audit trail says who decided what: the gateway failed each device, the
+    # fleet itself halted the campaign
+    audit = site.get("/audit?limit=1000")
+    failed = [a for a in audit if a["action"] == "ota.failed"]
+    assert sorted(a["entity_id"] for a in failed) == sorted(str(r["device_id"]) for r in first)
+    assert all(a["actor"] == f"gateway:{GATEWAY}" and a["detail"]["reason"] == "rolled_back"
+               for a in failed), failed
+    assert [a["actor"] for a in audit if a["action"] == "campaign.halted"] == ["system"]
+    # and every node runs the old version at the end: its own slot record (back on slot a;
+    # the first wave's with the roll-back flag) and its identity as the gateway reads it
+    for n in site.nodes:
+        slots = site.slots(n.key)
+        rolled = n.key != outside["device"]
+        assert (slots["active"], slots["trial"], slots["rolled_back"]) == (
+            "a", False, rolled), (n.key, slots)
     assert site.firmware() == {n.key: old for n in site.nodes}
     assert all(states(site, n.key)[-1]["firmware"] == old for n in site.nodes)
     nothing_refused_or_lost(site)
