@@ -17,9 +17,12 @@ module does the I/O around it:
   only then to the sink (the outbox), so the siren never waits for (or depends on) the disk.
 - **Noise costs a retry, not a detector.** A garbled reply (:class:`~gateway.bus.Garbled`) or
   a silent online node is polled again at once, once (a block read after a changed status word
-  up to ``CHANGE_ATTEMPTS`` times); a garbled reply never counts toward offline; a first try
-  waits only a few times the node's usual reply time, the retry the full timeout (the rules
-  are the schedule's, :mod:`gateway.schedule`).
+  up to ``CHANGE_ATTEMPTS`` times); a garbled reply never counts toward offline; the first try
+  of every read waits only a few times the node's usual reply time (plus the wire time of a
+  longer answer), the retry the full timeout (the rules are the schedule's,
+  :mod:`gateway.schedule`).
+- **Telemetry reads the class block alone** once the node is known online (registers 16..):
+  the status block is the status reads' business, and a short read is garbled less often.
 - **One device's failure is that device's.** No answer, a Modbus exception, a reply that does not
   answer the request (:class:`~gateway.bus.BadReply`) or registers that do not decode are
   counted for that device and logged at most once a minute; they never leave this loop.
