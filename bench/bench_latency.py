@@ -46,7 +46,7 @@ from tests.gateway.mosquitto import Broker, Subscriber
 NODES = 32
 THRESHOLD = 4.0  # %/m, the detectors' default smoke alarm
 SAMPLE_MS = 100  # detector sampling, commissioned through holding register 1
-TELEMETRY_MS = 10000  # riser telemetry: every detector's full map every 10 s
+TELEMETRY_MS = 10000  # riser telemetry: every detector's class block every 10 s
 GW = "riser"
 DEAD = NODES + 1  # the default run's dead node: configured, wired, never answering
 NOISE = 0.01

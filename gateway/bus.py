@@ -8,9 +8,10 @@ of pymodbus translated once, here, into five exceptions that carry the protocol'
 - :class:`NoResponse`: no reply at all: silence until the timeout (a dead or absent node, or a
   request the node never understood).
 - :class:`Garbled` (a :class:`NoResponse`): bytes came back but no valid frame (CRC error, noise
-  on the line). The node is alive; its bytes arrived. On a serial bus this is known as soon as
-  the line has been quiet ``garble_gap_s`` after the last byte, not at the timeout, so a retry
-  costs milliseconds, not the reply timeout.
+  on the line). The node is alive; its bytes arrived. On a serial bus this is known, not at the
+  timeout, but as soon as the reply's expected length has arrived with a bad CRC (the request
+  says how long its answer is), or else once the line has been quiet ``garble_gap_s`` after the
+  last byte (a reply cut short, a garbled length byte); so a retry costs milliseconds.
 - :class:`BadReply`: a reply that is valid on the wire but not an answer to the request (wrong
   function code, wrong register count). pymodbus does not check these; a node that does this is
   that node's protocol fault, never a reason to decode garbage or to crash.
@@ -28,8 +29,10 @@ import logging
 from typing import Any, Self
 
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerRTU
 
-__all__ = ["BadReply", "Garbled", "ModbusBus", "ModbusError", "NoResponse", "PortLost"]
+__all__ = ["BadReply", "Garbled", "ModbusBus", "ModbusError", "NoResponse", "PortLost",
+           "reply_bytes"]
 
 log = logging.getLogger(__name__)
 # pymodbus logs every timeout at ERROR, with a dump of the last 20 frames. Its failures are
@@ -89,6 +92,9 @@ class ModbusBus:
     #: Quiet time after received bytes that ends a reply with no valid frame (None: the link
     #: has no such notion, e.g. TCP). Subclasses report received bytes through :meth:`_heard`.
     garble_gap_s: float | None = None
+    #: Seconds one character takes on the wire (0: not a serial line): how much longer a
+    #: longer answer takes to arrive.
+    char_s: float = 0.0
 
     def __init__(self, timeout: float):
         self.timeout = timeout
@@ -98,19 +104,29 @@ class ModbusBus:
         self.garbled = 0
         self._heard_bytes = 0
         self._request: asyncio.Future[Any] | None = None
-        self._gap_timer: asyncio.TimerHandle | None = None
+        self._gap_timer: asyncio.Handle | None = None
         self._cut_short = False
+        self._expect = 0  # bytes of the answer the request in progress asks for (0: unknown)
+        self.garbled_at_length = 0  # replies cut as garbled at their full length (bad CRC)
 
-    def _heard(self, count: int) -> None:
-        """Bytes arrived (the event-loop thread): while a request waits, re-arm the garble
-        timer; when it runs out before a valid frame completes the request, cut it short."""
-        self._heard_bytes += count
+    def _heard(self, received: bytes) -> None:
+        """Bytes arrived (the event-loop thread, before pymodbus frames them; ``received`` is
+        everything not yet framed). While a request waits: a reply of the expected length whose
+        CRC is wrong is garbled now (no later byte can make it valid); anything else re-arms the
+        garble timer, and when that runs out before a valid frame completes the request, it is
+        cut short."""
+        self._heard_bytes += len(received)
         if self.garble_gap_s is None or self._request is None or self._request.done():
             return
         if self._gap_timer is not None:
             self._gap_timer.cancel()
-        self._gap_timer = asyncio.get_running_loop().call_later(self.garble_gap_s,
-                                                                self._cut_garbled)
+        loop = asyncio.get_running_loop()
+        expect = self._expect
+        if expect and len(received) >= expect and not _crc_ok(received[:expect]):
+            self.garbled_at_length += 1
+            self._gap_timer = loop.call_soon(self._cut_garbled)
+            return
+        self._gap_timer = loop.call_later(self.garble_gap_s, self._cut_garbled)
 
     def _cut_garbled(self) -> None:
         if self._request is not None and not self._request.done():
@@ -152,7 +168,7 @@ class ModbusBus:
 
     # -- one transaction ----------------------------------------------------------------------
     async def _call(self, device: int, function: int, coro_fn: Any, *args: Any,
-                    timeout: float | None = None, **kwargs: Any) -> Any:
+                    timeout: float | None = None, expect: int = 0, **kwargs: Any) -> Any:
         async with self._lock:
             if not self.connected:
                 raise PortLost(self.describe(), "not open")
@@ -160,7 +176,7 @@ class ModbusBus:
             # pymodbus reads its reply timeout from comm_params at each request; the lock
             # makes setting it per request safe (one transaction at a time).
             self._client.ctx.comm_params.timeout_connect = timeout or self.timeout
-            self._heard_bytes, self._cut_short = 0, False
+            self._heard_bytes, self._cut_short, self._expect = 0, False, expect
             self._request = request = asyncio.ensure_future(
                 coro_fn(*args, device_id=device, **kwargs))
             try:
@@ -208,13 +224,13 @@ class ModbusBus:
     async def read_input(self, device: int, address: int, count: int,
                          timeout: float | None = None) -> list[int]:
         rr = await self._call(device, 4, self._client.read_input_registers, address,
-                              count=count, timeout=timeout)
+                              count=count, timeout=timeout, expect=reply_bytes(4, count))
         return self._registers(device, 4, rr, count)
 
     async def read_holding(self, device: int, address: int, count: int,
                            timeout: float | None = None) -> list[int]:
         rr = await self._call(device, 3, self._client.read_holding_registers, address,
-                              count=count, timeout=timeout)
+                              count=count, timeout=timeout, expect=reply_bytes(3, count))
         return self._registers(device, 3, rr, count)
 
     def _registers(self, device: int, function: int, rr: Any, count: int) -> list[int]:
@@ -227,17 +243,17 @@ class ModbusBus:
     async def write_register(self, device: int, address: int, value: int,
                              timeout: float | None = None) -> None:
         await self._call(device, 6, self._client.write_register, address, value,
-                         timeout=timeout)
+                         timeout=timeout, expect=reply_bytes(6))
 
     async def write_registers(self, device: int, address: int, values: list[int],
                               timeout: float | None = None) -> None:
         await self._call(device, 16, self._client.write_registers, address, values,
-                         timeout=timeout)
+                         timeout=timeout, expect=reply_bytes(16))
 
     async def read_coils(self, device: int, address: int, count: int,
                          timeout: float | None = None) -> list[bool]:
         rr = await self._call(device, 1, self._client.read_coils, address, count=count,
-                              timeout=timeout)
+                              timeout=timeout, expect=reply_bytes(1, count))
         bits = list(rr.bits)
         if len(bits) < count:
             self.failures += 1
@@ -246,4 +262,19 @@ class ModbusBus:
 
     async def write_coil(self, device: int, address: int, value: bool,
                          timeout: float | None = None) -> None:
-        await self._call(device, 5, self._client.write_coil, address, value, timeout=timeout)
+        await self._call(device, 5, self._client.write_coil, address, value, timeout=timeout,
+                         expect=reply_bytes(5))
+
+
+def reply_bytes(function: int, count: int = 0) -> int:
+    """The length of a normal RTU answer to a request (address, PDU, CRC): register reads
+    5 + 2 per register, coil reads 5 + 1 per 8 coils, single and multiple writes 8."""
+    if function in (3, 4):
+        return 5 + 2 * count
+    if function == 1:
+        return 5 + (count + 7) // 8
+    return 8
+
+
+def _crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and FramerRTU.compute_CRC(frame[:-2]).to_bytes(2, "big") == frame[-2:]

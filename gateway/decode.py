@@ -80,6 +80,23 @@ class DeviceDecoder:
             out.append(state)
         return out
 
+    @property
+    def class_block(self) -> tuple[int, int]:
+        """(first register, count) of the class block: input registers 16 .. the map's end."""
+        start = self.cmap.input[len(self.maps.common_input)].address
+        return start, self.cmap.input_count - start
+
+    def class_telemetry(self, words: list[int], ts: datetime) -> Message:
+        """The class block read alone (:attr:`class_block`, a node known online): its values
+        (the edge rules read them) and the telemetry message. Status and alarms are the status
+        reads' business."""
+        start, _ = self.class_block
+        padded = [0] * start + list(words)
+        self.values.update({r.name: r.decode(padded[r.address : r.address + r.width])
+                            for r in self.cmap.input[len(self.maps.common_input):]
+                            if r.address + r.width <= len(padded)})
+        return self.telemetry(padded, ts)
+
     def telemetry(self, words: list[int], ts: datetime) -> Message:
         """The class block (input registers 16..) as a telemetry message, with units."""
         cmap = self.cmap

@@ -43,6 +43,7 @@ class RtuBus(ModbusBus):
         self.baudrate = baudrate
         self.stopbits = stopbits
         self._gap = t35(baudrate)
+        self.char_s = char_time(baudrate)
         # reconnect_delay=0: pymodbus does not reconnect on its own; the poller owns that, so a
         # vanished adapter is reported once and re-opened on the poller's schedule.
         self._client = AsyncModbusSerialClient(
@@ -64,7 +65,7 @@ class RtuBus(ModbusBus):
         # from when pymodbus has finished decoding the reply.
         if not sending:
             self._idle_since = time.perf_counter()
-            self._heard(len(data))
+            self._heard(data)
         return data
 
     async def connect(self) -> None:

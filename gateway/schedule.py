@@ -32,8 +32,9 @@ every rule below has a table test (tests/gateway/test_schedule.py).
   poll, so a floor full of smoke takes at most half the bus from the other detectors.
 - **A changed status word is an alarm in progress.** When the fast status read shows a change,
   the block read that follows (it carries the alarm id) is retried at once up to
-  ``CHANGE_ATTEMPTS`` times, not a whole revisit later: on a line with 1 % of bytes flipped a
-  16-register block fails four times in ten.
+  ``CHANGE_ATTEMPTS`` times, not a whole revisit later, each try but the last with the short
+  timeout (:func:`short_try`): on a line with 1 % of bytes flipped a 16-register block fails
+  about one time in three.
 - **Silence.** A poll of an online node that times out is retried at once as well (the request
   itself may have been garbled on its way). Only when the retry is silent too does it count as
   a failure. After ``OFFLINE_AFTER`` failures in a row the device is offline (reported once)
@@ -44,9 +45,10 @@ every rule below has a table test (tests/gateway/test_schedule.py).
 - **Short first tries** (:class:`ReplyTimer`). A request garbled on its way is never answered:
   waiting the configured reply timeout (sized for the slowest node) for it costs a 19200-baud
   riser ten status reads. A node's status reads are timed; once it has answered
-  ``LEARN_AFTER`` of them, the first try of each waits ``REPLY_FACTOR`` times its slowest recent
-  reply (at least ``MIN_FIRST_TRY_S``), and the retry waits the full timeout, so a slow reply
-  costs a retry, never an offline report. An offline node's probe is a first try too; one that
+  ``LEARN_AFTER`` of them, the first try of every read (status word, status block, telemetry)
+  waits ``REPLY_FACTOR`` times its slowest recent reply (at least ``MIN_FIRST_TRY_S``), plus the
+  wire time of a longer answer, and the retry waits the full timeout, so a slow reply costs a
+  retry, never an offline report. An offline node's probe is a first try too; one that
   has never answered is probed with the bus' learned timeout, with every ``FULL_PROBE_EVERY``-th
   probe waiting the full timeout (a node slower than its neighbours is still found).
 """
@@ -78,6 +80,7 @@ __all__ = [
     "Schedule",
     "Timing",
     "next_job",
+    "short_try",
 ]
 
 OFFLINE_AFTER = 3  # consecutive silent polls (each retried once) before a node is offline
@@ -85,10 +88,10 @@ FIRE_MAX_BACKOFF_S = 3.0  # a fire detector offline is still polled at least thi
 FIRE_BURST = 8  # fire status polls in a row before a starving other job may cut in
 HOT_STATUS_S = 0.15  # a fire detector in pre-alarm: its status period
 HOT_BURST = 1  # hot status polls in a row before an ordinary fire status poll
-CHANGE_ATTEMPTS = 5  # tries of the block read after a changed status word (an alarm edge)
+CHANGE_ATTEMPTS = 8  # tries of the block read after a changed status word (an alarm edge)
 PRIORITY_HOT, PRIORITY_FIRE, PRIORITY_STARVING, PRIORITY_STATUS, PRIORITY_TELEMETRY = 1, 2, 3, 4, 5
 LEARN_AFTER = 4  # good status replies before a node's first tries get a shorter timeout
-REPLY_FACTOR = 3.0  # first-try timeout: this times the slowest of the recent replies
+REPLY_FACTOR = 2.0  # first-try timeout: this times the slowest of the recent replies
 MIN_FIRST_TRY_S = 0.05  # ... and never shorter than this (a loaded host, a USB latency timer)
 RECENT_REPLIES = 16  # replies the slowest is taken over
 FULL_PROBE_EVERY = 4  # a never-heard node: every n-th probe waits the full timeout
@@ -126,14 +129,19 @@ class Timing:
             return PRIORITY_STARVING  # overdue by a whole period: nobody starves
         return PRIORITY_TELEMETRY if kind == "telemetry" else PRIORITY_STATUS
 
-    def started(self, kind: Kind, now: float) -> None:
-        """A job begins: reschedule first, so a failure below never leaves it due forever."""
+    def started(self, kind: Kind, now: float, covers_status: bool = True) -> None:
+        """A job begins: reschedule first, so a failure below never leaves it due forever.
+
+        ``covers_status``: the telemetry read includes the status block (the whole map, as for
+        a node not known online yet), so it pushes the status job back; a read of the class
+        block alone leaves the status job where it is."""
         self.status_was = self.status_due
         if kind == "status":
             self.status_due = now + self.status_period_s
         else:
             self.telemetry_due = now + self.telemetry_s
-            self.status_due = max(self.status_due, now + self.status_period_s)  # it covers status
+            if covers_status:
+                self.status_due = max(self.status_due, now + self.status_period_s)
 
     @property
     def status_period_s(self) -> float:
@@ -149,9 +157,10 @@ class Timing:
         """A poll that got no answer (garbled, or silent while online) keeps the device's place
         in line, once: its status is read again next, not a whole revisit later (on a saturated
         riser that is a second or more). Twice in a row, it waits its turn: a node that always
-        garbles must not hog the bus."""
-        if not self.kept_place:
-            self.status_due = min(self.status_due, self.status_was)
+        garbles must not hog the bus. A poll that did not move the status job (telemetry of
+        the class block alone) has no place to keep and leaves this once for the status poll."""
+        if not self.kept_place and self.status_was < self.status_due:
+            self.status_due = self.status_was
             self.kept_place = True
 
     @property
@@ -194,6 +203,20 @@ class Timing:
 
     def repoll(self) -> None:
         self.status_due = self.telemetry_due = 0.0
+
+
+def short_try(attempt: int, changed: bool = False) -> bool:
+    """Does the ``attempt``-th try (0: the first) of a poll wait only the learned reply time
+    (:meth:`ReplyTimer.first_try_s`) rather than the full timeout?
+
+    A poll's first try does; its retry waits in full, so a slow reply costs a retry, never an
+    offline report. The block read of an alarm edge (``changed``: the node answered its status
+    word a moment ago) is short on every try but its last: on a noisy line its 37-byte answer
+    is garbled one time in three and its request lost one time in thirteen, and a full timeout
+    per lost request would make the alarm wait."""
+    if changed:
+        return attempt < CHANGE_ATTEMPTS - 1
+    return attempt == 0
 
 
 @dataclass(frozen=True)
@@ -273,14 +296,17 @@ class ReplyTimer:
         return max(MIN_FIRST_TRY_S, REPLY_FACTOR * max(self.recent))
 
     def first_try_s(self, configured: float, bus_learned: float | None = None,
-                    probe: int = 0) -> float:
+                    probe: int = 0, longer_s: float = 0.0) -> float:
         """The reply timeout of a poll's first try (a retry waits ``configured``).
 
-        A node never heard takes the bus' learned timeout (the other nodes' replies), except
-        every ``FULL_PROBE_EVERY``-th probe (``probe`` counts them), which waits in full."""
+        Replies are learned as status-word reads (one register); a read with a longer answer
+        passes ``longer_s``, the wire time of its extra bytes, and its first try waits that
+        much longer. A node never heard takes the bus' learned timeout (the other nodes'
+        replies), except every ``FULL_PROBE_EVERY``-th probe (``probe`` counts them), which
+        waits in full."""
         learned = self.learned_s
         if learned is None:
             if bus_learned is None or probe % FULL_PROBE_EVERY == 0:
                 return configured
             learned = bus_learned
-        return min(configured, learned)
+        return min(configured, learned + longer_s)

@@ -8,10 +8,16 @@ detector at its usual rate, so a fire on that line reaches the fleet as promptly
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import select
 import subprocess
 import sys
+import threading
 import time
+import tty
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +129,52 @@ def test_a_garbled_reply_is_told_from_silence_without_waiting_for_the_timeout() 
     garbled = [took for kind, took in outcomes if kind == "garbled"]
     assert len(garbled) >= 3, outcomes
     assert min(garbled) < 1.0, f"a garbled reply waited for the whole timeout: {outcomes}"
+
+
+def test_a_reply_garbled_by_noise_is_known_at_its_last_byte() -> None:
+    """A reply of the length the request asks for whose CRC is wrong cannot become valid: the
+    bus says Garbled at once, without waiting for the line to go quiet (here a 5 s quiet gap
+    and a 10 s timeout, so only the length rule can answer within a second)."""
+    from pymodbus.framer import FramerRTU
+
+    from gateway.bus import Garbled
+    from gateway.rtu import RtuBus
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    stop = threading.Event()
+    good = bytes.fromhex("0104020021")  # address 1, FC04, 2 bytes: status 0x0021 (CRC below)
+
+    def node() -> None:  # answers each request: first with one bit flipped, then intact
+        frame = good + FramerRTU.compute_CRC(good).to_bytes(2, "big")
+        answers = [bytes([frame[0], frame[1], frame[2], frame[3] ^ 0x10]) + frame[4:], frame]
+        while not stop.is_set() and answers:
+            if select.select([master], [], [], 0.1)[0]:
+                os.read(master, 64)
+                time.sleep(0.005)
+                os.write(master, answers.pop(0))
+
+    thread = threading.Thread(target=node, daemon=True)
+    thread.start()
+
+    async def reads() -> tuple[float, list[int]]:
+        async with RtuBus(path, timeout=10.0) as bus:
+            bus.garble_gap_s = 5.0
+            t = time.monotonic()
+            with contextlib.suppress(Garbled):
+                await bus.read_input(1, 5, 1)
+                raise AssertionError("a reply with a wrong CRC was taken")
+            took = time.monotonic() - t
+            return took, await bus.read_input(1, 5, 1)
+
+    try:
+        took, words = asyncio.run(reads())
+    finally:
+        stop.set()
+        thread.join(2)
+        os.close(master)
+        os.close(slave)
+    assert took < 1.0, f"the garbled reply was known only after {took:.1f} s"
+    assert words == [0x0021]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from gateway.bus import ModbusBus
 from gateway.decode import DeviceDecoder, DeviceInfo
 from gateway.outbox import Message
@@ -169,3 +171,48 @@ def test_background_work_gets_its_share_of_a_saturated_bus() -> None:
     writes, reads = asyncio.run(main())
     assert writes == 5
     assert reads >= 5 * BACKGROUND_EVERY  # polling went on meanwhile: the bus was saturated
+
+
+class RecordingBus(SurprisingBus):
+    """A healthy fire detector that records every read: (first register, count, timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeout = 1.0
+        self.reads = 1  # past the surprise
+        self.log: list[tuple[int, int, float | None]] = []
+
+    async def read_input(self, device: int, address: int, count: int,
+                         timeout: float | None = None) -> list[int]:
+        self.log.append((address, count, timeout))
+        await asyncio.sleep(0.001)
+        if address == 0:
+            return await super().read_input(device, address, count, timeout)
+        words = [0] * count
+        if address == 16:
+            words[0] = 123  # smoke 1.23 %/m
+        return words
+
+
+def test_telemetry_of_a_detector_online_reads_its_class_block_alone() -> None:
+    bus = RecordingBus()
+    dev, got = _poll_for(bus, 0.8)  # status every 20 ms; the first telemetry after 0.5 s
+    fire = load_maps().classes["fire"]
+    assert (16, fire.input_count - 16) in [r[:2] for r in bus.log], bus.log
+    assert (0, fire.input_count) not in [r[:2] for r in bus.log]  # never the whole map
+    tele = [m.body["values"] for m in got if m.kind == "telemetry"]
+    assert tele and tele[0]["smoke"] == pytest.approx(1.23)
+    assert dev.decoder.values["smoke"] == pytest.approx(1.23)  # the edge rules see it too
+    assert [m.body["online"] for m in got if m.kind == "state"] == [True]
+
+
+def test_every_first_try_waits_a_few_replies_long_not_the_whole_timeout() -> None:
+    # replies take ~1 ms (a loaded host: some tens), so once learned a first try waits a few
+    # tens of ms, whatever it reads, never the bus' 1 s (every read here is a first try)
+    from gateway.schedule import LEARN_AFTER
+
+    bus = RecordingBus()
+    _poll_for(bus, 0.8)  # status words, alarm words, and a telemetry read after 0.5 s
+    later = bus.log[LEARN_AFTER + 2:]
+    assert {count for _, count, _ in later} >= {1, 5, 6}, bus.log
+    assert all(t is not None and t < bus.timeout / 2 for _, _, t in later), bus.log
