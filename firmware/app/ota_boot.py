@@ -22,8 +22,9 @@
 # The board's watchdog (8 s on an ESP32, started by main.py before the picker runs) keeps
 # running through all of this, and a check takes long on a board: unpacking ~200 KB into
 # LittleFS, then a pure-Python Ed25519 and the SHA-256 of every file. So the check feeds it
-# (the wdt main.py hands to picker.boot) between files and after every 512-byte block it
-# unpacks or hashes; no step between two feeds grows with the image. A check that hangs
+# (the wdt main.py hands to picker.boot) after every file it wipes, every block it unpacks
+# (512 B) or hashes (1 KB, app/ota_verify.py) and every 16 steps of the Ed25519 loop: no span
+# between two feeds grows with the image. A check that hangs
 # (a flash that never answers) still stops feeding and is reset, and the picker's try count
 # refuses the image after 3 such boots.
 import json

@@ -21,9 +21,16 @@ import pytest
 
 from gateway.ota_transfer import OtaRefused, image_from_release, send_image
 from gateway.rtu import NoResponse, RtuBus
+from hardware.mpy import compile_module
 from hardware.ota_image import OtaStatus
 from hardware.regmap import load_maps
-from hardware.sim.simbus import EXIT_REBOOT, EXIT_WATCHDOG, SimBus, micropython_executable
+from hardware.sim.simbus import (
+    EXIT_REBOOT,
+    EXIT_WATCHDOG,
+    FIRMWARE_DIR,
+    SimBus,
+    micropython_executable,
+)
 from hardware.sim.simrun import attach_physics
 from provisioning import release as rel
 from tests.conftest import wait_for
@@ -208,13 +215,26 @@ def test_a_power_cut_after_the_commit_never_loses_the_node_and_the_update_comple
     assert identity[2:5] == [1, 4, 0] and identity[5] & TRIAL
 
 
+def _small_release(lab: Path, name: str, version: tuple[int, int, int], key: str,
+                   min_version: tuple[int, int, int] = (1, 0, 0)) -> bytes:
+    """A release of one file (the app's version module) signed by `key`: enough for a refusal
+    the node makes on the manifest, before it looks at any file, and cheap to send."""
+    out = lab / name
+    if not out.exists():
+        rel.build(out, version=version, min_version=min_version, device_class="fire",
+                  board="esp32", source=_source(lab, f"src-{name}", version, whole=False))
+        rel.sign(out, lab / key)
+    return image_from_release(out)
+
+
+async def _refused(bus: RtuBus, stream: bytes) -> tuple[OtaRefused, list[int], OtaStatus]:
+    with pytest.raises(OtaRefused) as err:
+        await send_image(bus, 1, stream, progress=lambda a, b: None)
+    return err.value, await _ready(bus), await _ota_status(bus)
+
+
 def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Path) -> None:
-    old = lab / "old"
-    if not old.exists():
-        rel.build(old, version=(0, 9, 0), min_version=(0, 9, 0), device_class="fire",
-                  board="esp32")
-        rel.sign(old, lab / "k.key")
-    stream = image_from_release(old)
+    stream = _small_release(lab, "old", (0, 9, 0), "k.key", min_version=(0, 9, 0))
 
     async def go() -> tuple[OtaRefused, list[int]]:
         async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
@@ -226,23 +246,6 @@ def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Pa
     refused, identity = asyncio.run(go())
     assert (refused.code, refused.reason) == (5, "downgrade")
     assert identity[2:5] == [0, 1, 0]
-
-
-def _small_release(lab: Path, name: str, version: tuple[int, int, int], key: str) -> bytes:
-    """A release of one file (the app's version module) signed by `key`: enough for a refusal
-    the node makes on the manifest, before it looks at any file, and cheap to send."""
-    out = lab / name
-    if not out.exists():
-        rel.build(out, version=version, min_version=(1, 0, 0), device_class="fire",
-                  board="esp32", source=_source(lab, f"src-{name}", version, whole=False))
-        rel.sign(out, lab / key)
-    return image_from_release(out)
-
-
-async def _refused(bus: RtuBus, stream: bytes) -> tuple[OtaRefused, list[int], OtaStatus]:
-    with pytest.raises(OtaRefused) as err:
-        await send_image(bus, 1, stream, progress=lambda a, b: None)
-    return err.value, await _ready(bus), await _ota_status(bus)
 
 
 def test_a_manifest_signed_by_an_unknown_key_is_refused_by_the_node(
@@ -291,39 +294,62 @@ def test_after_a_key_rotation_a_release_signed_by_the_revoked_key_is_refused_by_
     assert trust["keys"]["version"] == 2
 
 
-def _check_boot(lab: Path, tmp: Path, watchdog_ms: int) -> tuple[int, float, Path]:
-    """main.py on a flash whose transfer record says verify pending, with the stream of a
-    whole release (about 200 KB) received: the check boot alone, no bus. Its exit code (75:
-    the reset that ends a finished check), its wall time, the node's root."""
-    bus = SimBus([(1, "fire")], compiled=True, workdir=tmp)   # only prepares the flash
-    bus.hub.stop()
-    root = bus.nodes[0].root
+def _pending_check(lab: Path, root: Path) -> Path:
+    """A node's flash whose transfer record says verify pending, with the stream of a whole
+    release (about 200 KB) received: what the check boot finds. Slot a runs the release's own
+    .mpy files (built once, in lab), the root holds main.py, picker and record as a board's."""
+    (root / "data").mkdir(parents=True)
+    shutil.copytree(lab / "good" / "files" / "app", root / "a" / "app")
+    shutil.copyfile(FIRMWARE_DIR / "main.py", root / "main.py")
+    for name in ("picker", "record"):
+        compile_module(FIRMWARE_DIR / f"{name}.py", root / f"{name}.mpy")
+    (root / "data" / "node.json").write_text(json.dumps({"class": "fire", "address": 1,
+                                                         "board": "esp32"}))
     shutil.copyfile(lab / "trust.json", root / "data" / "trust.json")
     stream = image_from_release(lab / "good")
     (root / "data" / "ota.img").write_bytes(stream)
     body = json.dumps({"id": "x", "size": len(stream), "cb": 240, "n": -(-len(stream) // 240),
                        "tries": 0, "slot": "b", "regs": [2, 0, 0, 0, 0, 1, 4, 0]}).encode()
     (root / "data" / "ota.json").write_bytes(b"%08x\n" % zlib.crc32(body) + body)
+    return root
+
+
+def _check_boot(root: Path, watchdog_ms: int) -> tuple[int, float]:
+    """main.py alone (no bus) on that flash, as the board boots after a commit: its exit code
+    (75: the reset that ends a finished check) and its wall time."""
     started = time.monotonic()
     done = subprocess.run([micropython_executable(), "-X", f"heapsize={HEAP}", "main.py"],
                           cwd=root, env=dict(os.environ, EF_ROOT=".", EF_WDT_MS=str(watchdog_ms)),
                           capture_output=True, timeout=60)
-    return done.returncode, time.monotonic() - started, root
+    return done.returncode, time.monotonic() - started
 
 
 def test_the_check_boot_feeds_the_watchdog_through_a_whole_image(
         lab: Path, tmp_path: Path) -> None:
     """On an ESP32 the check (unpacking ~200 KB into LittleFS, a pure-Python Ed25519, the
     SHA-256 of every file) is 50-200x slower than here and its watchdog is 8 s. Scaled down:
-    the check's own duration here, measured first without a watchdog, and a watchdog of a
-    third of it. A check that fed only before it began (the old one) is reset; this one feeds
-    between files, blocks and steps of the verifier, and completes."""
-    code, seconds, _ = _check_boot(lab, tmp_path / "unwatched", 0)
-    assert code == EXIT_REBOOT
-    watchdog_ms = max(30, int(seconds * 1000 / 3))
-    code, _, root = _check_boot(lab, tmp_path / "watched", watchdog_ms)
-    assert code != EXIT_WATCHDOG, f"reset by a {watchdog_ms} ms watchdog during the check"
-    assert code == EXIT_REBOOT
+    the check's own duration here, the best of two boots without a watchdog, and a watchdog of
+    a third of it. A check that fed only before it began (the old one) is reset every time;
+    this one feeds between files, blocks and steps of the verifier, and completes. A boot the
+    loaded host stalls for longer than the watchdog is not a board's: the watched check gets
+    three boots to complete once (the old check never could: its work alone is 3x too long)."""
+    pending = _pending_check(lab, tmp_path / "flash")
+
+    def boot(name: str, watchdog_ms: int) -> tuple[int, float, Path]:
+        root = Path(shutil.copytree(pending, tmp_path / name))
+        return (*_check_boot(root, watchdog_ms), root)
+
+    runs = [boot(f"unwatched{i}", 0) for i in range(2)]
+    assert [code for code, _, _ in runs] == [EXIT_REBOOT] * 2
+    watchdog_ms = max(30, int(min(seconds for _, seconds, _ in runs) * 1000 / 3))
+    codes = []
+    for i in range(3):
+        code, _, root = boot(f"watched{i}", watchdog_ms)
+        codes.append(code)
+        if code != EXIT_WATCHDOG:
+            break
+    assert codes[-1] != EXIT_WATCHDOG, f"reset by a {watchdog_ms} ms watchdog in 3 checks"
+    assert codes[-1] == EXIT_REBOOT
     record = (root / "data" / "ota.json").read_bytes().split(b"\n", 1)[1]
     assert json.loads(record)["regs"][0] == 3   # staged: the check ran to its end
 
