@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.release import KeySet, canonical
 from gateway.ota_transfer import OtaRefused, image_from_release, send_image
 from gateway.rtu import NoResponse, RtuBus
 from hardware.mpy import compile_module
@@ -54,6 +55,17 @@ def _source(d: Path, name: str, version: tuple[int, int, int], whole: bool = Tru
     return source
 
 
+def _resigned(release: Path, out: Path, key: Path, change: dict[str, object],
+              keyset: KeySet | None = None) -> Path:
+    """A copy of a release with its manifest changed and signed again: the same compiled app
+    under another class or carrying a key set, without compiling it again."""
+    shutil.copytree(release, out)
+    body = json.loads((out / "manifest.json").read_bytes())
+    (out / "manifest.json").write_bytes(canonical({**body, **change}))
+    rel.sign(out, key, keyset)
+    return out
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ota-window")
@@ -61,12 +73,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rel.generate_key(d / "k2.key")   # the key a rotation brings in: unknown to the node before
     (d / "trust.json").write_text(json.dumps(
         rel.device_trust(rel.make_keyset(1, [d / "k.pub"], []), (1, 0, 0))))
-    source = _source(d, "src", (1, 4, 0))
-    for cls in ("fire", "air"):
-        good = rel.build(d / f"good-{cls}", version=(1, 4, 0), min_version=(1, 0, 0),
-                         device_class=cls, board="esp32", source=source)
-        rel.sign(good, d / "k.key")
-    (d / "good").symlink_to(d / "good-fire")
+    good = rel.build(d / "good-fire", version=(1, 4, 0), min_version=(1, 0, 0),
+                     device_class="fire", board="esp32", source=_source(d, "src", (1, 4, 0)))
+    rel.sign(good, d / "k.key")
+    (d / "good").symlink_to(good)
+    _resigned(good, d / "good-air", d / "k.key", {"class": "air"})   # the same app, for air
     tampered = Path(shutil.copytree(d / "good", d / "tampered"))
     node = tampered / "files" / "app" / "aqi.mpy"
     data = bytearray(node.read_bytes())
@@ -268,13 +279,13 @@ def test_after_a_key_rotation_a_release_signed_by_the_revoked_key_is_refused_by_
     """The round trip through the window: a release signed by the current key k carries a new
     key set (k2 in, k revoked); the node verifies it, runs it as a trial, is confirmed (the
     gateway's command) and adopts the key set at its next boot; from then on a release signed
-    by k is refused as revoked, and the rotated image keeps running."""
+    by k is refused as revoked, and the rotated image keeps running. (The rotation is the good
+    release signed again with the key set in it: no second build.)"""
     rotation = lab / "rotation"
     if not rotation.exists():
-        rel.build(rotation, version=(1, 5, 0), min_version=(1, 0, 0), device_class="fire",
-                  board="esp32", source=_source(lab, "src-rotation", (1, 5, 0)))
-        rel.sign(rotation, lab / "k.key", rel.make_keyset(
-            2, [lab / "k2.pub"], [json.loads((lab / "k.pub").read_text())["keyid"]]))
+        revoked = json.loads((lab / "k.pub").read_text())["keyid"]
+        _resigned(lab / "good-fire", rotation, lab / "k.key", {},
+                  rel.make_keyset(2, [lab / "k2.pub"], [revoked]))
     by_revoked = _small_release(lab, "by-k", (1, 5, 1), "k.key")
 
     async def go() -> tuple[list[int], OtaRefused, list[int], OtaStatus]:
@@ -286,10 +297,10 @@ def test_after_a_key_rotation_a_release_signed_by_the_revoked_key_is_refused_by_
             return (trial,) + await _refused(bus, by_revoked)
 
     trial, refused, identity, status = asyncio.run(go())
-    assert trial[2:5] == [1, 5, 0] and trial[5] & TRIAL
+    assert trial[2:5] == [1, 4, 0] and trial[5] & TRIAL
     assert (refused.code, refused.reason) == (4, "revoked key")
     assert (status.state, status.reason) == ("refused", 4)
-    assert identity[2:5] == [1, 5, 0] and not identity[5] & TRIAL   # confirmed, still running
+    assert identity[2:5] == [1, 4, 0] and not identity[5] & TRIAL   # confirmed, still running
     trust = json.loads((sim.nodes[0].root / "data" / "trust.json").read_text())
     assert trust["keys"]["version"] == 2
 
