@@ -65,7 +65,7 @@ def start():
     try:
         import picker
 
-        slot = picker.boot(root)
+        slot = picker.boot(root, wdt)  # a pending OTA check feeds the watchdog meanwhile
         del sys.modules["picker"]  # the picker's code leaves the heap before the app's arrives
         picker = None
         gc.collect()

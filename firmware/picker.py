@@ -99,7 +99,7 @@ def choose(slots, ok):
     return slots
 
 
-def ota_check(root):
+def ota_check(root, wdt=None):
     """An image received over the air and committed (app/ota_rx.py) waits for the device's own
     check: run it now, before any application code (the whole heap is free), with the verifier
     of the slot that runs, then reset the board. Nothing pending: return at once.
@@ -107,7 +107,8 @@ def ota_check(root):
     The check (app/ota_boot.py) either stages the slot (the next boot is its trial) or records
     why it was refused. Here, not in main.py: this code leaves the heap with the picker. A check
     that cannot finish (power cuts, a verifier that raises) is tried OTA_TRIES times, then
-    refused as malformed: the node always comes back up."""
+    refused as malformed: the node always comes back up. wdt (main.py's watchdog) is fed by
+    the check all along: on a board the unpacking and the pure-Python verifier take long."""
     path = root + "data/ota.json"
     try:
         rec = record.read(path)
@@ -128,7 +129,7 @@ def ota_check(root):
     sys.path.insert(0, root + running)
     from app import ota_boot
 
-    ota_boot.run(root, rec)
+    ota_boot.run(root, rec, wdt)
     try:
         import machine
         machine.reset()
@@ -163,14 +164,15 @@ def adopt_trust(root):
     os.remove(path)
 
 
-def boot(root):
-    """Adopt confirmed trust, run a pending OTA check (it resets the board), then pick the slot
-    for this boot and save the record; returns the slot's name."""
+def boot(root, wdt=None):
+    """Adopt confirmed trust, run a pending OTA check (it resets the board; it feeds wdt, the
+    running watchdog), then pick the slot for this boot and save the record; returns the
+    slot's name."""
     try:
         adopt_trust(root)
     except OSError:
         pass  # a failing flash must not stop the boot; the next boot tries again
-    ota_check(root)
+    ota_check(root, wdt)
     path = root + "slots.json"
     stored = load(path)
     slots = choose(stored, lambda name: slot_ok(root, name))

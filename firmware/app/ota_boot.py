@@ -18,6 +18,15 @@
 #      says staged;
 #      refused: the transfer record says refused with its reason (contracts/release.py
 #      REASONS), readable in ota_reason; the old image keeps running.
+#
+# The board's watchdog (8 s on an ESP32, started by main.py before the picker runs) keeps
+# running through all of this, and a check takes long on a board: unpacking ~200 KB into
+# LittleFS, then a pure-Python Ed25519 and the SHA-256 of every file. So the check feeds it
+# (the wdt main.py hands to picker.boot) after every file it wipes, every block it unpacks
+# (512 B) or hashes (1 KB, app/ota_verify.py) and every 16 steps of the Ed25519 loop: no span
+# between two feeds grows with the image. A check that hangs
+# (a flash that never answers) still stops feeding and is reset, and the picker's try count
+# refuses the image after 3 such boots.
 import json
 import os
 
@@ -53,7 +62,11 @@ def _write_json(path, value):
     os.rename(tmp, path)
 
 
-def _wipe(path):
+def _nothing():
+    pass
+
+
+def _wipe(path, feed=_nothing):
     """Remove a directory's contents (a symlink is unlinked, never followed)."""
     try:
         entries = list(os.ilistdir(path))
@@ -62,10 +75,11 @@ def _wipe(path):
     for entry in entries:
         full = path + "/" + entry[0]
         if entry[1] == _DIR:
-            _wipe(full)
+            _wipe(full, feed)
             os.rmdir(full)
         else:
             os.remove(full)
+        feed()
 
 
 def _safe(path):
@@ -79,8 +93,9 @@ def _safe(path):
     return True
 
 
-def unpack(image, sroot):
-    """Write the stream's entries (hardware/ota_image.py) under sroot; Refused(MALFORMED)."""
+def unpack(image, sroot, feed=_nothing):
+    """Write the stream's entries (hardware/ota_image.py) under sroot; Refused(MALFORMED).
+    feed() (the watchdog's) after every block written."""
     buf = bytearray(512)
     with open(image, "rb") as fh:
         if fh.read(4) != _MAGIC:
@@ -113,6 +128,7 @@ def unpack(image, sroot):
                         raise ota_verify.Refused(ota_verify.MALFORMED, path + " is cut short")
                     out.write(mv[:n])
                     left -= n
+                    feed()
         if fh.read(1):
             raise ota_verify.Refused(ota_verify.MALFORMED, "bytes after the end of the stream")
 
@@ -128,8 +144,11 @@ def _finish(root, rec, state, reason):
         pass
 
 
-def run(root, rec):
-    """Verify the slot the transfer record names; True when it was staged."""
+def run(root, rec, wdt=None):
+    """Verify the slot the transfer record names; True when it was staged. wdt: the running
+    watchdog (main.py's, through picker.boot), fed all along; None (a picker that does not
+    pass it, a bare REPL session): nothing to feed."""
+    feed = wdt.feed if wdt is not None else _nothing
     slot = rec["slot"]
     sroot = root + slot + "/"
     with open(root + "data/node.json") as fh:
@@ -148,10 +167,11 @@ def run(root, rec):
         os.remove(root + "data/trust.next")   # an earlier image's
     except OSError:
         pass
-    _wipe(root + slot)
+    feed()
+    _wipe(root + slot, feed)
     store.makedirs(root + slot)
     try:
-        unpack(root + "data/ota.img", sroot)
+        unpack(root + "data/ota.img", sroot, feed)
         try:
             with open(root + "data/trust.json") as fh:
                 trust = json.load(fh)
@@ -163,7 +183,7 @@ def run(root, rec):
         except OSError:
             raise ota_verify.Refused(ota_verify.MALFORMED, "no manifest in the slot")
         body = ota_verify.verify_slot(sroot, manifest, sig, trust, cfg.get("class"),
-                                      cfg.get("board"))
+                                      cfg.get("board"), feed)
         extra = _extra(sroot, "app", body["files"])
         if extra:
             raise ota_verify.Refused(ota_verify.MALFORMED, extra + " is not in the manifest")
@@ -172,6 +192,7 @@ def run(root, rec):
         print("ota: slot %s refused: %s" % (slot, exc))
         _finish(root, rec, otadef.REFUSED, exc.code)
         return False
+    feed()
     _write_json(root + "data/trust.next", {"slot": slot, "trust": accepted})
     slots["pending"] = slot
     slots["rolled_back"] = False

@@ -1,7 +1,7 @@
 # An offer written into the OTA window (common.toml [ota] ota_offer): start a transfer, or
 # resume the same one. Imported by the node for one offer and unloaded after it, so its code
 # never shares the heap with the receiver's (app/ota_rx.py, whose header describes the
-# record); a running node has about 3 KB of heap to spare.
+# record); a running fire or air node has about 5 KB of heap to spare (docs/firmware-boot.md).
 import binascii
 
 import record as store

@@ -1,7 +1,7 @@
 # The boot-only half of the node (app/node.py): the node's identity, the HAL, the stored
 # thresholds, the boot counter, the OTA window's input block. node.main() imports it and drops
 # it before the loop runs, so none of this code is in the heap while the node works (a running
-# node keeps about 3 KB free under the 64 KB cap, for the OTA receiver's code).
+# node keeps about 5 KB free under the 64 KB cap, for the OTA receiver's code).
 import json
 from array import array
 

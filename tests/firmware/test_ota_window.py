@@ -1,44 +1,84 @@
 """A signed release through the OTA register window of a real node (MicroPython unix port on the
-simulator's bus): the node receives the stream, reboots, verifies the slot itself, runs the new
-image as a trial; a tampered release is refused with its reason readable in ota_reason and the
-node keeps its old image; a power cut mid-transfer is resumed, not restarted."""
+simulator's bus, .mpy bytecode under the 64 KB heap cap a node must live in, its sensors fed):
+the node receives the stream, reboots, verifies the slot itself, runs the new image as a trial;
+a tampered file, a manifest signed by an unknown or a revoked key and a downgrade are refused
+with their reason readable in ota_reason and the node keeps its old image; a power cut
+mid-transfer is resumed, not restarted; the check boot feeds the watchdog."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from contracts.release import KeySet, canonical
 from gateway.ota_transfer import OtaRefused, image_from_release, send_image
 from gateway.rtu import NoResponse, RtuBus
+from hardware.mpy import compile_module
 from hardware.ota_image import OtaStatus
 from hardware.regmap import load_maps
-from hardware.sim.simbus import SimBus
+from hardware.sim.simbus import (
+    EXIT_REBOOT,
+    EXIT_WATCHDOG,
+    FIRMWARE_DIR,
+    SimBus,
+    micropython_executable,
+)
+from hardware.sim.simrun import attach_physics
 from provisioning import release as rel
 from tests.conftest import wait_for
 
 FIRMWARE_APP = Path(__file__).resolve().parents[2] / "firmware" / "app"
 MAPS = load_maps()
 TRIAL = 1 << next(b.bit for b in MAPS.status_bits if b.name == "trial")
+CONFIRM = MAPS.commands["confirm_image"]
+HEAP = "64K"   # every class must run, and take an update, under this cap (docs/firmware-boot.md)
+
+
+def _source(d: Path, name: str, version: tuple[int, int, int], whole: bool = True) -> Path:
+    """The app as `release` would build it at `version`; not whole: only its version module
+    (a small release for the refusals that come before any file is looked at)."""
+    source = d / name
+    if whole:
+        shutil.copytree(FIRMWARE_APP, source, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        source.mkdir()
+    (source / "version.py").write_text(f"VERSION = {version}\n")   # what `release` bumps
+    return source
+
+
+def _resigned(release: Path, out: Path, key: Path, change: dict[str, object],
+              keyset: KeySet | None = None) -> Path:
+    """A copy of a release with its manifest changed and signed again: the same compiled app
+    under another class or carrying a key set, without compiling it again."""
+    shutil.copytree(release, out)
+    body = json.loads((out / "manifest.json").read_bytes())
+    (out / "manifest.json").write_bytes(canonical({**body, **change}))
+    rel.sign(out, key, keyset)
+    return out
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ota-window")
     rel.generate_key(d / "k.key")
+    rel.generate_key(d / "k2.key")   # the key a rotation brings in: unknown to the node before
     (d / "trust.json").write_text(json.dumps(
         rel.device_trust(rel.make_keyset(1, [d / "k.pub"], []), (1, 0, 0))))
-    source = d / "src"
-    shutil.copytree(FIRMWARE_APP, source, ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "version.py").write_text("VERSION = (1, 4, 0)\n")   # what `release` bumps
-    good = rel.build(d / "good", version=(1, 4, 0), min_version=(1, 0, 0),
-                     device_class="fire", board="esp32", source=source)
+    good = rel.build(d / "good-fire", version=(1, 4, 0), min_version=(1, 0, 0),
+                     device_class="fire", board="esp32", source=_source(d, "src", (1, 4, 0)))
     rel.sign(good, d / "k.key")
-    tampered = Path(shutil.copytree(good, d / "tampered"))
+    (d / "good").symlink_to(good)
+    _resigned(good, d / "good-air", d / "k.key", {"class": "air"})   # the same app, for air
+    tampered = Path(shutil.copytree(d / "good", d / "tampered"))
     node = tampered / "files" / "app" / "aqi.mpy"
     data = bytearray(node.read_bytes())
     data[len(data) // 2] ^= 0x20
@@ -47,9 +87,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def sim(lab: Path) -> Iterator[SimBus]:
-    bus = SimBus([(1, "fire")], baud=115200, paced=False, compiled=True)
+def sim(lab: Path, request: pytest.FixtureRequest) -> Iterator[SimBus]:
+    """One node at address 1 (fire unless parametrized), .mpy, 64 KB heap, sensors fed."""
+    cls = getattr(request, "param", "fire")
+    bus = SimBus([(1, cls)], baud=115200, paced=False, compiled=True, heap=HEAP)
     (bus.nodes[0].root / "data" / "trust.json").write_text((lab / "trust.json").read_text())
+    attach_physics(bus)
     with bus:
         yield bus
 
@@ -67,9 +110,13 @@ async def _ota_status(bus: RtuBus) -> OtaStatus:
     return OtaStatus.decode(await bus.read_input(1, MAPS.ota.base, MAPS.ota.input_words))
 
 
+@pytest.mark.parametrize("sim", ["fire", "air"], indirect=True)
 def test_a_signed_release_is_received_verified_by_the_node_and_boots_as_a_trial(
         sim: SimBus, lab: Path) -> None:
-    stream = image_from_release(lab / "good")
+    """Fire and air are the classes with the least heap to spare (about 59 KB live of 64 KB):
+    the whole transfer, the check boot and the trial run under the cap."""
+    node = sim.nodes[0]
+    stream = image_from_release(lab / f"good-{node.cls}")
     seen: list[tuple[int, int]] = []
     at_commit: list[tuple[tuple[int, int], bool]] = []
 
@@ -92,6 +139,7 @@ def test_a_signed_release_is_received_verified_by_the_node_and_boots_as_a_trial(
     assert any("slot b verified" in line for line in sim.nodes[0].events.lines)
     # on_commit came once, with every byte acknowledged and before the node's verify boot
     assert at_commit == [((len(stream), len(stream)), False)]
+    assert node.events.crash_resets == 0, node.events.lines[-8:]   # no MemoryError reset
 
 
 def test_a_tampered_file_is_refused_by_the_node_with_its_reason_and_the_old_image_runs(
@@ -178,13 +226,26 @@ def test_a_power_cut_after_the_commit_never_loses_the_node_and_the_update_comple
     assert identity[2:5] == [1, 4, 0] and identity[5] & TRIAL
 
 
+def _small_release(lab: Path, name: str, version: tuple[int, int, int], key: str,
+                   min_version: tuple[int, int, int] = (1, 0, 0)) -> bytes:
+    """A release of one file (the app's version module) signed by `key`: enough for a refusal
+    the node makes on the manifest, before it looks at any file, and cheap to send."""
+    out = lab / name
+    if not out.exists():
+        rel.build(out, version=version, min_version=min_version, device_class="fire",
+                  board="esp32", source=_source(lab, f"src-{name}", version, whole=False))
+        rel.sign(out, lab / key)
+    return image_from_release(out)
+
+
+async def _refused(bus: RtuBus, stream: bytes) -> tuple[OtaRefused, list[int], OtaStatus]:
+    with pytest.raises(OtaRefused) as err:
+        await send_image(bus, 1, stream, progress=lambda a, b: None)
+    return err.value, await _ready(bus), await _ota_status(bus)
+
+
 def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Path) -> None:
-    old = lab / "old"
-    if not old.exists():
-        rel.build(old, version=(0, 9, 0), min_version=(0, 9, 0), device_class="fire",
-                  board="esp32")
-        rel.sign(old, lab / "k.key")
-    stream = image_from_release(old)
+    stream = _small_release(lab, "old", (0, 9, 0), "k.key", min_version=(0, 9, 0))
 
     async def go() -> tuple[OtaRefused, list[int]]:
         async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
@@ -198,6 +259,112 @@ def test_a_downgrade_is_refused_by_the_node_below_its_floor(sim: SimBus, lab: Pa
     assert identity[2:5] == [0, 1, 0]
 
 
+def test_a_manifest_signed_by_an_unknown_key_is_refused_by_the_node(
+        sim: SimBus, lab: Path) -> None:
+    stream = _small_release(lab, "by-k2", (1, 4, 1), "k2.key")   # k2: not in the node's trust
+
+    async def go() -> tuple[OtaRefused, list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            return await _refused(bus, stream)
+
+    refused, identity, status = asyncio.run(go())
+    assert (refused.code, refused.reason) == (3, "unknown key")
+    assert (status.state, status.reason) == ("refused", 3)
+    assert identity[2:5] == [0, 1, 0] and not identity[5] & TRIAL   # the old image runs
+
+
+def test_after_a_key_rotation_a_release_signed_by_the_revoked_key_is_refused_by_the_node(
+        sim: SimBus, lab: Path) -> None:
+    """The round trip through the window: a release signed by the current key k carries a new
+    key set (k2 in, k revoked); the node verifies it, runs it as a trial, is confirmed (the
+    gateway's command) and adopts the key set at its next boot; from then on a release signed
+    by k is refused as revoked, and the rotated image keeps running. (The rotation is the good
+    release signed again with the key set in it: no second build.)"""
+    rotation = lab / "rotation"
+    if not rotation.exists():
+        revoked = json.loads((lab / "k.pub").read_text())["keyid"]
+        _resigned(lab / "good-fire", rotation, lab / "k.key", {},
+                  rel.make_keyset(2, [lab / "k2.pub"], [revoked]))
+    by_revoked = _small_release(lab, "by-k", (1, 5, 1), "k.key")
+
+    async def go() -> tuple[list[int], OtaRefused, list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            await send_image(bus, 1, image_from_release(rotation), progress=lambda a, b: None)
+            trial = await _ready(bus)
+            await bus.write_register(1, 0, CONFIRM)
+            return (trial,) + await _refused(bus, by_revoked)
+
+    trial, refused, identity, status = asyncio.run(go())
+    assert trial[2:5] == [1, 4, 0] and trial[5] & TRIAL
+    assert (refused.code, refused.reason) == (4, "revoked key")
+    assert (status.state, status.reason) == ("refused", 4)
+    assert identity[2:5] == [1, 4, 0] and not identity[5] & TRIAL   # confirmed, still running
+    trust = json.loads((sim.nodes[0].root / "data" / "trust.json").read_text())
+    assert trust["keys"]["version"] == 2
+
+
+def _pending_check(lab: Path, root: Path) -> Path:
+    """A node's flash whose transfer record says verify pending, with the stream of a whole
+    release (about 200 KB) received: what the check boot finds. Slot a runs the release's own
+    .mpy files (built once, in lab), the root holds main.py, picker and record as a board's."""
+    (root / "data").mkdir(parents=True)
+    shutil.copytree(lab / "good" / "files" / "app", root / "a" / "app")
+    shutil.copyfile(FIRMWARE_DIR / "main.py", root / "main.py")
+    for name in ("picker", "record"):
+        compile_module(FIRMWARE_DIR / f"{name}.py", root / f"{name}.mpy")
+    (root / "data" / "node.json").write_text(json.dumps({"class": "fire", "address": 1,
+                                                         "board": "esp32"}))
+    shutil.copyfile(lab / "trust.json", root / "data" / "trust.json")
+    stream = image_from_release(lab / "good")
+    (root / "data" / "ota.img").write_bytes(stream)
+    body = json.dumps({"id": "x", "size": len(stream), "cb": 240, "n": -(-len(stream) // 240),
+                       "tries": 0, "slot": "b", "regs": [2, 0, 0, 0, 0, 1, 4, 0]}).encode()
+    (root / "data" / "ota.json").write_bytes(b"%08x\n" % zlib.crc32(body) + body)
+    return root
+
+
+def _check_boot(root: Path, watchdog_ms: int) -> tuple[int, float]:
+    """main.py alone (no bus) on that flash, as the board boots after a commit: its exit code
+    (75: the reset that ends a finished check) and its wall time."""
+    started = time.monotonic()
+    done = subprocess.run([micropython_executable(), "-X", f"heapsize={HEAP}", "main.py"],
+                          cwd=root, env=dict(os.environ, EF_ROOT=".", EF_WDT_MS=str(watchdog_ms)),
+                          capture_output=True, timeout=60)
+    return done.returncode, time.monotonic() - started
+
+
+def test_the_check_boot_feeds_the_watchdog_through_a_whole_image(
+        lab: Path, tmp_path: Path) -> None:
+    """On an ESP32 the check (unpacking ~200 KB into LittleFS, a pure-Python Ed25519, the
+    SHA-256 of every file) is 50-200x slower than here and its watchdog is 8 s. Scaled down:
+    the check's own duration here, the best of two boots without a watchdog, and a watchdog of
+    a third of it. A check that fed only before it began (the old one) is reset every time;
+    this one feeds between files, blocks and steps of the verifier, and completes. A boot the
+    loaded host stalls for longer than the watchdog is not a board's: the watched check gets
+    three boots to complete once (the old check never could: its work alone is 3x too long)."""
+    pending = _pending_check(lab, tmp_path / "flash")
+
+    def boot(name: str, watchdog_ms: int) -> tuple[int, float, Path]:
+        root = Path(shutil.copytree(pending, tmp_path / name))
+        return (*_check_boot(root, watchdog_ms), root)
+
+    runs = [boot(f"unwatched{i}", 0) for i in range(2)]
+    assert [code for code, _, _ in runs] == [EXIT_REBOOT] * 2
+    watchdog_ms = max(30, int(min(seconds for _, seconds, _ in runs) * 1000 / 3))
+    codes = []
+    for i in range(3):
+        code, _, root = boot(f"watched{i}", watchdog_ms)
+        codes.append(code)
+        if code != EXIT_WATCHDOG:
+            break
+    assert codes[-1] != EXIT_WATCHDOG, f"reset by a {watchdog_ms} ms watchdog in 3 checks"
+    assert codes[-1] == EXIT_REBOOT
+    record = (root / "data" / "ota.json").read_bytes().split(b"\n", 1)[1]
+    assert json.loads(record)["regs"][0] == 3   # staged: the check ran to its end
+
+
 @pytest.mark.slow
 def test_a_power_cut_after_every_chunk_is_always_resumed_to_a_verified_image(
         lab: Path) -> None:
@@ -207,7 +374,7 @@ def test_a_power_cut_after_every_chunk_is_always_resumed_to_a_verified_image(
     stream = image_from_release(lab / "good")
     chunks = -(-len(stream) // 240)
     for cut_after in range(1, chunks):
-        bus = SimBus([(1, "fire")], baud=115200, paced=False, compiled=True)
+        bus = SimBus([(1, "fire")], baud=115200, paced=False, compiled=True, heap=HEAP)
         (bus.nodes[0].root / "data" / "trust.json").write_text(
             (lab / "trust.json").read_text())
         with bus:

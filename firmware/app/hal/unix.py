@@ -177,6 +177,7 @@ class Hal:
         print(json.dumps({"diag": {"peak_alloc": self.peak_alloc, "alloc": gc.mem_alloc(),
                                    "free": gc.mem_free()}}))
         micropython.mem_info()
+        micropython.qstr_info()  # interned names: their pools grow by doubling (docs)
 
     # -- outputs, watchdog, reset -------------------------------------------------------
     def set_outputs(self, coils):
