@@ -461,13 +461,17 @@ class OtaManager:
         poller = self.device_bus[job.device]
         dev = poller.devices[job.device]
         device_class = dev.decoder.info.cls
-        if job.phase in ("accepted", "downloading") and not await self._fetch(job, device_class):
-            return
-        if job.phase in ("verified", "queued", "transferring"):
-            found = await self._cached(job, device_class)
-            if found is None:
+        fetched: Path | None = None
+        if job.phase in ("accepted", "downloading"):
+            fetched = await self._fetch(job, device_class)
+            if fetched is None:
                 return
-            release_dir = found
+        if job.phase in ("verified", "queued", "transferring"):
+            # just fetched (and verified): straight on to the lane, so jobs take it in the
+            # order their bundles were ready; resumed: verified again from the cache first
+            release_dir = fetched or await self._cached(job, device_class)
+            if release_dir is None:
+                return
             if not (resumed and job.phase == "transferring") and self.config.offer_jitter_s:
                 await asyncio.sleep(self.rng.uniform(0, self.config.offer_jitter_s))
             lane = self.lanes.lock(poller.name)
@@ -479,12 +483,13 @@ class OtaManager:
         if job.phase in ("committed", "trial"):
             await self._watch(job)
 
-    async def _fetch(self, job: OtaJob, device_class: str) -> bool:
-        """Cache hit or download + verify + cache; False when the job failed."""
+    async def _fetch(self, job: OtaJob, device_class: str) -> Path | None:
+        """Cache hit or download + verify + cache: the release directory; None when the job
+        failed."""
         async with self._fetching.setdefault(job.sha256, asyncio.Lock()):
             return await self._fetch_once(job, device_class)
 
-    async def _fetch_once(self, job: OtaJob, device_class: str) -> bool:
+    async def _fetch_once(self, job: OtaJob, device_class: str) -> Path | None:
         # The cache, the tar reader and the verification hash every file and write to the card:
         # in a thread, so fire polling on this loop never waits for them.
         verifier = self.verifier
@@ -498,10 +503,10 @@ class OtaManager:
                 data = await download(job.url, job.token, job.size, job.sha256,
                                       timeout_s=self.config.download_timeout_s,
                                       retries=self.config.download_retries)
-                manifest = await asyncio.to_thread(self._verify_and_cache, job, data,
-                                                   verifier, device_class, self._in_use())
+                entry, manifest = await asyncio.to_thread(
+                    self._verify_and_cache, job, data, verifier, device_class, self._in_use())
             else:
-                manifest = cached[1]
+                entry, manifest = cached
                 self._check_release(job, manifest.version)
                 log.info("%s: bundle %s is cached and verifies: not downloaded again",
                          job.device, job.sha256[:16])
@@ -510,24 +515,23 @@ class OtaManager:
             log.error("%s: OTA bundle of campaign %s refused: %s", job.device, job.campaign, exc)
             job.token = None
             self._set(job, "failed", exc.reason, detail=exc.detail)
-            return False
+            return None
         except OSError as exc:
             log.error("%s: OTA bundle cache: %s", job.device, exc)
             job.token = None
             self._set(job, "failed", "cache", detail=str(exc))
-            return False
+            return None
         job.token = None  # verified and cached: the download token is not needed any more
         self._set(job, "verified")
-        return True
+        return entry
 
     def _verify_and_cache(self, job: OtaJob, data: bytes, verifier: ReleaseVerifier,
-                          device_class: str, keep: set[str]) -> Manifest:
+                          device_class: str, keep: set[str]) -> tuple[Path, Manifest]:
         """Read, verify and cache a downloaded bundle (blocking: runs in a thread)."""
         files = read_bundle(data)
         manifest = verify_bundle(files, verifier, device_class=device_class)
         self._check_release(job, manifest.version)
-        self.cache.put(job.sha256, files, keep=keep)
-        return manifest
+        return self.cache.put(job.sha256, files, keep=keep), manifest
 
     def _check_release(self, job: OtaJob, version: Version) -> None:
         text = ".".join(str(p) for p in version)
