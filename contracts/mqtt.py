@@ -259,8 +259,9 @@ class OtaEvent(_DeviceMessage):
     Reported when the phase changes and, while ``transferring``, at most every few seconds
     with ``offset`` (bytes the device holds) of ``size``. ``reason`` says why on ``failed``
     (a contracts.release reason code such as ``bad_signature`` or ``downgrade``, or a delivery
-    one such as ``download``, ``device_refused``, ``rolled_back``, ``timeout``; docs/mqtt.md has
-    the list). A gateway may add ``detail``, ``code``, ``refusal`` and ``command``."""
+    one such as ``download``, ``device_refused``, ``rolled_back``, ``timeout``, ``unsupported``;
+    docs/mqtt.md has the list). A gateway may add ``detail``, ``code``, ``refusal`` and
+    ``command``."""
 
     event: Literal["ota"]
     campaign: str = Field(min_length=1)

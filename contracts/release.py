@@ -51,13 +51,22 @@ Order of the checks in :meth:`ReleaseVerifier.verify` (the first failure is the 
 
 Then :meth:`ReleaseVerifier.check_file` per file (:class:`BadSize` before :class:`BadHash`, so
 a truncated download says so), and :meth:`ReleaseVerifier.accept` for the state after install.
+
+A release travels between fleet and gateway as a bundle: an uncompressed tar of the release
+directory, optionally under one top directory. :func:`read_bundle` reads one (in memory, never
+extracted: only regular files and directories with safe relative names, at most
+:data:`MAX_MEMBERS` entries, :class:`Malformed` otherwise) and :func:`verify_files` makes every
+check above on what it read, refusing a file the manifest does not name. The fleet (upload) and
+the gateway (download, cache) both use these two; only the error each one reports differs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,8 +75,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
+    "MANIFEST",
     "MANIFEST_TYPE",
+    "MAX_MEMBERS",
     "REASONS",
+    "SIGNATURE",
     "SIGNING_PREFIX",
     "BadHash",
     "BadSignature",
@@ -86,10 +98,15 @@ __all__ = [
     "canonical",
     "key_id",
     "parse_version",
+    "read_bundle",
     "signing_message",
+    "verify_files",
 ]
 
 MANIFEST_TYPE = "edgefleet-release"
+MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"  # the names inside a release
+#: Entries a bundle may hold: a hostile tar of many empty members exhausts nothing else.
+MAX_MEMBERS = 2000
 SIGNING_PREFIX = b"edgefleet-rel1:"  # 15 bytes: R || A || prefix || digest = 111, one block
 Version = tuple[int, int, int]
 
@@ -344,6 +361,15 @@ class ReleaseVerifier:
             raise BadHash(f"{path}: SHA-256 {sha256_hex[:16]}..., manifest says "
                           f"{entry.sha256[:16]}...")
 
+    def adopt_keys(self, carried: KeySet | None) -> ReleaseVerifier:
+        """The key set a verified release carries, adopted (when newer, every revocation kept)
+        with the floor unchanged: what a holder that checks releases for many devices (the
+        gateway) takes once a device has confirmed the release; its floor is not one device's
+        to raise."""
+        if carried is None:
+            return self
+        return ReleaseVerifier(_rotated(self.keys, carried), self.floor)
+
     def accept(self, manifest: Manifest) -> ReleaseVerifier:
         """The trust after ``manifest`` (verified) is installed and confirmed: floor raised,
         key set rotated. A device adopts it on confirming the trial image, not on writing the
@@ -351,6 +377,76 @@ class ReleaseVerifier:
         floor = max(self.floor, manifest.min_version)
         keys = self.keys if manifest.trust is None else _rotated(self.keys, manifest.trust)
         return ReleaseVerifier(keys, floor)
+
+
+# -- bundles ------------------------------------------------------------------------------------
+def _member_name(member: tarfile.TarInfo) -> str:
+    """A tar member's relative name ('' for the top directory); :class:`Malformed` for anything
+    but a plain file or directory with a safe relative name."""
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    if member.name.startswith("/") or (name and not _safe_path(name)):
+        raise Malformed(f"tar member {member.name!r}: not a plain relative path")
+    if not (member.isfile() or member.isdir()):
+        kind = "link" if member.issym() or member.islnk() else "special file"
+        raise Malformed(f"tar member {member.name!r} is a {kind}")
+    return name
+
+
+def read_bundle(data: bytes, *, max_members: int = MAX_MEMBERS) -> dict[str, bytes]:
+    """The files of a release bundle (tar bytes) by relative path (``manifest.json``,
+    ``manifest.sig``, ``files/...``); :class:`Malformed` for a tar that is broken or compressed,
+    holds more than ``max_members`` entries, a link, a device, an absolute or ``..`` name, or
+    a name twice. A bundle of one top directory holding the release is read as that directory.
+    Memory is bounded by ``data``: an uncompressed tar holds no more than its own size."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for count, member in enumerate(tar, 1):
+                if count > max_members:
+                    raise Malformed(f"more than {max_members} tar entries")
+                name = _member_name(member)
+                if member.isdir() or not name:
+                    continue
+                fh = tar.extractfile(member)
+                if fh is None:
+                    raise Malformed(f"tar member {member.name!r} is unreadable")
+                if name in files:
+                    raise Malformed(f"tar member {name!r} appears twice")
+                files[name] = fh.read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise Malformed(f"not an uncompressed tar: {exc}") from None
+    if MANIFEST not in files:
+        tops = {name.split("/", 1)[0] for name in files}
+        if len(tops) == 1 and all("/" in name for name in files):
+            top = tops.pop() + "/"
+            files = {name[len(top):]: body for name, body in files.items()}
+    return files
+
+
+def verify_files(files: Mapping[str, bytes], verifier: ReleaseVerifier, *,
+                 device_class: str | None = None, board: str | None = None) -> Manifest:
+    """Every check a device makes, on a release's files by relative path (:func:`read_bundle`,
+    or an extracted release directory): the signature and target (:meth:`ReleaseVerifier.
+    verify`), no file the manifest does not name, and each file's size and SHA-256. The
+    manifest, or the first :class:`ReleaseError`."""
+    if MANIFEST not in files or SIGNATURE not in files:
+        raise Malformed(f"the release has no {MANIFEST} and {SIGNATURE}")
+    manifest = verifier.verify(files[MANIFEST], files[SIGNATURE], device_class=device_class,
+                               board=board)
+    payload = {name.removeprefix("files/"): body for name, body in files.items()
+               if name.startswith("files/")}
+    others = sorted(set(files) - {MANIFEST, SIGNATURE} - {f"files/{n}" for n in payload})
+    extra = sorted(set(payload) - set(manifest.files))
+    if others or extra:
+        raise Malformed(f"files not in the manifest: {', '.join(others + extra)}")
+    for name in manifest.files:
+        body = payload.get(name)
+        verifier.check_file(manifest, name, None if body is None else len(body),
+                            hashlib.sha256(body or b"").hexdigest())
+    return manifest
 
 
 def _rotated(current: KeySet, new: KeySet) -> KeySet:

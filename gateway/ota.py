@@ -22,6 +22,25 @@ What this module owns, and the rules it keeps:
   atomically with fsync) on every phase change and with each progress report, so a gateway
   restart picks each job up where it was: a transfer starts again and the transfer function
   resumes from the offset the node reports; a committed image is watched for its boot.
+- **Nothing slow on the event loop.** The loop also runs fire polling, so every call that
+  waits on the card or hashes a bundle (job file saves, cache reads that verify again, cache
+  writes, the image packer) runs in a worker thread. Job saves are written by one saver task
+  from a snapshot taken on the loop, the latest state winning, so a slow SD card delays only
+  the file, never a poll.
+- **Durations on the monotonic clock.** ``device_timeout_s``, ``boot_timeout_s`` and the trial
+  period are measured with ``time.monotonic`` (:func:`boot_deadline` is the pure rule), so an
+  NTP step of the wall clock (a Pi without a real-time clock boots in 1970) neither fails a
+  delivery nor stretches one. The wall clock is only for timestamps (``committed_at``,
+  ``updated``). After a gateway restart a committed job gets a whole ``boot_timeout_s`` again.
+- **One job per device, of one campaign.** A ``start`` of the job's own campaign and bundle
+  re-reports it (in flight or confirmed); a ``start`` of another campaign replaces an ended job
+  and is refused (``busy: ...``) while one runs. A node without the OTA window (Modbus
+  exception 02 to the offer) fails at once as ``unsupported``.
+- **Trust follows the fleet's rotation.** A release may carry a new key set (signed by a key
+  the gateway trusts). Once a device has *confirmed* that release the gateway adopts the key
+  set as a device does (``ReleaseVerifier.adopt_keys``: newer version only, revocations kept,
+  its floor unchanged), persists it to ``<storage>/ota-trust.json`` atomically and verifies
+  every later bundle with it; a release signed by a revoked key is refused from then on.
 - **After the commit** the node reboots into the new image as a trial; what each poll decodes
   is fed to :func:`after_commit` (pure, table-tested): ``trial`` when the node runs the release
   with its trial bit, ``failed``/``rolled_back`` when it comes back on the old image with status
@@ -46,9 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,8 +77,17 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from contracts.durable import write_json_atomic
 from contracts.mqtt import OTA_FINAL, OtaCommand, device_topic, rfc3339
-from contracts.release import REASONS, ReleaseVerifier, Version, parse_version
+from contracts.release import (
+    REASONS,
+    KeySet,
+    Manifest,
+    ReleaseError,
+    ReleaseVerifier,
+    Version,
+    parse_version,
+)
 from gateway.bus import BadReply, ModbusError, NoResponse, PortLost
 from gateway.config import OtaSection
 from gateway.decode import DeviceDecoder, now
@@ -71,12 +99,20 @@ from gateway.ota_bundle import (
     read_bundle,
     verify_bundle,
 )
-from gateway.ota_transfer import OtaBusy, OtaFailed, OtaRefused, image_from_release, send_image
+from gateway.ota_transfer import (
+    OtaBusy,
+    OtaFailed,
+    OtaRefused,
+    OtaUnsupported,
+    image_from_release,
+    send_image,
+)
 from gateway.outbox import Message
 from gateway.poller import BusPoller
 from hardware.regmap import load_maps
 
-__all__ = ["BusLanes", "JobFile", "NodeView", "OtaJob", "OtaManager", "YieldingBus", "after_commit"]
+__all__ = ["BusLanes", "JobFile", "NodeView", "OtaJob", "OtaManager", "YieldingBus", "after_commit",
+           "boot_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +120,7 @@ BUS_ERRORS = (NoResponse, ModbusError, BadReply, PortLost)
 #: Phases before the image is committed on the node: a cancel still stops them.
 BEFORE_COMMIT = frozenset({"accepted", "downloading", "verified", "queued", "transferring"})
 RETRY_TRANSFER_S = 2.0  # a node that stopped answering mid-transfer is tried again this often
+WATCH_STEP_S = 1.0  # a committed delivery's deadline is looked at this often
 
 Progress = Callable[[int, int], None]
 
@@ -134,6 +171,21 @@ def after_commit(phase: str, release: Version, boot_at_commit: int | None,
     return None
 
 
+def boot_deadline(phase: str, committed: float, phase_since: float, *, boot_timeout_s: float,
+                  trial_after_s: float) -> float | None:
+    """When a committed delivery has waited too long, on the clock ``committed`` and
+    ``phase_since`` (when the job entered ``phase``) are read from (the monotonic one); None:
+    nothing to wait for (a trial confirmed by hand). Committed: ``boot_timeout_s`` after the
+    commit. Trial: the trial period and ``boot_timeout_s`` after the trial began, at the
+    earliest the committed deadline."""
+    deadline = committed + boot_timeout_s
+    if phase == "trial":
+        if trial_after_s <= 0:
+            return None
+        deadline = max(deadline, phase_since + trial_after_s + boot_timeout_s)
+    return deadline
+
+
 # -- jobs and their file --------------------------------------------------------------------
 @dataclass
 class OtaJob:
@@ -152,8 +204,10 @@ class OtaJob:
     image_size: int = 0
     reason: str = ""
     boot_at_commit: int | None = None
-    committed_at: float | None = None  # wall clock: survives a restart
-    updated: float = field(default_factory=time.time)
+    committed_at: float | None = None  # wall clock, a timestamp only (durations: monotonic)
+    updated: float = field(default_factory=time.time)  # wall clock, a timestamp only
+    #: The key set the verified release carries (its JSON form), adopted once confirmed.
+    trust: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -166,8 +220,9 @@ class OtaJob:
 
 
 class JobFile:
-    """The jobs, one per device, in one JSON file replaced atomically (write, fsync, rename,
-    fsync the directory), so a power cut leaves the old file or the new one."""
+    """The jobs, one per device, in one JSON file replaced atomically
+    (:func:`contracts.durable.write_atomic`), so a power cut leaves the old file or the new one.
+    :meth:`save` blocks on the disk: the manager calls it in a thread, with copies."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -183,22 +238,8 @@ class JobFile:
             return {}
 
     def save(self, jobs: Mapping[str, OtaJob]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        body = json.dumps({"v": 1, "jobs": {d: asdict(j) for d, j in jobs.items()}})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a token
-        try:
-            os.write(fd, body.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        with contextlib.suppress(OSError):
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        # mode 0600: a job may hold a download token until its bundle is cached
+        write_json_atomic(self.path, {"v": 1, "jobs": {d: asdict(j) for d, j in jobs.items()}})
 
 
 # -- the bus ---------------------------------------------------------------------------------
@@ -263,10 +304,13 @@ class OtaManager:
                  state_path: Path, pollers: Mapping[str, BusPoller],
                  device_bus: Mapping[str, BusPoller], publish: Sink,
                  trial_after_s: float, transfer: Transfer | None = None,
-                 packer: Packer | None = None, rng: random.Random | None = None) -> None:
+                 packer: Packer | None = None, rng: random.Random | None = None,
+                 trust_path: Path | None = None) -> None:
         self.gateway_id = gateway_id
         self.config = config
-        self.verifier: ReleaseVerifier = load_trust(config.trust)
+        #: The key set adopted from confirmed releases (module docstring), beside the jobs.
+        self.trust_path = trust_path or state_path.with_name("ota-trust.json")
+        self.verifier: ReleaseVerifier = _adopted(load_trust(config.trust), self.trust_path)
         self.cache = BundleCache(cache_dir, int(config.cache_max_mb * 1024 * 1024))
         self.file = JobFile(state_path)
         self.pollers = pollers
@@ -284,6 +328,14 @@ class OtaManager:
         #: Committed jobs whose transfer still waits for the node's verification: their
         #: polls are not judged yet (the verify reboot is not the trial's).
         self._verifying: set[str] = set()
+        #: Monotonic times per device: the commit, and when the job entered its phase.
+        self._committed_mono: dict[str, float] = {}
+        self._since: dict[str, float] = {}
+        #: The one saver of the job file (and of adopted trust), and whether jobs changed
+        #: since its last snapshot.
+        self._saver: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._trust_writes: set[asyncio.Task[None]] = set()
         self._running = False
         self._trial_bit = _status_bit("trial")
         self._rolled_back_bit = _status_bit("rolled_back")
@@ -305,13 +357,15 @@ class OtaManager:
             return
         if cmd.url is None or cmd.sha256 is None or cmd.size is None:
             raise ValueError('ota start needs "url", "sha256" and "size"')
-        if job is not None and not job.final and job.sha256 != cmd.sha256:
-            raise ValueError(f"{device} is receiving campaign {job.campaign} (release "
-                             f"{job.release or '?'}, {job.phase}); cancel it first")
-        if job is not None and job.sha256 == cmd.sha256 and (
-                not job.final or job.phase == "confirmed"):
-            self._emit(job)  # in flight or done: re-report, never restart from zero
+        same = job is not None and (job.campaign, job.sha256) == (cmd.campaign, cmd.sha256)
+        if job is not None and same and (not job.final or job.phase == "confirmed"):
+            self._emit(job)  # this campaign's job in flight or done: re-report, never restart
             return
+        if job is not None and not job.final:
+            raise ValueError(f"busy: {device} is receiving campaign {job.campaign} (release "
+                             f"{job.release or '?'}, {job.phase}); cancel it first")
+        # a new job: this campaign's after it failed or was cancelled, or another campaign's
+        # after the old one ended (it replaces the old job; the old campaign's end stands)
         release = cmd.release or ""
         job = OtaJob(device, cmd.campaign, cmd.id, cmd.sha256, cmd.size, release, cmd.url,
                      cmd.token)
@@ -372,6 +426,15 @@ class OtaManager:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self._tasks.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until the job file (and an adopted trust) on disk hold the latest state."""
+        while (self._saver is not None and not self._saver.done()) or self._trust_writes:
+            if self._saver is not None and not self._saver.done():
+                await asyncio.shield(self._saver)
+            for task in list(self._trust_writes):
+                await asyncio.shield(task)
 
     def _start(self, job: OtaJob, resumed: bool = False) -> None:
         if not self._running:
@@ -398,13 +461,17 @@ class OtaManager:
         poller = self.device_bus[job.device]
         dev = poller.devices[job.device]
         device_class = dev.decoder.info.cls
-        if job.phase in ("accepted", "downloading") and not await self._fetch(job, device_class):
-            return
-        if job.phase in ("verified", "queued", "transferring"):
-            found = self._cached(job, device_class)
-            if found is None:
+        fetched: Path | None = None
+        if job.phase in ("accepted", "downloading"):
+            fetched = await self._fetch(job, device_class)
+            if fetched is None:
                 return
-            release_dir = found
+        if job.phase in ("verified", "queued", "transferring"):
+            # just fetched (and verified): straight on to the lane, so jobs take it in the
+            # order their bundles were ready; resumed: verified again from the cache first
+            release_dir = fetched or await self._cached(job, device_class)
+            if release_dir is None:
+                return
             if not (resumed and job.phase == "transferring") and self.config.offer_jitter_s:
                 await asyncio.sleep(self.rng.uniform(0, self.config.offer_jitter_s))
             lane = self.lanes.lock(poller.name)
@@ -416,14 +483,19 @@ class OtaManager:
         if job.phase in ("committed", "trial"):
             await self._watch(job)
 
-    async def _fetch(self, job: OtaJob, device_class: str) -> bool:
-        """Cache hit or download + verify + cache; False when the job failed."""
+    async def _fetch(self, job: OtaJob, device_class: str) -> Path | None:
+        """Cache hit or download + verify + cache: the release directory; None when the job
+        failed."""
         async with self._fetching.setdefault(job.sha256, asyncio.Lock()):
             return await self._fetch_once(job, device_class)
 
-    async def _fetch_once(self, job: OtaJob, device_class: str) -> bool:
+    async def _fetch_once(self, job: OtaJob, device_class: str) -> Path | None:
+        # The cache, the tar reader and the verification hash every file and write to the card:
+        # in a thread, so fire polling on this loop never waits for them.
+        verifier = self.verifier
         try:
-            cached = self.cache.get(job.sha256, self.verifier, device_class=device_class)
+            cached = await asyncio.to_thread(self.cache.get, job.sha256, verifier,
+                                             device_class=device_class)
             if cached is None:
                 if job.url is None:
                     raise BundleError("download", "no URL to fetch the bundle from")
@@ -431,27 +503,35 @@ class OtaManager:
                 data = await download(job.url, job.token, job.size, job.sha256,
                                       timeout_s=self.config.download_timeout_s,
                                       retries=self.config.download_retries)
-                files = read_bundle(data)
-                manifest = verify_bundle(files, self.verifier, device_class=device_class)
-                self._check_release(job, manifest.version)
-                self.cache.put(job.sha256, files, keep=self._in_use())
+                entry, manifest = await asyncio.to_thread(
+                    self._verify_and_cache, job, data, verifier, device_class, self._in_use())
             else:
-                self._check_release(job, cached[1].version)
+                entry, manifest = cached
+                self._check_release(job, manifest.version)
                 log.info("%s: bundle %s is cached and verifies: not downloaded again",
                          job.device, job.sha256[:16])
+            job.trust = None if manifest.trust is None else manifest.trust.to_json()
         except BundleError as exc:
             log.error("%s: OTA bundle of campaign %s refused: %s", job.device, job.campaign, exc)
             job.token = None
             self._set(job, "failed", exc.reason, detail=exc.detail)
-            return False
+            return None
         except OSError as exc:
             log.error("%s: OTA bundle cache: %s", job.device, exc)
             job.token = None
             self._set(job, "failed", "cache", detail=str(exc))
-            return False
+            return None
         job.token = None  # verified and cached: the download token is not needed any more
         self._set(job, "verified")
-        return True
+        return entry
+
+    def _verify_and_cache(self, job: OtaJob, data: bytes, verifier: ReleaseVerifier,
+                          device_class: str, keep: set[str]) -> tuple[Path, Manifest]:
+        """Read, verify and cache a downloaded bundle (blocking: runs in a thread)."""
+        files = read_bundle(data)
+        manifest = verify_bundle(files, verifier, device_class=device_class)
+        self._check_release(job, manifest.version)
+        return self.cache.put(job.sha256, files, keep=keep), manifest
 
     def _check_release(self, job: OtaJob, version: Version) -> None:
         text = ".".join(str(p) for p in version)
@@ -460,11 +540,15 @@ class OtaManager:
                               f"signed manifest says {text}")
         job.release = text
 
-    def _cached(self, job: OtaJob, device_class: str) -> Path | None:
+    async def _cached(self, job: OtaJob, device_class: str) -> Path | None:
         try:
-            found = self.cache.get(job.sha256, self.verifier, device_class=device_class)
+            found = await asyncio.to_thread(self.cache.get, job.sha256, self.verifier,
+                                            device_class=device_class)
             if found is not None:
                 self._check_release(job, found[1].version)
+        except OSError as exc:
+            self._set(job, "failed", "cache", detail=str(exc))
+            return None
         except BundleError as exc:
             self._set(job, "failed", exc.reason, detail=exc.detail)
             return None
@@ -483,7 +567,11 @@ class OtaManager:
         if transfer is None or packer is None:
             default_transfer, default_packer = _default_transfer()
             transfer, packer = transfer or default_transfer, packer or default_packer
-        stream = packer(release_dir)
+        try:
+            stream = await asyncio.to_thread(packer, release_dir)
+        except OSError as exc:
+            self._set(job, "failed", "cache", detail=str(exc))
+            return False
         job.image_size = len(stream)
         self._set(job, "transferring")
         last_report = time.monotonic()
@@ -506,6 +594,7 @@ class OtaManager:
             if job.phase != "committed":
                 job.boot_at_commit = None  # the verify reboot is to come: no counter to judge
                 job.committed_at = time.time()
+                self._committed_mono[job.device] = time.monotonic()
                 self._set(job, "committed")
 
         timing = poller.devices[job.device].timing
@@ -525,6 +614,10 @@ class OtaManager:
                 self._set(job, "failed", "device_refused", detail=str(exc), code=exc.code,
                           refusal=REASONS.get(exc.code, str(exc.code)).replace(" ", "_"))
                 return False
+            except OtaUnsupported as exc:  # no OTA window: no retry can change that
+                log.error("%s: %s", job.device, exc)
+                self._set(job, "failed", "unsupported", detail=str(exc))
+                return False
             except (*BUS_ERRORS, OtaBusy, OtaFailed) as exc:
                 # Silence, a lost port, a node on an unconfirmed trial (busy until its trial
                 # ends): try again from the node's offset until device_timeout_s.
@@ -543,6 +636,7 @@ class OtaManager:
         boot = dev.decoder.values.get("boot_count")
         job.boot_at_commit = None if boot is None else int(boot)
         job.committed_at = time.time()
+        self._committed_mono[job.device] = time.monotonic()
         if job.phase == "committed":  # reported once, at the commit write (on_commit)
             self._save()
         else:
@@ -552,21 +646,23 @@ class OtaManager:
 
     async def _watch(self, job: OtaJob) -> None:
         """Wait for the node's boot on the new image (observe() moves the phase); time out."""
-        assert job.committed_at is not None
-        deadline = job.committed_at + self.config.boot_timeout_s
+        # resumed after a restart: the monotonic clock of the last run is gone, so the node
+        # gets a whole boot_timeout_s from now
+        committed = self._committed_mono.setdefault(job.device, time.monotonic())
         while not job.final:
-            if job.phase == "trial":
-                if self.trial_after_s <= 0:
-                    return  # confirmed by hand: nothing to wait for here
-                deadline = max(deadline, job.updated + self.trial_after_s
-                               + self.config.boot_timeout_s)
-            left = deadline - time.time()
+            deadline = boot_deadline(job.phase, committed,
+                                     self._since.get(job.device, committed),
+                                     boot_timeout_s=self.config.boot_timeout_s,
+                                     trial_after_s=self.trial_after_s)
+            if deadline is None:
+                return  # confirmed by hand: nothing to wait for here
+            left = deadline - time.monotonic()
             if left <= 0:
                 self._set(job, "failed", "timeout",
                           detail=f"not {'confirmed' if job.phase == 'trial' else 'back'} "
                                  f"{self.config.boot_timeout_s:g} s after the commit")
                 return
-            await asyncio.sleep(min(left, 1.0))
+            await asyncio.sleep(min(left, WATCH_STEP_S))
 
     def health(self) -> dict[str, Any]:
         """The deliveries not yet ended, for the gateway's status (``health.ota``)."""
@@ -612,14 +708,84 @@ class OtaManager:
     # -- phases and events ----------------------------------------------------------------
     def _set(self, job: OtaJob, phase: str, reason: str = "", **extra: Any) -> None:
         job.phase, job.reason, job.updated = phase, reason, time.time()
+        self._since[job.device] = time.monotonic()
+        if phase == "confirmed":
+            self._adopt_trust(job)
         self._save()
         self._emit(job, **extra)
 
     def _save(self) -> None:
+        """Have the job file written with the jobs as they are now, off the event loop (one
+        saver; changes made while it writes are written right after). Without a running
+        loop (before the gateway starts), written at once."""
+        self._dirty = True
+        if self._saver is not None and not self._saver.done():
+            return
         try:
-            self.file.save(self.jobs)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._dirty = False
+            self._write_jobs(self._snapshot())
+            return
+        self._saver = loop.create_task(self._save_loop(), name="ota-jobs-save")
+
+    def _snapshot(self) -> dict[str, OtaJob]:
+        return {device: dataclasses.replace(job) for device, job in self.jobs.items()}
+
+    async def _save_loop(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await asyncio.to_thread(self._write_jobs, self._snapshot())
+
+    def _write_jobs(self, jobs: Mapping[str, OtaJob]) -> None:
+        try:
+            self.file.save(jobs)
         except OSError as exc:  # the delivery goes on; only a restart would lose its place
             log.error("cannot save OTA jobs to %s: %s", self.file.path, exc)
+
+    # -- trust ----------------------------------------------------------------------------
+    def _adopt_trust(self, job: OtaJob) -> None:
+        """A device confirmed a release that carries a key set: the gateway takes it too."""
+        if job.trust is None:
+            return
+        try:
+            carried = KeySet.from_json(job.trust)
+        except ReleaseError as exc:  # it was verified with the release: a damaged job file
+            log.error("%s: the key set of release %s is unreadable (%s); not adopted",
+                      job.device, job.release, exc)
+            return
+        before = self.verifier
+        after = before.adopt_keys(carried)
+        if after.keys == before.keys:
+            return  # not newer than what the gateway holds
+        self.verifier = after
+        log.info("OTA trust: adopted key set v%d from release %s confirmed on %s: keys %s, "
+                 "revoked %s (was v%d)", after.keys.version, job.release, job.device,
+                 ", ".join(sorted(after.keys.keys)) or "-",
+                 ", ".join(sorted(after.keys.revoked)) or "-", before.keys.version)
+        body = {"keys": after.keys.to_json(), "floor": list(after.floor)}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_trust(body)
+            return
+        previous = list(self._trust_writes)
+
+        async def write() -> None:
+            for task in previous:  # in order: the newest key set is written last
+                with contextlib.suppress(Exception):
+                    await task
+            await asyncio.to_thread(self._write_trust, body)
+
+        task = loop.create_task(write(), name="ota-trust-save")
+        self._trust_writes.add(task)
+        task.add_done_callback(self._trust_writes.discard)
+
+    def _write_trust(self, body: dict[str, Any]) -> None:
+        try:
+            write_json_atomic(self.trust_path, body)
+        except OSError as exc:  # adopted in memory; a restart would go back to the old set
+            log.error("cannot save the adopted OTA trust to %s: %s", self.trust_path, exc)
 
     def _emit(self, job: OtaJob, **extra: Any) -> None:
         body: dict[str, Any] = {
@@ -631,6 +797,24 @@ class OtaManager:
         body.update({k: v for k, v in extra.items() if v not in (None, "")})
         self.publish([Message(device_topic(self.gateway_id, job.device, "event"), body,
                               "event", device=job.device)])
+
+
+def _adopted(configured: ReleaseVerifier, path: Path) -> ReleaseVerifier:
+    """The configured trust, with the key set adopted earlier (``path``) when that is newer."""
+    try:
+        data = json.loads(path.read_text())
+        keys = KeySet.from_json(data["keys"])
+    except FileNotFoundError:
+        return configured
+    except (OSError, ValueError, KeyError, TypeError, ReleaseError) as exc:
+        log.error("%s is unreadable (%s); the configured release trust is used", path, exc)
+        return configured
+    verifier = configured.adopt_keys(keys)
+    if verifier.keys != configured.keys:
+        log.info("OTA trust: key set v%d adopted earlier (%s): keys %s, revoked %s",
+                 verifier.keys.version, path, ", ".join(sorted(verifier.keys.keys)) or "-",
+                 ", ".join(sorted(verifier.keys.revoked)) or "-")
+    return verifier
 
 
 def _status_bit(name: str) -> int:

@@ -22,30 +22,30 @@ release directory), bounded in size (least recently used first out, never one in
 verified again when taken from the cache, so a cached bundle is never downloaded twice and a
 file changed on the card since is never relayed.
 
-Pure parts (:func:`read_bundle`, :func:`verify_bundle`) take bytes; I/O is :func:`download` and
-the cache.
+Pure parts (:func:`read_bundle`, :func:`verify_bundle`) take bytes; they are the fleet's own
+reader and checks (:func:`contracts.release.read_bundle`, :func:`contracts.release.verify_files`)
+with the refusal turned into a :class:`BundleError`. I/O is :func:`download` and the cache; the
+cache's calls block on the card and hash every file, so the gateway runs them in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import httpx
 
+from contracts import release
+from contracts.durable import fsync_dir, write_atomic, write_json_atomic
 from contracts.release import (
     KeySet,
-    Malformed,
     Manifest,
     ReleaseError,
     ReleaseVerifier,
@@ -65,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 VERIFIED_MARK = ".verified"  # written last into a cache entry: its presence means complete
 _last_touch_ns = 0
 
@@ -110,69 +109,24 @@ def load_trust(path: Path) -> ReleaseVerifier:
 
 
 # -- pure ---------------------------------------------------------------------------------------
-def _member_name(member: tarfile.TarInfo) -> str:
-    name = member.name
-    while name.startswith("./"):
-        name = name[2:]
-    name = name.rstrip("/")
-    parts = name.split("/")
-    if (member.name.startswith("/") or "\\" in name or "\x00" in name
-            or any(p in ("..", ".") for p in parts) or "" in parts[:-1]):
-        raise BundleError("malformed", f"tar member {member.name!r}: not a plain relative path")
-    if not (member.isfile() or member.isdir()):
-        kind = "link" if member.issym() or member.islnk() else "special file"
-        raise BundleError("malformed", f"tar member {member.name!r} is a {kind}")
-    return name
-
-
 def read_bundle(data: bytes) -> dict[str, bytes]:
-    """The files of a release bundle (tar bytes) by relative path; :class:`BundleError`
-    (``malformed``) for anything but plain files and directories with safe relative names.
-    A bundle made of one top directory holding the release is taken as that directory."""
-    files: dict[str, bytes] = {}
+    """The files of a release bundle (tar bytes) by relative path
+    (:func:`contracts.release.read_bundle`); :class:`BundleError` (``malformed``) for anything
+    but plain files and directories with safe relative names."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                name = _member_name(member)
-                if member.isdir() or not name:
-                    continue
-                fh = tar.extractfile(member)
-                if fh is None:
-                    raise BundleError("malformed", f"tar member {member.name!r} is unreadable")
-                if name in files:
-                    raise BundleError("malformed", f"tar member {name!r} appears twice")
-                files[name] = fh.read()
-    except tarfile.TarError as exc:
-        raise BundleError("malformed", f"not an uncompressed tar: {exc}") from None
-    if MANIFEST not in files:
-        tops = {name.split("/", 1)[0] for name in files}
-        if len(tops) == 1 and all("/" in name for name in files):
-            top = tops.pop() + "/"
-            files = {name[len(top):]: body for name, body in files.items()}
-    return files
+        return release.read_bundle(data)
+    except ReleaseError as exc:
+        raise BundleError(reason_of(exc), exc.detail) from None
 
 
 def verify_bundle(files: Mapping[str, bytes], verifier: ReleaseVerifier, *,
                   device_class: str | None = None) -> Manifest:
-    """Signature, target and every file, as a node checks them; :class:`BundleError` with the
-    release reason code."""
+    """Signature, target and every file, as a node checks them
+    (:func:`contracts.release.verify_files`); :class:`BundleError` with the release reason."""
     try:
-        if MANIFEST not in files or SIGNATURE not in files:
-            raise Malformed(f"the bundle has no {MANIFEST} and {SIGNATURE}")
-        manifest = verifier.verify(files[MANIFEST], files[SIGNATURE], device_class=device_class)
-        payload = {name.removeprefix("files/"): body for name, body in files.items()
-                   if name.startswith("files/")}
-        others = sorted(set(files) - {MANIFEST, SIGNATURE} - {f"files/{n}" for n in payload})
-        extra = sorted(set(payload) - set(manifest.files))
-        if others or extra:
-            raise Malformed(f"files not in the manifest: {', '.join(others + extra)}")
-        for name in manifest.files:
-            body = payload.get(name)
-            verifier.check_file(manifest, name, None if body is None else len(body),
-                                hashlib.sha256(body or b"").hexdigest())
+        return release.verify_files(files, verifier, device_class=device_class)
     except ReleaseError as exc:
         raise BundleError(reason_of(exc), exc.detail) from None
-    return manifest
 
 
 def verify_directory(release: Path, verifier: ReleaseVerifier, *,
@@ -294,20 +248,12 @@ class BundleCache:
         tmp = self.root / f".{sha256}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         for name, body in files.items():
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with open(tmp / VERIFIED_MARK, "w") as fh:
-            fh.write(json.dumps({"sha256": sha256, "at": time.time()}))
-            fh.flush()
-            os.fsync(fh.fileno())
+            write_atomic(tmp / name, body, mode=0o644)
+        write_json_atomic(tmp / VERIFIED_MARK, {"sha256": sha256, "at": time.time()})
         _touch(tmp / VERIFIED_MARK)
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self.evict(keep={sha256, *keep})
         return entry
 
@@ -344,11 +290,3 @@ class BundleCache:
                      name[:16], self.max_bytes)
         return removed
 
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -21,10 +21,13 @@ with ``wait_verified=False`` once the commit is acknowledged. It raises:
   unknown or revoked key, downgrade, wrong class or board). The node keeps its old image.
 - :class:`OtaBusy` when the node runs an unconfirmed trial image (Modbus exception 06 to the
   offer): confirm it, or let it roll back, then offer again.
+- :class:`OtaUnsupported` when the node has no OTA window: it answers the offer with Modbus
+  exception 02 (illegal data address) or 01 (illegal function), as a firmware from before the
+  window does. Offering again cannot help: the caller fails the delivery at once.
 - :class:`OtaFailed` when the transfer cannot go on: ``max_failures`` transactions in a row
   without progress (its message names the last cause: silence, a garbled reply, an exception
-  code), an offer the node rejects (an old firmware without the window answers exception 02),
-  or no verification result within ``verify_timeout_s``.
+  code), an offer the node rejects with another exception, or no verification result within
+  ``verify_timeout_s``.
 - :class:`gateway.bus.PortLost` as it comes: the link is the poller's to re-open.
 
 Resume, either side restarted: the offer is always written first; the node answers the same
@@ -59,6 +62,7 @@ __all__ = [
     "OtaError",
     "OtaFailed",
     "OtaRefused",
+    "OtaUnsupported",
     "Transfer",
     "image_from_release",
     "send_image",
@@ -67,6 +71,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUSY = 6  # Modbus exception "slave device busy": a trial image runs
+#: Modbus exceptions to the offer from a node without the window: illegal function, address.
+NO_WINDOW = frozenset({1, 2})
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -90,6 +96,10 @@ class OtaRefused(OtaError):
 
 class OtaBusy(OtaError):
     """The node runs an unconfirmed trial image and takes no offer until it is confirmed."""
+
+
+class OtaUnsupported(OtaError):
+    """The node has no OTA window (its firmware predates it): no offer will ever be taken."""
 
 
 class OtaFailed(OtaError):
@@ -218,6 +228,10 @@ class Transfer:
                 if event.code == BUSY:
                     raise OtaBusy(self.address, "runs an unconfirmed trial image; confirm it "
                                                 "(or let it roll back) before the next offer")
+                if event.code in NO_WINDOW:
+                    raise OtaUnsupported(self.address, f"has no OTA window (Modbus exception "
+                                                       f"{event.code:02d} to the offer): its "
+                                                       "firmware must be flashed by hand")
                 raise OtaFailed(self.address, f"rejected the offer with Modbus exception "
                                               f"{event.code:02d}")
             else:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from contracts.durable import write_atomic, write_json_atomic
 from contracts.mqtt import GATEWAY_CHANNELS
 
 __all__ = [
@@ -178,9 +179,7 @@ class FleetCA:
         return [Issued(**row) for row in rows]
 
     def _save_index(self, rows: list[Issued]) -> None:
-        tmp = self.index_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-        tmp.replace(self.index_file)
+        write_json_atomic(self.index_file, [asdict(r) for r in rows], mode=0o644, indent=1)
 
     def live(self, role: Role | None = None) -> list[Issued]:
         return [r for r in self.index() if r.live and (role is None or r.role == role)]
@@ -270,9 +269,7 @@ class FleetCA:
                     x509.RevokedCertificateBuilder().serial_number(row.serial)
                     .revocation_date(dt.datetime.fromisoformat(row.revoked_at)).build())
         crl = builder.sign(self._key, hashes.SHA256())
-        tmp = self.crl_file.with_suffix(".tmp")
-        tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-        tmp.replace(self.crl_file)
+        write_atomic(self.crl_file, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return self.crl_file
 
     def crl_next_update(self) -> dt.datetime | None:

@@ -3,18 +3,17 @@
 checked with :mod:`contracts.release` exactly as a device will check it.
 
 Pure except :func:`load_trust` (one file read): bytes in, a :class:`Manifest` or a
-:class:`BundleRefused` carrying the reason slug out. The tar is read in memory and never
-extracted: only regular files count, every name must be a safe relative path, and the member
-count is bounded, so a hostile archive cannot write anywhere or exhaust anything but its own
-(already bounded) size.
+:class:`BundleRefused` carrying the reason slug out. The tar reader and the checks are the
+gateway's too (:func:`contracts.release.read_bundle`, :func:`contracts.release.verify_files`):
+the tar is read in memory and never extracted, only regular files count, every name must be a
+safe relative path, and the member count is bounded, so a hostile archive cannot write anywhere
+or exhaust anything but its own (already bounded) size. Verifying hashes every file and checks
+a signature: CPU work the HTTP layer runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 from contracts.release import (
@@ -30,11 +29,11 @@ from contracts.release import (
     RevokedKey,
     UnknownKey,
     WrongTarget,
+    read_bundle,
+    verify_files,
 )
 
 __all__ = ["REFUSAL_SLUGS", "BundleRefused", "load_trust", "parse_trust", "verify_bundle"]
-
-MAX_MEMBERS = 2000
 
 #: The reason slug each refusal carries in problem+json and in OtaEvent reasons.
 REFUSAL_SLUGS: dict[type[ReleaseError], str] = {
@@ -80,70 +79,20 @@ def load_trust(path: Path) -> ReleaseVerifier:
         raise ValueError(f"release trust {path}: {exc}") from None
 
 
-def _safe(name: str) -> bool:
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and "\\" not in name and "\x00" not in name \
-        and all(p not in ("", ".", "..") for p in parts)
-
-
-def _members(data: bytes) -> dict[str, bytes]:
-    """Regular files of the tar by name (one shared top directory stripped)."""
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115 (with below)
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleRefused("malformed", Malformed.code,
-                            f"not an uncompressed tar: {exc}") from None
-    files: dict[str, bytes] = {}
-    with archive:
-        try:
-            for count, member in enumerate(archive, 1):
-                if count > MAX_MEMBERS:
-                    raise BundleRefused("malformed", Malformed.code,
-                                        f"more than {MAX_MEMBERS} entries")
-                name = member.name.removeprefix("./").rstrip("/")
-                if member.isdir() or not name:
-                    continue
-                if not member.isfile() or not _safe(name):
-                    raise BundleRefused("malformed", Malformed.code,
-                                        f"entry {member.name!r}: only regular files with "
-                                        "relative paths")
-                extracted = archive.extractfile(member)
-                assert extracted is not None  # a regular file
-                if name in files:
-                    raise BundleRefused("malformed", Malformed.code, f"{name} appears twice")
-                files[name] = extracted.read()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise BundleRefused("malformed", Malformed.code, f"broken tar: {exc}") from None
-    if "manifest.json" not in files:
-        tops = {name.split("/", 1)[0] for name in files}
-        if len(tops) == 1 and all("/" in name for name in files):
-            top = tops.pop() + "/"
-            files = {name[len(top):]: body for name, body in files.items()}
-    return files
-
-
 def verify_bundle(data: bytes, verifier: ReleaseVerifier) -> Manifest:
     """Every check a device makes, on a bundle's bytes: the manifest, or :class:`BundleRefused`.
     A bundle without ``manifest.sig`` is ``unsigned``; a file beside the manifest's is
     ``malformed`` (a device would never see it, so nothing unverified is served)."""
-    files = _members(data)
+    try:
+        files = read_bundle(data)
+    except ReleaseError as exc:
+        raise BundleRefused.of(exc) from None
     if "manifest.json" not in files:
         raise BundleRefused("malformed", Malformed.code, "no manifest.json")
     if "manifest.sig" not in files:
         raise BundleRefused("unsigned", Malformed.code, "no manifest.sig: sign the release "
                             "with `edgefleet release sign`")
     try:
-        manifest = verifier.verify(files["manifest.json"], files["manifest.sig"])
-        payload = {name.removeprefix("files/"): body for name, body in files.items()
-                   if name.startswith("files/")}
-        extra = sorted(set(files) - {"manifest.json", "manifest.sig"}
-                       - {f"files/{n}" for n in payload} | (set(payload) - set(manifest.files)))
-        if extra:
-            raise Malformed(f"files not in the manifest: {', '.join(extra)}")
-        for name in manifest.files:
-            body = payload.get(name)
-            verifier.check_file(manifest, name, None if body is None else len(body),
-                                hashlib.sha256(body or b"").hexdigest())
+        return verify_files(files, verifier)
     except ReleaseError as exc:
         raise BundleRefused.of(exc) from None
-    return manifest

@@ -109,9 +109,11 @@ class CampaignDevice(Base):
     from_version: Mapped[str | None] = mapped_column(String(50))
     #: The last OTA command queued for it (its gateway's ack is on the command).
     command_id: Mapped[str | None] = mapped_column(String(64))
-    #: Ordering of its OtaEvents: (epoch, seq) of the last one applied.
+    #: Ordering of its OtaEvents: (epoch, seq) of the last one applied, and its timestamp
+    #: (which orders events of different gateway epochs: waves.newer_event).
     event_epoch: Mapped[str | None] = mapped_column(String(64))
     event_seq: Mapped[int | None] = mapped_column(Integer)
+    event_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from fleet.auth.rbac import Permission, Principal, allowed
 from fleet.auth.service import principal_for_token
@@ -54,7 +55,9 @@ async def upload_release(request: Request, user: Operator, session: SessionDep,
         if len(body) > limit:
             raise FleetError(f"bundle is above ota.release_max_bytes ({limit})", status=413,
                              code="release-too-large")
-    return service.upload_release(session, settings, user, bytes(body))
+    # Verifying hashes every file and checks a signature: CPU work in a worker thread, so the
+    # event loop (every other request, the ingest's health) never waits for an upload.
+    return await run_in_threadpool(service.upload_release, session, settings, user, bytes(body))
 
 
 @router.get("/releases", response_model=list[ReleaseOut])

@@ -501,8 +501,9 @@ def _finish(session: Session, campaign: Campaign, member: CampaignDevice, state:
 
 def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> CampaignDevice | None:
     """An OtaEvent from ingest: the device's phase, progress and reason on its campaign row.
-    Unknown campaigns or devices, another release, replays and anything after the device's
-    part ended change nothing."""
+    Unknown campaigns or devices, another release, replays, events older than the last one
+    applied (:func:`waves.event_applies`: per gateway epoch and seq) and anything after the
+    device's part ended change nothing."""
     if not event.campaign.isdigit() or len(event.campaign) > 9:
         log.warning("OTA event from %s/%s names campaign %r, not one of ours", gateway_key,
                     event.device, event.campaign)
@@ -524,12 +525,15 @@ def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> Campaign
                     gateway_key, event.device, event.release, campaign.id,
                     campaign.release.version)
         return None
-    if member.event_epoch == event.epoch and (member.event_seq or 0) >= event.seq:
-        return member
-    if member.state in W.FINAL:
+    last = None if member.event_epoch is None else (
+        member.event_epoch, member.event_seq or 0, member.event_ts)
+    if not W.event_applies(member.state, last, (event.epoch, event.seq, event.ts), event.phase):
+        log.debug("OTA event from %s/%s (campaign %s, %s, epoch %s seq %d) is older than the "
+                 "device's %s: ignored", gateway_key, event.device, event.campaign, event.phase,
+                 event.epoch, event.seq, member.state)
         return member
     now = utcnow()
-    member.event_epoch, member.event_seq = event.epoch, event.seq
+    member.event_epoch, member.event_seq, member.event_ts = event.epoch, event.seq, event.ts
     if event.size:
         member.offset, member.size = event.offset, event.size
     if event.phase in W.FINAL:

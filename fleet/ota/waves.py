@@ -16,6 +16,10 @@ Rules (docs/fleet.md, "Releases and campaigns"):
   campaign is completed.
 - A device that was offered and then reports nothing for ``timeout_s`` has failed
   (``timeout``), in any campaign state: a paused campaign still hears from devices in flight.
+- A device's progress only moves forward (:func:`event_applies`): OtaEvents are applied in
+  their gateway's (epoch, seq) order (another epoch, a replaced outbox, is ordered by the
+  event's timestamp), an ended device never changes again, and a committed image never goes
+  back to a phase before the commit (a commit cannot be taken back).
 """
 
 from __future__ import annotations
@@ -25,16 +29,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["ACTIVE", "FINAL", "IN_FLIGHT", "Member", "Step", "WaveStats", "plan_waves",
-           "should_halt", "step", "wave_stats"]
+__all__ = ["ACTIVE", "AFTER_COMMIT", "FINAL", "IN_FLIGHT", "Member", "Step", "WaveStats",
+           "event_applies", "plan_waves", "should_halt", "step", "wave_stats"]
 
 #: Device states that end its part in a campaign.
 FINAL = frozenset({"confirmed", "failed", "cancelled"})
 #: Offered and not yet ended: the command is out, or the gateway reports a phase.
 IN_FLIGHT = frozenset({"sent", "accepted", "downloading", "verified", "queued", "transferring",
                        "committed", "trial"})
+#: Phases in which the device holds the committed image: nothing before the commit follows.
+AFTER_COMMIT = frozenset({"committed", "trial"})
 #: Campaign states in which the timer still has work (offers, timeouts, halts).
 ACTIVE = frozenset({"running", "paused", "halted", "cancelled"})
+
+
+def event_applies(state: str, last: tuple[str, int, datetime | None] | None,
+                  event: tuple[str, int, datetime], phase: str) -> bool:
+    """Whether an OtaEvent with ``phase`` and (epoch, seq, ts) ``event`` moves a member in
+    ``state`` whose last applied event was ``last`` (None: none yet). Older events (a lower or
+    equal seq in the same epoch; an earlier timestamp from another epoch: a replayed or
+    late-drained old outbox) and anything after the member ended change nothing; neither does
+    a phase before the commit once the image is committed."""
+    if state in FINAL:
+        return False
+    if last is not None:
+        epoch, seq, ts = event
+        last_epoch, last_seq, last_ts = last
+        if epoch == last_epoch and seq <= last_seq:
+            return False
+        if epoch != last_epoch and last_ts is not None and ts < last_ts:
+            return False
+    return not (state in AFTER_COMMIT and phase in IN_FLIGHT - AFTER_COMMIT)
 
 
 def plan_waves(n: int, waves: Sequence[float]) -> list[int]:

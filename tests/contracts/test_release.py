@@ -191,3 +191,45 @@ def test_the_signature_covers_a_sha256_of_the_manifest_with_a_domain_prefix() ->
     # Ed25519 hashes R || A || message: 64 + 47 = 111 bytes, the most one SHA-512 block holds
     # with its padding, so the device's pure-Python SHA-512 runs one compression per verify.
     assert 64 + len(signing_message(data)) <= 111
+
+
+# -- bundles: the one tar reader of fleet and gateway ------------------------------------------
+def _tar(members: list[tuple[str, bytes | None]]) -> bytes:
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            if body is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+def test_a_bundle_under_one_top_directory_reads_as_the_release() -> None:
+    from contracts.release import read_bundle
+
+    data = _tar([("fire-1.4.0/", None), ("fire-1.4.0/manifest.json", b"{}"),
+                 ("fire-1.4.0/manifest.sig", b"s"), ("fire-1.4.0/files/app/a.py", b"x")])
+    assert read_bundle(data) == {"manifest.json": b"{}", "manifest.sig": b"s",
+                                 "files/app/a.py": b"x"}
+
+
+@pytest.mark.parametrize("members", [
+    [("../etc/passwd", b"x")],
+    [("/abs", b"x")],
+    [("files//a.py", b"x")],
+    [("a", b"x"), ("a", b"y")],
+    [(f"d{i}/", None) for i in range(8)],  # more entries than the bound (8 here)
+])
+def test_a_hostile_bundle_is_malformed_before_anything_is_believed(
+        members: list[tuple[str, bytes | None]]) -> None:
+    from contracts.release import read_bundle
+
+    with pytest.raises(Malformed):
+        read_bundle(_tar(members), max_members=7)

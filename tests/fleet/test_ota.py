@@ -108,6 +108,31 @@ def test_a_silent_device_times_out_even_when_the_campaign_is_paused() -> None:
     assert W.step("running", 0, 1, members, 0.2, 3600, late).state == "halted"
 
 
+E0 = datetime(2026, 12, 2, 5, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("state, last, event, phase, applies", [
+    ("sent", None, ("new", 1, E0), "accepted", True),                        # the first event
+    ("transferring", ("new", 5, E0), ("new", 6, E0), "committed", True),     # the next seq
+    ("transferring", ("new", 5, E0), ("new", 5, E0), "committed", False),    # a duplicate
+    ("committed", ("new", 7, E0), ("new", 4, E0), "transferring", False),    # an older seq
+    # another epoch: ordered by its timestamp (a replayed old outbox is older)
+    ("committed", ("new", 7, E0), ("old", 90, E0 - timedelta(minutes=5)), "transferring", False),
+    ("committed", ("new", 7, E0), ("old", 90, E0 - timedelta(minutes=5)), "failed", False),
+    ("transferring", ("old", 9, E0), ("new", 1, E0 + timedelta(seconds=1)), "committed", True),
+    # a commit cannot be taken back, whatever the numbering says
+    ("trial", ("new", 7, E0), ("new", 8, E0), "transferring", False),
+    ("committed", ("new", 7, E0), ("new", 8, E0), "trial", True),
+    # an ended device never changes
+    ("confirmed", ("new", 9, E0), ("new", 10, E0), "transferring", False),
+    ("failed", ("new", 9, E0), ("new", 10, E0), "confirmed", False),
+])
+def test_a_devices_campaign_progress_only_moves_forward(
+        state: str, last: tuple[str, int, datetime] | None, event: tuple[str, int, datetime],
+        phase: str, applies: bool) -> None:
+    assert W.event_applies(state, last, event, phase) is applies
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture
 def kit(tmp_path: Path) -> ReleaseKit:
@@ -600,6 +625,66 @@ def test_bad_and_stray_ota_events_change_nothing(  # type: ignore[no-untyped-def
     [row] = client.get(f"/api/v1/campaigns/{c['id']}/devices",
                        headers=world.headers("admin")).json()
     assert (row["state"], row["offset"]) == ("transferring", 5)
+
+
+def test_a_replayed_old_outbox_never_moves_a_device_back(  # type: ignore[no-untyped-def]
+        client, world, kit, fleet_db, gateways) -> None:
+    """The gateway's SD card was replaced mid-campaign (a new epoch); its old outbox is drained
+    later. Its stale 'transferring' and 'failed' must not undo what the new epoch said."""
+    add_fire(fleet_db, world, 0)
+    rid = release_id(client, world, kit)
+    c = create(client, world, name="c", release_id=rid, area_id=world.ward_a).json()
+
+    def say(phase: str, epoch: str, seq: int, ts: str, **extra: Any) -> None:
+        gateways.event("gw-a", "fire-a", c["id"], phase, epoch=epoch, seq=seq,
+                       ts=f"2026-12-02T05:{ts}Z", **extra)
+
+    def state() -> tuple[str, int]:
+        [row] = client.get(f"/api/v1/campaigns/{c['id']}/devices",
+                           headers=world.headers("admin")).json()
+        return row["state"], row["offset"]
+
+    say("transferring", "old-card", 7, "01:00", offset=100, size=1000)
+    say("transferring", "new-card", 1, "05:00", offset=900, size=1000)
+    say("committed", "new-card", 2, "06:00", offset=1000, size=1000)
+    say("transferring", "old-card", 8, "02:00", offset=200, size=1000)   # the old card drained
+    say("failed", "old-card", 9, "03:00", reason="timeout")
+    assert state() == ("committed", 1000)
+    say("transferring", "new-card", 3, "06:30", offset=10, size=1000)    # after the commit
+    assert state() == ("committed", 1000)
+    say("trial", "new-card", 4, "07:00")
+    say("confirmed", "new-card", 5, "08:00")
+    say("transferring", "old-card", 10, "09:00", offset=300, size=1000)  # after the end
+    assert state() == ("confirmed", 1000)
+
+
+def test_verifying_an_upload_does_not_hold_up_other_requests(  # type: ignore[no-untyped-def]
+        client, world, kit, monkeypatch) -> None:
+    """Verification hashes every file of a release that may be megabytes: while it runs, the
+    fleet still answers (the event loop is not where it runs)."""
+    started, released = threading.Event(), threading.Event()
+    real_verify = ota.verify_bundle
+
+    def slow_verify(data: bytes, verifier: Any) -> Any:
+        started.set()
+        released.wait(10)
+        return real_verify(data, verifier)
+
+    monkeypatch.setattr(ota, "verify_bundle", slow_verify)
+    data = kit.bundle()
+    answers: list[Any] = []
+    uploader = threading.Thread(target=lambda: answers.append(upload(client, world, data)))
+    uploader.start()
+    try:
+        assert started.wait(10), "the upload never reached the verification"
+        listed = client.get("/api/v1/releases", headers=world.headers("viewer"))
+        answered_during_verify = not released.is_set()
+    finally:
+        released.set()
+        uploader.join(20)
+    assert listed.status_code == 200 and listed.json() == []
+    assert answered_during_verify, "the list waited for the verification"
+    assert answers and answers[0].status_code == 201, answers
 
 
 def test_a_device_that_never_reports_times_out_and_is_told_to_cancel(  # type: ignore[no-untyped-def]

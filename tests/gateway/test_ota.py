@@ -433,6 +433,69 @@ def test_a_fire_alarm_raised_mid_transfer_goes_out_with_normal_latency(
     assert "committed" not in phases(got, "fire-2"), "the alarm came while the transfer ran"
 
 
+def test_a_slow_sd_card_saving_the_jobs_never_holds_up_fire_polling(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job file save that hangs on the card (here: until the test lets it go) must not stop
+    the poller: the save runs beside the event loop, not on it."""
+    entered, released = threading.Event(), threading.Event()
+    real_save = JobFile.save
+
+    def stuck_save(self: JobFile, jobs: Any) -> None:
+        entered.set()
+        released.wait(30)
+        real_save(self, jobs)
+
+    monkeypatch.setattr(JobFile, "save", stuck_save)
+    rig.serve("tiny", tiny=True)
+    try:
+        with Subscriber(rig.broker, f"edgefleet/v1/{GW}/#") as sub:
+            rig.start(sub)
+            assert rig.gateway is not None and rig.gateway.gateway is not None
+            fire1 = rig.gateway.gateway.pollers["riser"].devices["fire-1"]
+            rig.ota("fire-2", "tiny")
+            assert entered.wait(20), "the job was never saved"
+            polls = fire1.polls
+            wait_for(lambda: fire1.polls >= polls + 3, 15,
+                     what="fire-1 polled three times while the job file save hangs")
+            assert not released.is_set()
+            released.set()
+            got = sub.wait_for(reached("fire-2", "committed"), 60, "fire-2 committed")
+            # the saves held back meanwhile end with the latest state on the card
+            jobs = JobFile(rig.tmp / "state" / "ota-jobs.json")
+            wait_for(lambda: jobs.load().get("fire-2", OtaJob("", "", "", "", 0)).phase
+                     in ("committed", "trial", "failed"), 20, what="the job file caught up")
+    finally:
+        released.set()
+    assert phases(got, "fire-2")[0] == "accepted"
+
+
+def test_a_cancel_during_the_nodes_verify_boot_is_refused_and_the_trial_decides(
+        rig: Rig) -> None:
+    """From the commit write on the node boots the image whatever the gateway does: a cancel
+    that arrives while the node verifies it at its reboot is answered ok:false."""
+    rig.serve("tiny", tiny=True)  # its trial crashes: the node rolls back on its own
+    with Subscriber(rig.broker, f"edgefleet/v1/{GW}/#") as sub:
+        rig.start(sub)
+        rig.ota("fire-1", "tiny")
+        sub.wait_for(reached("fire-1", "committed"), 60, "fire-1 committed")
+        # the node goes quiet on the bus for its verify boot (as on a slow flash): the
+        # gateway still waits for the verification result when the cancel comes
+        rig.sim.hub.faults.dead_ports.add(1)
+        assert rig.gateway is not None and rig.gateway.gateway is not None
+        manager = rig.gateway.gateway.ota
+        assert manager is not None
+        rig.cancel("fire-1")
+        got = sub.wait_for(lambda ms: "x-fire-1" in acks(ms), 20, "the cancel's ack")
+        verifying = "fire-1" in manager._verifying
+        rig.sim.hub.faults.dead_ports.discard(1)
+        got = sub.wait_for(reached("fire-1", "failed"), 120, "the trial's verdict")
+    ack = acks(got)["x-fire-1"]
+    assert ack["ok"] is False and "already committed" in ack["error"], ack
+    assert verifying, "the cancel came after the verification, not during it"
+    assert "cancelled" not in phases(got, "fire-1")
+    assert ota_events(got, "fire-1")[-1]["reason"] == "rolled_back"
+
+
 def test_a_release_that_crashes_on_trial_rolls_back_and_fails_the_delivery(rig: Rig) -> None:
     rig.serve("tiny", tiny=True)
     with Subscriber(rig.broker, f"edgefleet/v1/{GW}/#") as sub:

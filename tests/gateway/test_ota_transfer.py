@@ -12,6 +12,7 @@ from gateway.ota_transfer import (
     OtaBusy,
     OtaFailed,
     OtaRefused,
+    OtaUnsupported,
     ReadStatus,
     Status,
     Transfer,
@@ -95,11 +96,15 @@ def test_a_refusal_carries_the_devices_reason(code: int, reason: str) -> None:
     assert reason in str(err.value)
 
 
-def test_a_node_on_trial_is_busy_and_an_unknown_window_is_a_failure() -> None:
+def test_a_node_on_trial_is_busy_and_a_node_without_the_window_is_unsupported() -> None:
     with pytest.raises(OtaBusy):
         run(transfer(), [Exception_(6)])
-    with pytest.raises(OtaFailed, match="exception 02"):
-        run(transfer(), [Exception_(2)])
+    # an old firmware answers the offer with 02 (illegal data address) or 01 (illegal function)
+    for code in (1, 2):
+        with pytest.raises(OtaUnsupported, match=f"exception {code:02d}"):
+            run(transfer(), [Exception_(code)])
+    with pytest.raises(OtaFailed, match="exception 04"):  # a device failure is not that
+        run(transfer(), [Exception_(4)])
 
 
 def test_no_verification_result_in_time_fails() -> None:
