@@ -163,6 +163,10 @@ class WrongTarget(ReleaseError):
 REASONS: dict[int, str] = {0: "ok", **{cls.code: cls.reason for cls in (
     Malformed, BadSignature, UnknownKey, RevokedKey, Downgrade, BadHash, BadSize, WrongTarget)}}
 
+#: The same reasons as the slugs MQTT events and problem+json answers carry
+#: (``wrong class or board`` -> ``wrong_class_or_board``): one spelling for fleet and gateway.
+REASON_SLUGS: dict[int, str] = {code: reason.replace(" ", "_") for code, reason in REASONS.items()}
+
 
 # -- values -----------------------------------------------------------------------------------
 def key_id(public_key: bytes) -> str:

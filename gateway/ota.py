@@ -80,7 +80,7 @@ from pydantic import ValidationError
 from contracts.durable import write_json_atomic
 from contracts.mqtt import OTA_FINAL, OtaCommand, device_topic, rfc3339
 from contracts.release import (
-    REASONS,
+    REASON_SLUGS,
     KeySet,
     Manifest,
     ReleaseError,
@@ -612,7 +612,7 @@ class OtaManager:
             except OtaRefused as exc:  # the node's own check: never tried again
                 log.error("%s: the node refused the image: %s", job.device, exc)
                 self._set(job, "failed", "device_refused", detail=str(exc), code=exc.code,
-                          refusal=REASONS.get(exc.code, str(exc.code)).replace(" ", "_"))
+                          refusal=REASON_SLUGS.get(exc.code, str(exc.code)))
                 return False
             except OtaUnsupported as exc:  # no OTA window: no retry can change that
                 log.error("%s: %s", job.device, exc)

@@ -45,6 +45,7 @@ import httpx
 from contracts import release
 from contracts.durable import fsync_dir, write_atomic, write_json_atomic
 from contracts.release import (
+    REASON_SLUGS,
     KeySet,
     Manifest,
     ReleaseError,
@@ -91,7 +92,7 @@ class BundleError(Exception):
 
 def reason_of(exc: ReleaseError) -> str:
     """A release refusal as a reason code: ``BadSignature`` -> ``bad_signature``."""
-    return type(exc).reason.replace(" ", "_")
+    return REASON_SLUGS[type(exc).code]
 
 
 def load_trust(path: Path) -> ReleaseVerifier:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from contracts.release import (
+    REASON_SLUGS,
     BadHash,
     BadSignature,
     BadSize,
@@ -35,18 +36,15 @@ from contracts.release import (
 
 __all__ = ["REFUSAL_SLUGS", "BundleRefused", "load_trust", "parse_trust", "verify_bundle"]
 
-#: The reason slug each refusal carries in problem+json and in OtaEvent reasons.
-REFUSAL_SLUGS: dict[type[ReleaseError], str] = {
-    Malformed: "malformed", BadSignature: "bad_signature", UnknownKey: "unknown_key",
-    RevokedKey: "revoked_key", Downgrade: "downgrade", BadHash: "bad_hash",
-    BadSize: "bad_size", WrongTarget: "wrong_target",
-}
+#: The reason slug each refusal carries in problem+json, spelled as in OtaEvent reasons.
+REFUSAL_SLUGS: dict[type[ReleaseError], str] = {cls: REASON_SLUGS[cls.code] for cls in (
+    Malformed, BadSignature, UnknownKey, RevokedKey, Downgrade, BadHash, BadSize, WrongTarget)}
 
 
 class BundleRefused(Exception):
     """The bundle is not a release the fleet may serve. ``reason`` is a slug (``unsigned``,
     ``malformed``, ``bad_signature``, ``unknown_key``, ``revoked_key``, ``downgrade``,
-    ``bad_hash``, ``bad_size``, ``wrong_target``); ``code`` the contracts.release number."""
+    ``bad_hash``, ``bad_size``, ``wrong_class_or_board``); ``code`` the contracts.release number."""
 
     def __init__(self, reason: str, code: int, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
