@@ -19,6 +19,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
 from gateway.bus import BadReply, Garbled, ModbusBus, ModbusError, NoResponse, PortLost
+from gateway.looptimer import LoopTimer
 from hardware.serialline import allow_parity_on_ptys, char_time, t35, tighten_timer_slack
 
 __all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuBus"]
@@ -26,10 +27,15 @@ __all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuB
 log = logging.getLogger(__name__)
 
 
-#: How close to the end of the silent interval the event loop hands over to a blocking wait. The
-#: loop's timers round up to whole milliseconds (epoll), which would stretch a 1.75 ms gap to
-#: 2-3 ms and cost 10-30 % of a 115200-baud bus; the blocking part is at most this long.
-_LOOP_MARGIN_S = 0.0012
+#: How long before the end of the silent interval the event loop hands over to the blocking
+#: wait in the write: time for the wake-up (0.05 ms on a quiet host, ~0.2 ms at load 20) and for
+#: pymodbus to build and send the frame after it (0.05 ms quiet, ~0.25 ms at load 20, measured
+#: on the OTA sender). The loop sleeps until then on a timerfd
+#: (gateway/looptimer.py). Its own timers round up to whole milliseconds (epoll): the old margin
+#: of 1.2 ms slept ``remaining - 1.2 ms`` there, which lasted a whole millisecond, so a master
+#: that had spent 0.5 ms on the reply (the OTA sender) woke 0.25 ms before the gap's end with
+#: 0.2 ms of pymodbus still to run, and its write was late on most chunks.
+_WRITE_ALLOWANCE_S = 0.0005
 
 
 class RtuBus(ModbusBus):
@@ -50,6 +56,7 @@ class RtuBus(ModbusBus):
             stopbits=stopbits, timeout=timeout, retries=retries, reconnect_delay=0,
             trace_packet=self._on_packet)
         self._idle_since = 0.0
+        self._timer: LoopTimer | None = None
         self.requests_sent = 0
         # A reply is one burst (gaps < t1.5 on the wire); 50 ms of quiet after bytes that made
         # no frame means the frame will never complete: generous for a loaded host's pty or a
@@ -71,6 +78,14 @@ class RtuBus(ModbusBus):
         tighten_timer_slack()  # the event-loop thread times the t3.5 gaps
         await super().connect()
         self._write_at_the_gap(self._client.ctx.transport)
+        if self._timer is None:
+            self._timer = LoopTimer.create()
+
+    def close(self) -> None:
+        super().close()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
 
     def _write_at_the_gap(self, transport: Any) -> None:
         """Send each request on the wire the moment the silent interval has passed.
@@ -79,7 +94,7 @@ class RtuBus(ModbusBus):
         writability, so the frame left one loop turn after pymodbus built it, itself a loop
         turn (the request task) after the gap had passed: 0.2-0.4 ms lost per transaction at
         115200 baud, measured. This replaces only that method, on this bus' transport: wait out
-        the rest of t3.5 (at most ``_LOOP_MARGIN_S``, the loop slept the rest in
+        the rest of t3.5 (about ``_WRITE_ALLOWANCE_S``, the loop slept the rest in
         :meth:`_before`), then write to the port's non-blocking file descriptor at once. What the
         kernel does not take goes through pymodbus' own queued write, as before. Framing, CRC,
         the reply parser and the transaction logic stay pymodbus'.
@@ -109,9 +124,15 @@ class RtuBus(ModbusBus):
     async def _before(self) -> None:
         """Sleep on the event loop through most of the silent interval; the write waits out
         the last fraction of it precisely (see :meth:`_write_at_the_gap`)."""
-        remaining = self._idle_since + self._gap - time.perf_counter()
-        if remaining > _LOOP_MARGIN_S:
-            await asyncio.sleep(remaining - _LOOP_MARGIN_S)
+        wake = self._idle_since + self._gap - _WRITE_ALLOWANCE_S
+        if self._timer is not None:
+            await self._timer.sleep_until(wake)
+            return
+        # No timerfd (not Linux): only the whole milliseconds the loop can keep; the write
+        # blocks for the rest (at most a millisecond plus the allowance).
+        whole_ms = int((wake - time.perf_counter()) * 1000)
+        if whole_ms > 0:
+            await asyncio.sleep(whole_ms / 1000)
 
     def _after_failure(self) -> None:
         self._idle_since = time.perf_counter()  # a timeout: the line has been quiet

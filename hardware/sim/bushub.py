@@ -90,6 +90,10 @@ class BusHub:
         self._babble_rng = random.Random(self.faults.seed + 1)
         self._babble_sent_at: float | None = None
         self._line_free_at: float | None = None
+        # Set to a list to record every transmission as (sender port, when the hub read its
+        # first bytes, when it handed them to the receivers, length): the bench's per-frame
+        # timing. Appending costs well under a microsecond; nothing else changes.
+        self.trace: list[tuple[int, float, float, int]] | None = None
         self.add_port()
 
     @property
@@ -183,6 +187,8 @@ class BusHub:
         # the interpreter lock the moment its bytes arrive, and a stamp after the writes would
         # then be late, making the next silence look shorter than it was.
         self._line_free_at = time.perf_counter()
+        if self.trace is not None:
+            self.trace.append((sender, start, self._line_free_at, len(data)))
         for port, fd in enumerate(self._masters):
             if port == sender or port in self.faults.dead_ports:
                 continue
