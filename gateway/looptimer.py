@@ -44,14 +44,16 @@ class _Itimerspec(ctypes.Structure):
 
 
 class LoopTimer:
-    """One timerfd; :meth:`sleep_until` a ``time.perf_counter()`` deadline on the running loop.
-    One waiter at a time (the bus lock serialises its callers)."""
+    """One timerfd on the running loop: :meth:`arm` a callback for a ``time.perf_counter()``
+    deadline. One deadline at a time (the bus lock serialises its users); arming again
+    replaces it."""
 
     def __init__(self, fd: int, settime: Callable[..., int]):
         self._fd = fd
         self._settime = settime
         self._spec = _Itimerspec()
-        self._waiter: asyncio.Future[None] | None = None
+        self._callback: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching the fd
 
     @classmethod
     def create(cls) -> LoopTimer | None:
@@ -72,36 +74,50 @@ class LoopTimer:
                             ctypes.c_void_p]
         return cls(fd, settime)
 
-    async def sleep_until(self, deadline: float) -> None:
-        """Return at ``deadline`` (seconds of ``time.perf_counter``) or as soon after as the
-        loop runs; at once if it has passed."""
-        if deadline <= time.perf_counter():
-            return
+    @property
+    def pending(self) -> bool:
+        return self._callback is not None
+
+    def arm(self, deadline: float, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` on the running loop at ``deadline`` (seconds of
+        ``time.perf_counter``); False when the timer could not be set (nothing is armed)."""
         frac, whole = math.modf(deadline)
         self._spec.it_value.tv_sec = int(whole)
-        self._spec.it_value.tv_nsec = int(frac * 1e9)
-        # arming resets the expiry count: an expiry nobody read (a cancelled wait) is forgotten
+        self._spec.it_value.tv_nsec = max(1, int(frac * 1e9))  # all zero would disarm it
+        # arming resets the expiry count: an expiry nobody read (a disarmed wait) is forgotten
         if self._settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
-            await asyncio.sleep(deadline - time.perf_counter())
-            return
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        loop.add_reader(self._fd, self._fired)
-        try:
-            await waiter
-        finally:
-            loop.remove_reader(self._fd)
-            self._waiter = None
+            return False
+        self._callback = callback
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._fd, self._fired)
+        return True
+
+    def disarm(self) -> None:
+        self._callback = None
+        self._spec.it_value.tv_sec = self._spec.it_value.tv_nsec = 0
+        self._settime(self._fd, 0, ctypes.byref(self._spec), None)
+        self._unwatch()
 
     def _fired(self) -> None:
         try:
             os.read(self._fd, 8)
         except BlockingIOError:
             return
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        callback, self._callback = self._callback, None
+        self._unwatch()
+        if callback is not None:
+            callback()
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            self._loop = None
 
     def close(self) -> None:
         if self._fd >= 0:
+            self._callback = None
+            self._unwatch()
             os.close(self._fd)
             self._fd = -1

@@ -27,15 +27,10 @@ __all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuB
 log = logging.getLogger(__name__)
 
 
-#: How long before the end of the silent interval the event loop hands over to the blocking
-#: wait in the write: time for the wake-up (0.05 ms on a quiet host, ~0.2 ms at load 20) and for
-#: pymodbus to build and send the frame after it (0.05 ms quiet, ~0.25 ms at load 20, measured
-#: on the OTA sender). The loop sleeps until then on a timerfd
-#: (gateway/looptimer.py). Its own timers round up to whole milliseconds (epoll): the old margin
-#: of 1.2 ms slept ``remaining - 1.2 ms`` there, which lasted a whole millisecond, so a master
-#: that had spent 0.5 ms on the reply (the OTA sender) woke 0.25 ms before the gap's end with
-#: 0.2 ms of pymodbus still to run, and its write was late on most chunks.
-_WRITE_ALLOWANCE_S = 0.0005
+#: How long before the end of the silent interval the loop's timer hands the built frame to the
+#: port: the timer's wake-up (0.05-0.09 ms measured on the development VM) lands inside it and
+#: the write spins out the rest, so the frame leaves within microseconds of t3.5.
+_SEND_EARLY_S = 0.00015
 
 
 class RtuBus(ModbusBus):
@@ -93,19 +88,27 @@ class RtuBus(ModbusBus):
         pymodbus' SerialTransport.write only queues the frame and asks the event loop for
         writability, so the frame left one loop turn after pymodbus built it, itself a loop
         turn (the request task) after the gap had passed: 0.2-0.4 ms lost per transaction at
-        115200 baud, measured. This replaces only that method, on this bus' transport: wait out
-        the rest of t3.5 (about ``_WRITE_ALLOWANCE_S``, the loop slept the rest in
-        :meth:`_before`), then write to the port's non-blocking file descriptor at once. What the
-        kernel does not take goes through pymodbus' own queued write, as before. Framing, CRC,
-        the reply parser and the transaction logic stay pymodbus'.
+        115200 baud, measured. This replaces only that method, on this bus' transport: the frame
+        pymodbus has built is held until ``_SEND_EARLY_S`` before the end of t3.5 on the bus'
+        timerfd (gateway/looptimer.py; the loop runs on meanwhile), then written to the port's
+        non-blocking file descriptor the moment t3.5 has passed. What the kernel does not take
+        goes through pymodbus' own queued write, as before. Framing, CRC, the reply parser and
+        the transaction logic stay pymodbus'.
+
+        Before, the loop slept on its own timers until 1.2 ms before the gap's end and the
+        write blocked for the rest; asyncio's timers round up to whole milliseconds (epoll), so
+        a master that spent 0.5 ms on a reply (the OTA sender) woke with 0.25 ms left and 0.2 ms
+        of pymodbus still to run, and was late on most chunks; and every frame waited through
+        two wake-ups after the reply, not one, each a chance to be scheduled late on a busy
+        host.
         """
         fd = transport.sync_serial.fileno()
         queued_write = transport.write
 
-        def write(frame: bytes) -> None:
-            remaining = self._idle_since + self._gap - time.perf_counter()
-            if remaining > 0:
-                time.sleep(remaining)
+        def send(frame: bytes) -> None:
+            deadline = self._idle_since + self._gap
+            while time.perf_counter() < deadline:
+                pass  # at most _SEND_EARLY_S, less the timer's wake-up
             try:
                 sent = os.write(fd, frame)
             except BlockingIOError:
@@ -119,20 +122,33 @@ class RtuBus(ModbusBus):
             if sent < len(frame):
                 queued_write(frame[sent:])
 
+        def write(frame: bytes) -> None:
+            wake = self._idle_since + self._gap - _SEND_EARLY_S
+            timer = self._timer
+            if timer is not None and wake > time.perf_counter() and timer.arm(
+                    wake, lambda: send(frame)):
+                return
+            remaining = self._idle_since + self._gap - time.perf_counter()
+            if remaining > 0:
+                time.sleep(remaining)  # no timerfd: the loop slept the whole milliseconds
+            send(frame)
+
         transport.write = write
 
     async def _before(self) -> None:
-        """Sleep on the event loop through most of the silent interval; the write waits out
-        the last fraction of it precisely (see :meth:`_write_at_the_gap`)."""
-        wake = self._idle_since + self._gap - _WRITE_ALLOWANCE_S
+        """Without a timerfd (not Linux), sleep on the event loop through the whole
+        milliseconds of the silent interval; the write blocks for the rest (at most one)."""
         if self._timer is not None:
-            await self._timer.sleep_until(wake)
-            return
-        # No timerfd (not Linux): only the whole milliseconds the loop can keep; the write
-        # blocks for the rest (at most a millisecond plus the allowance).
-        whole_ms = int((wake - time.perf_counter()) * 1000)
+            return  # the write holds the frame until the gap's end (see _write_at_the_gap)
+        whole_ms = int((self._idle_since + self._gap - time.perf_counter()) * 1000)
         if whole_ms > 0:
             await asyncio.sleep(whole_ms / 1000)
+
+    def _request_over(self) -> None:
+        # A request that ended before its frame went out (cancelled while t3.5 ran) must not
+        # reach the wire later.
+        if self._timer is not None and self._timer.pending:
+            self._timer.disarm()
 
     def _after_failure(self) -> None:
         self._idle_since = time.perf_counter()  # a timeout: the line has been quiet
