@@ -88,9 +88,11 @@ class LoopTimer:
         if self._settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
             return False
         self._callback = callback
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self._fd, self._fired)
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:   # not watched yet, or by a loop that has gone
+            self._unwatch()
+            self._loop = loop
+            loop.add_reader(self._fd, self._fired)
         return True
 
     def disarm(self) -> None:
