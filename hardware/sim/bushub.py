@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 BABBLE_LEAD_S = 0.05  # how far ahead of the wire a stuck transmitter's bytes are delivered
 # A sleep wakes 40-60 us late on this kind of VM even with 1 us timer slack; the wire does not.
 # The hub sleeps until this long before a transmission's end and spins the rest, so delivery
-# is late by ~1 us instead of ~45 us per frame (two frames per transaction: ~1 % of a
+# is late by ~10 us instead of ~45 us per frame (two frames per transaction: ~1 % of a
 # 115200-baud bus that the simulator, not the master or the node, was losing).
 WAKE_EARLY_S = 0.00008
 
