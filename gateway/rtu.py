@@ -106,6 +106,8 @@ class RtuBus(ModbusBus):
         queued_write = transport.write
 
         def send(frame: bytes) -> None:
+            if transport.sync_serial is None:
+                return  # the port closed while the frame waited: pymodbus fails the request
             deadline = self._idle_since + self._gap
             while time.perf_counter() < deadline:
                 pass  # at most _SEND_EARLY_S, less the timer's wake-up
