@@ -87,6 +87,25 @@ def _big_release(d: Path) -> Path:
     return release
 
 
+def chunk_times(trace: list[tuple[int, float, float, int]]) -> list[tuple[str, float, float]]:
+    """Where a chunk's time goes, from the hub's trace (sender, first byte read, delivered,
+    length): the request on the wire, the node's turnaround (request delivered -> its answer's
+    first byte at the hub: t3.5, the node's work, two pty hops), the answer on the wire, the
+    master's turnaround (answer delivered -> next request's first byte: t3.5, the master's work,
+    two pty hops). Median and mean of each, in ms, over the chunk round trips."""
+    import statistics
+
+    parts: dict[str, list[float]] = {"request": [], "node": [], "answer": [], "master": []}
+    for req, ans, nxt in zip(trace, trace[1:], trace[2:], strict=False):
+        if req[0] == 0 and req[3] > 100 and ans[0] != 0 and nxt[0] == 0:
+            parts["request"].append(req[2] - req[1])
+            parts["node"].append(ans[1] - req[2])
+            parts["answer"].append(ans[2] - ans[1])
+            parts["master"].append(nxt[1] - ans[2])
+    return [(name, 1000 * statistics.median(xs), 1000 * statistics.fmean(xs))
+            for name, xs in parts.items() if xs]
+
+
 def run_wire(rounds: int = 3) -> list[Metric]:
     """Time to move an image into one node over a paced 115200-baud bus (the hub delivers every
     byte after its wire time, 11 bits a character), from the offer to the acknowledged commit,
@@ -96,6 +115,7 @@ def run_wire(rounds: int = 3) -> list[Metric]:
 
     from gateway.ota_transfer import image_from_release, send_image
     from gateway.rtu import NoResponse, RtuBus
+    from hardware.sim.bushub import BusHub
     from hardware.sim.simbus import SimBus
 
     with tempfile.TemporaryDirectory(prefix="bench-ota-wire-") as tmp:
@@ -104,10 +124,11 @@ def run_wire(rounds: int = 3) -> list[Metric]:
         stream = image_from_release(_big_release(d))
         wire_s = len(stream) * 11 / WIRE_BAUD
         ratios = []
+        breakdowns = []
         for _ in range(rounds):
             sim = SimBus([(1, "fire")], baud=WIRE_BAUD, paced=True, compiled=True)
             with sim:
-                async def once(port: str = sim.master_path) -> float:
+                async def once(port: str = sim.master_path, hub: BusHub = sim.hub) -> float:
                     async with RtuBus(port, WIRE_BAUD, timeout=0.5) as bus:
                         for _ in range(100):
                             try:
@@ -115,16 +136,23 @@ def run_wire(rounds: int = 3) -> list[Metric]:
                                 break
                             except NoResponse:
                                 await asyncio.sleep(0.1)
+                        hub.trace = []
                         t0 = time.perf_counter()
                         await send_image(bus, 1, stream, progress=lambda a, b: None,
                                          wait_verified=False)
                         return time.perf_counter() - t0
 
-                ratios.append(asyncio.run(once()) / wire_s)
+                ratio = asyncio.run(once()) / wire_s
+                ratios.append(ratio)
+                breakdowns.append((ratio, chunk_times(sim.hub.trace or [])))
     ratios.sort()
     ratio = ratios[0]   # the least disturbed by the other load on a shared machine
     print(f"  image {len(stream):,} bytes, wire time {wire_s:.2f} s at {WIRE_BAUD}; transfer "
           f"time / wire time per round: {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+    for r, parts in sorted(breakdowns):
+        print(f"  round {r:.3f}, per chunk in ms, median / mean: "
+              + "; ".join(f"{name} {p50:.2f} / {mean:.2f}" for name, p50, mean in parts),
+              flush=True)
     return [Metric("ota_wire_ratio_115200", ratio, "ratio", 1.3, "lower",
                    f"best of {rounds} transfers of a {len(stream):,}-byte image stream (signed "
                    f"release) into one real node over the simulator's paced {WIRE_BAUD}-baud "

@@ -166,6 +166,9 @@ class ModbusBus:
     def _after_failure(self) -> None:
         """Called under the lock after a request without a reply."""
 
+    def _request_over(self) -> None:
+        """Called under the lock when a request ends, however it ended."""
+
     # -- one transaction ----------------------------------------------------------------------
     async def _call(self, device: int, function: int, coro_fn: Any, *args: Any,
                     timeout: float | None = None, expect: int = 0, **kwargs: Any) -> Any:
@@ -206,6 +209,7 @@ class ModbusBus:
                 self.transactions += 1
                 if not request.done():
                     request.cancel()
+                self._request_over()
                 self._request = None
                 if self._gap_timer is not None:
                     self._gap_timer.cancel()

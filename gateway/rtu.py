@@ -19,6 +19,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
 from gateway.bus import BadReply, Garbled, ModbusBus, ModbusError, NoResponse, PortLost
+from gateway.looptimer import LoopTimer
 from hardware.serialline import allow_parity_on_ptys, char_time, t35, tighten_timer_slack
 
 __all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuBus"]
@@ -26,10 +27,10 @@ __all__ = ["BadReply", "Garbled", "ModbusError", "NoResponse", "PortLost", "RtuB
 log = logging.getLogger(__name__)
 
 
-#: How close to the end of the silent interval the event loop hands over to a blocking wait. The
-#: loop's timers round up to whole milliseconds (epoll), which would stretch a 1.75 ms gap to
-#: 2-3 ms and cost 10-30 % of a 115200-baud bus; the blocking part is at most this long.
-_LOOP_MARGIN_S = 0.0012
+#: How long before the end of the silent interval the loop's timer hands the built frame to the
+#: port: the timer's wake-up (0.05-0.09 ms measured on the development VM) lands inside it and
+#: the write spins out the rest, so the frame leaves within microseconds of t3.5.
+_SEND_EARLY_S = 0.00015
 
 
 class RtuBus(ModbusBus):
@@ -51,6 +52,7 @@ class RtuBus(ModbusBus):
             stopbits=stopbits, timeout=timeout, retries=retries, reconnect_delay=0,
             trace_packet=self._on_packet)
         self._idle_since = 0.0
+        self._timer: LoopTimer | None = None
         self.requests_sent = 0
         # A reply is one burst (gaps < t1.5 on the wire); 50 ms of quiet after bytes that made
         # no frame means the frame will never complete: generous for a loaded host's pty or a
@@ -72,6 +74,14 @@ class RtuBus(ModbusBus):
         tighten_timer_slack()  # the event-loop thread times the t3.5 gaps
         await super().connect()
         self._write_at_the_gap(self._client.ctx.transport)
+        if self._timer is None:
+            self._timer = LoopTimer.create()
+
+    def close(self) -> None:
+        super().close()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
 
     def _write_at_the_gap(self, transport: Any) -> None:
         """Send each request on the wire the moment the silent interval has passed.
@@ -79,19 +89,29 @@ class RtuBus(ModbusBus):
         pymodbus' SerialTransport.write only queues the frame and asks the event loop for
         writability, so the frame left one loop turn after pymodbus built it, itself a loop
         turn (the request task) after the gap had passed: 0.2-0.4 ms lost per transaction at
-        115200 baud, measured. This replaces only that method, on this bus' transport: wait out
-        the rest of t3.5 (at most ``_LOOP_MARGIN_S``, the loop slept the rest in
-        :meth:`_before`), then write to the port's non-blocking file descriptor at once. What the
-        kernel does not take goes through pymodbus' own queued write, as before. Framing, CRC,
-        the reply parser and the transaction logic stay pymodbus'.
+        115200 baud, measured. This replaces only that method, on this bus' transport: the frame
+        pymodbus has built is held until ``_SEND_EARLY_S`` before the end of t3.5 on the bus'
+        timerfd (gateway/looptimer.py; the loop runs on meanwhile), then written to the port's
+        non-blocking file descriptor the moment t3.5 has passed. What the kernel does not take
+        goes through pymodbus' own queued write, as before. Framing, CRC, the reply parser and
+        the transaction logic stay pymodbus'.
+
+        Before, the loop slept on its own timers until 1.2 ms before the gap's end and the
+        write blocked for the rest; asyncio's timers round up to whole milliseconds (epoll), so
+        a master that spent 0.5 ms on a reply (the OTA sender) woke with 0.25 ms left and 0.2 ms
+        of pymodbus still to run, and was late on most chunks; and every frame waited through
+        two wake-ups after the reply, not one, each a chance to be scheduled late on a busy
+        host.
         """
         fd = transport.sync_serial.fileno()
         queued_write = transport.write
 
-        def write(frame: bytes) -> None:
-            remaining = self._idle_since + self._gap - time.perf_counter()
-            if remaining > 0:
-                time.sleep(remaining)
+        def send(frame: bytes) -> None:
+            if transport.sync_serial is None:
+                return  # the port closed while the frame waited: pymodbus fails the request
+            deadline = self._idle_since + self._gap
+            while time.perf_counter() < deadline:
+                pass  # at most _SEND_EARLY_S, less the timer's wake-up
             try:
                 sent = os.write(fd, frame)
             except BlockingIOError:
@@ -105,14 +125,33 @@ class RtuBus(ModbusBus):
             if sent < len(frame):
                 queued_write(frame[sent:])
 
+        def write(frame: bytes) -> None:
+            wake = self._idle_since + self._gap - _SEND_EARLY_S
+            timer = self._timer
+            if timer is not None and wake > time.perf_counter() and timer.arm(
+                    wake, lambda: send(frame)):
+                return
+            remaining = self._idle_since + self._gap - time.perf_counter()
+            if remaining > 0:
+                time.sleep(remaining)  # no timerfd: the loop slept the whole milliseconds
+            send(frame)
+
         transport.write = write
 
     async def _before(self) -> None:
-        """Sleep on the event loop through most of the silent interval; the write waits out
-        the last fraction of it precisely (see :meth:`_write_at_the_gap`)."""
-        remaining = self._idle_since + self._gap - time.perf_counter()
-        if remaining > _LOOP_MARGIN_S:
-            await asyncio.sleep(remaining - _LOOP_MARGIN_S)
+        """Without a timerfd (not Linux), sleep on the event loop through the whole
+        milliseconds of the silent interval; the write blocks for the rest (at most one)."""
+        if self._timer is not None:
+            return  # the write holds the frame until the gap's end (see _write_at_the_gap)
+        whole_ms = int((self._idle_since + self._gap - time.perf_counter()) * 1000)
+        if whole_ms > 0:
+            await asyncio.sleep(whole_ms / 1000)
+
+    def _request_over(self) -> None:
+        # A request that ended before its frame went out (cancelled while t3.5 ran) must not
+        # reach the wire later.
+        if self._timer is not None and self._timer.pending:
+            self._timer.disarm()
 
     def _after_failure(self) -> None:
         self._idle_since = time.perf_counter()  # a timeout: the line has been quiet

@@ -92,6 +92,7 @@ class Node:
         self.slave = Slave(address, bank, self._on_write)
         self.slave.ota = self
         self.reboot_pending = False
+        self.after_reply = None   # slow work the answer need not wait for (an OTA checkpoint)
         self.alarm_seq = 0
         self._prev_alarms = 0
         self._uptime_ms = 0
@@ -165,7 +166,10 @@ class Node:
                 gc.collect()
                 from app import ota_rx as rx
                 self._ota_rx = rx
+            state = self.ota_inputs[0]
             code = rx.write(self, offset, count, frame, at)
+            if self.ota_inputs[0] == state:
+                return code   # a chunk: the status word (its OTA bit) is unchanged
         self._update_status()
         return code
 
@@ -251,6 +255,11 @@ class Node:
         reply = self.slave.handle(frame, n)
         if reply is not None:
             self.hal.uart_write(reply)
+        job = self.after_reply
+        if job is not None:  # after the reply: the master's t3.5 and next frame run meanwhile
+            self.after_reply = None
+            job(self)
+        if reply is not None:
             self.hal.gc_point()  # heap high-water after a request (writes save to flash)
         if self.reboot_pending:  # after the reply (none for a broadcast)
             self.hal.reboot()

@@ -13,7 +13,11 @@
 # The slots themselves are untouched while bytes arrive: the old image stays a valid fallback.
 #
 # Progress is one record (/data/ota.json, record.py's CRC'd atomic format), written every
-# CHECKPOINT chunks and at the end, after the file is flushed:
+# CHECKPOINT chunks and at the end, after the file is flushed, and only once the chunk's answer
+# is on the wire (node.after_reply): the flush and the atomic rename take milliseconds (a
+# LittleFS block program on an ESP32), and the master's next chunk need not wait for them. The
+# answer means "in the file", not "recorded": a power cut before the record costs at most
+# CHECKPOINT chunks again, as before. The record is:
 #   {"regs": [the 8 OTA input registers: state, received (2 words), next chunk, reason,
 #             version (3)],
 #    "id": the offer's version, sizes and SHA-256 (hex: the image's identity),
@@ -102,19 +106,38 @@ def write(node, offset, count, f, at):
         _fh.write(mv[2:])
         index += 1
         _last = crc
-        if index % CHECKPOINT == 0 or index == n:
-            _fh.flush()
-            _show(regs, index, cb, _rec["size"])
-            _save(node)
-            return 0
     except OSError:   # the flash failed: back to the checkpoint (the master reads it)
-        if _fh is not None:
-            _fh.close()
-            _fh = None
-        _last = -1
-        index -= index % CHECKPOINT
+        _fail(regs, index)
+        return 4
     _show(regs, index, cb, _rec["size"])
-    return 0 if _fh is not None else 4
+    if index % CHECKPOINT == 0 or index == n:
+        node.after_reply = checkpoint
+    return 0
+
+
+def checkpoint(node):
+    """Make the chunks taken so far durable, then record them; run by the node right after
+    a chunk's answer has gone out. A flash error falls back to the last checkpoint: the
+    master's next chunk is answered exception 02 (or its commit 03), and it reads
+    ota_next_chunk and resumes there."""
+    regs = node.ota_inputs
+    try:
+        _fh.flush()
+        _save(node)
+    except (OSError, AttributeError):   # AttributeError: no file open (cannot happen)
+        _fail(regs, regs[3] - (regs[3] % CHECKPOINT or CHECKPOINT))
+
+
+def _fail(regs, index):
+    global _fh, _last
+    if _fh is not None:
+        try:
+            _fh.close()
+        except OSError:
+            pass
+        _fh = None
+    _last = -1
+    _show(regs, index - index % CHECKPOINT, _rec["cb"], _rec["size"])
 
 
 def _show(regs, nxt, cb, size):

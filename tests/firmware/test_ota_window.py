@@ -21,9 +21,9 @@ import pytest
 
 from contracts.release import KeySet, canonical
 from gateway.ota_transfer import OtaRefused, image_from_release, send_image
-from gateway.rtu import NoResponse, RtuBus
+from gateway.rtu import ModbusError, NoResponse, RtuBus
 from hardware.mpy import compile_module
-from hardware.ota_image import OtaStatus
+from hardware.ota_image import Offer, OtaStatus, chunk_words
 from hardware.regmap import load_maps
 from hardware.sim.simbus import (
     EXIT_REBOOT,
@@ -189,6 +189,45 @@ def test_a_power_cut_mid_transfer_is_resumed_from_the_nodes_checkpoint(
     assert resumed_at > 0
     assert identity[2:5] == [1, 4, 0]
     wait_for(lambda: node.events.restarts >= 3, 5, what="cut, verify and trial boots")
+
+
+def test_the_node_answers_a_chunk_before_it_records_its_progress_and_a_failed_record_falls_back(
+        sim: SimBus, lab: Path) -> None:
+    """The chunk that completes a checkpoint is answered before the progress record is written
+    (flush and rename are slow on flash; the master's next chunk need not wait for them), so a
+    record the flash refuses (here its temporary file's name is taken by a directory) is not
+    that chunk's failure: the node falls back to its last checkpoint, says so in ota_next_chunk
+    and to the next chunk (exception 02), and the transfer offered again completes from there
+    once the flash takes writes."""
+    stream = image_from_release(lab / "good")
+    offer = Offer.of(stream)
+    checkpoint = 16   # app/ota_rx.py CHECKPOINT: chunk 15 completes the first one
+    blocker = sim.nodes[0].root / "data" / "ota.json.tmp"
+    chunk_at = MAPS.ota.holding_register("ota_chunk").address
+
+    async def go() -> tuple[OtaStatus, int, list[int], OtaStatus]:
+        async with RtuBus(sim.master_path, 115200, timeout=0.5) as bus:
+            await _ready(bus)
+            await bus.write_registers(1, MAPS.ota.holding_register("ota_offer").address,
+                                      offer.words(), timeout=3.0)
+            blocker.mkdir()
+            for index in range(checkpoint):   # every one acknowledged, the 16th included
+                await bus.write_registers(1, chunk_at,
+                                          chunk_words(stream, index, offer.chunk_bytes))
+            fell_back = await _ota_status(bus)
+            with pytest.raises(ModbusError) as refused:
+                await bus.write_registers(1, chunk_at,
+                                          chunk_words(stream, checkpoint, offer.chunk_bytes))
+            blocker.rmdir()
+            resumed: list[int] = []
+            await send_image(bus, 1, stream, progress=lambda a, b: resumed.append(a))
+            return fell_back, refused.value.code, resumed, await _ota_status(bus)
+
+    fell_back, code, resumed, status = asyncio.run(go())
+    assert (fell_back.state, fell_back.next_chunk) == ("receiving", 0)
+    assert code == 2
+    assert resumed[0] == 0 and resumed[-1] == len(stream)
+    assert status.state == "staged", status   # the re-written bytes make the verified image
 
 
 def _restarted(node: object, after: int, timeout: float = 20.0) -> None:

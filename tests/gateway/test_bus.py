@@ -247,3 +247,34 @@ async def test_the_gateway_keeps_the_silent_interval_before_every_request(baud: 
         assert sim.hub.stats.min_gap_s[0] >= t35(baud), sim.hub.stats.min_gap_s
     finally:
         sim.stop()
+
+
+@run_async
+async def test_a_request_cancelled_while_the_line_is_silent_never_reaches_the_wire() -> None:
+    """The master holds a built frame until t3.5 has passed (on a timer, the loop runs on); a
+    request cancelled meanwhile (the gateway stopping, a poll task cancelled) must not go out
+    later, into a silence some other transaction now owns."""
+    from gateway.rtu import NoResponse, RtuBus
+
+    far, near = os.openpty()   # near: the master's port; far: the line
+    os.set_blocking(far, False)
+    try:
+        # 1200 baud: t3.5 is 32 ms, a window wide enough to cancel in on a busy host
+        async with RtuBus(os.ttyname(near), 1200, timeout=0.05) as bus:
+            with pytest.raises(NoResponse):
+                await bus.read_holding(1, 0, 10)   # silence: the line is quiet from now on
+            await asyncio.sleep(0.01)
+            heard = os.read(far, 64)
+            assert len(heard) == 8   # the first request, once
+            request = asyncio.ensure_future(bus.read_holding(1, 0, 10))
+            await asyncio.sleep(0.005)   # inside the 32 ms of silence
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            await asyncio.sleep(0.1)   # well past where the frame was due
+            with pytest.raises(BlockingIOError):
+                os.read(far, 64)
+            assert bus.requests_sent == 1
+    finally:
+        os.close(far)
+        os.close(near)
