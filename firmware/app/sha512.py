@@ -38,19 +38,22 @@ _H0 = (
 
 
 def _compress(h, block):
+    # The message schedule as a ring of 16 words, each next word made when the round needs it:
+    # a whole 80-word schedule is a list that grows to a 1 KB block, which a 64 KB heap that
+    # the collector has left in pieces may not have (the check boot's verify failed there).
     w = list(struct.unpack(">16Q", block))
-    for t in range(16, 80):
-        x = w[t - 15]
-        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-        x = w[t - 2]
-        s1 = ((x >> 19) | (x << 45)) ^ ((x >> 61) | (x << 3)) ^ (x >> 6)
-        w.append((w[t - 16] + (s0 & _M) + w[t - 7] + (s1 & _M)) & _M)
     a, b, c, d, e, f, g, hh = h
     k = _K
     for t in range(80):
+        if t >= 16:
+            x = w[(t - 15) & 15]
+            s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
+            x = w[(t - 2) & 15]
+            s1 = ((x >> 19) | (x << 45)) ^ ((x >> 61) | (x << 3)) ^ (x >> 6)
+            w[t & 15] = (w[t & 15] + (s0 & _M) + w[(t - 7) & 15] + (s1 & _M)) & _M
         s1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
         ch = (e & f) ^ (~e & g)
-        t1 = hh + (s1 & _M) + (ch & _M) + k[t] + w[t]
+        t1 = hh + (s1 & _M) + (ch & _M) + k[t] + w[t & 15]
         s0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
         maj = (a & b) ^ (a & c) ^ (b & c)
         hh = g
