@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -533,12 +534,29 @@ def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> Campaign
     if event.size:
         member.offset, member.size = event.offset, event.size
     if event.phase in W.FINAL:
-        _finish(session, campaign, member, event.phase, event.reason,
+        _finish(session, campaign, member, event.phase, event_reason(event),
                 actor_gateway(gateway_key), now)
     else:
         member.state, member.updated_at = event.phase, now
-        member.reason = event.reason
+        member.reason = event_reason(event)
     return member
+
+
+#: A device's own refusal as the gateway names it (``refusal``: a contracts.release reason,
+#: spaces as ``_``, or the bare code number for one the gateway does not know).
+_REFUSAL = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def event_reason(event: OtaEvent) -> str:
+    """The reason an event leaves on the device's campaign row and in its audit entry. A
+    refusal by the device itself keeps the device's own reason beside it
+    (``device_refused: unknown_key``): that is what a technician has to act on, and the
+    gateway sends it only as the event's ``refusal`` field."""
+    refusal = (event.model_extra or {}).get("refusal")
+    if event.reason == "device_refused" and isinstance(refusal, str) \
+            and _REFUSAL.fullmatch(refusal):
+        return f"{event.reason}: {refusal}"
+    return event.reason
 
 
 def apply_command_ack(session: Session, cmd: DeviceCommand) -> None:

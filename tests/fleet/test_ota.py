@@ -582,6 +582,33 @@ def test_a_gateway_that_refuses_the_command_fails_the_device(  # type: ignore[no
         "failed", "gateway refused: no OTA support", "failed")
 
 
+def test_a_release_the_device_itself_refuses_fails_it_with_the_devices_own_reason(  # type: ignore[no-untyped-def]
+        client, world, kit, fleet_db, gateways) -> None:
+    add_fire(fleet_db, world, 1)             # fire-a and one more at site A
+    rid = release_id(client, world, kit)
+    c = create(client, world, name="c", release_id=rid, area_id=world.ward_a,
+               waves=[100]).json()
+    [other] = [k for k in members(fleet_db, c["id"]) if k != "fire-a"]
+    for dev in ("fire-a", other):
+        for phase in ("accepted", "verified", "transferring", "committed"):
+            gateways.event("gw-a", dev, c["id"], phase)
+    # as gateway/ota.py reports the node's own check refusing the image (its register's code)
+    gateways.event("gw-a", "fire-a", c["id"], "failed", reason="device_refused", code=3,
+                   refusal="unknown_key", detail="the node refused the image: code 3")
+    # a refusal field that is not a reason name is not copied into the row
+    gateways.event("gw-a", other, c["id"], "failed", reason="device_refused", code=9,
+                   refusal="<b>9</b>\n")
+    rows = {r["device"]: r for r in client.get(f"/api/v1/campaigns/{c['id']}/devices",
+                                               headers=world.headers("admin")).json()}
+    assert (rows["fire-a"]["state"], rows["fire-a"]["reason"]) == (
+        "failed", "device_refused: unknown_key")
+    assert (rows[other]["state"], rows[other]["reason"]) == ("failed", "device_refused")
+    audit = client.get("/api/v1/audit", headers=world.headers("admin"),
+                       params={"action": "ota.failed"}).json()
+    assert sorted((e["actor"], e["detail"]["reason"]) for e in audit) == [
+        ("gateway:gw-a", "device_refused"), ("gateway:gw-a", "device_refused: unknown_key")]
+
+
 def test_bad_and_stray_ota_events_change_nothing(  # type: ignore[no-untyped-def]
         client, world, kit, fleet_db, gateways) -> None:
     add_fire(fleet_db, world, 0)

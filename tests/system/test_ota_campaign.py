@@ -9,6 +9,7 @@ nodes' new identity (firmware version) to its registry. See tests/system/site.py
 from __future__ import annotations
 
 import json
+import runpy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,17 @@ from typing import Any
 import pytest
 
 from contracts.mqtt import OtaEvent, command_topic, device_topic
-from tests.gateway.otafleet import app_source
+from contracts.release import Downgrade, UnknownKey
+from hardware.mpy import FIRMWARE_APP
+from tests.gateway.otafleet import app_source, make_keys
 from tests.system.site import GATEWAY, FleetSite, compile_once, dump, signed_release, versions_of
 
 #: Two buses of the pump station, one node of every class; one transfer per bus at a time,
 #: the two buses in parallel.
 EVERY_CLASS = {"riser": [(1, "fire", "fire-1"), (2, "flood", "flood-1")],
                "pump-room": [(1, "water", "water-1"), (2, "air", "air-1")]}
+#: What the nodes run before any update.
+RUNNING: tuple[int, int, int] = runpy.run_path(str(FIRMWARE_APP / "version.py"))["VERSION"]
 #: Three fire detectors on one riser: waves of 50 % then 100 % make a first wave of two.
 THREE_FIRE = {"riser": [(1, "fire", "fire-1"), (2, "fire", "fire-2"), (3, "fire", "fire-3")]}
 
@@ -244,4 +249,88 @@ def test_a_release_that_crash_loops_rolls_back_on_every_node_and_halts_its_campa
             "a", False, rolled), (n.key, slots)
     assert site.firmware() == {n.key: old for n in site.nodes}
     assert all(states(site, n.key)[-1]["firmware"] == old for n in site.nodes)
+    nothing_refused_or_lost(site)
+
+
+#: Two fire detectors on one riser that will not take the same release, each for a reason
+#: of its own (see ``refusing_site``).
+TWO_REFUSING = {"riser": [(1, "fire", "fire-stranger"), (2, "fire", "fire-floor")]}
+
+
+@pytest.fixture
+def refusing_site(tmp_path: Path) -> Iterator[FleetSite]:
+    """The fleet and the gateway trust the fleet's key, but ``fire-stranger`` was flashed with
+    another fleet's key set (the release's key is unknown to it) and ``fire-floor`` already
+    holds the anti-rollback floor of the version it runs (anything older is a downgrade)."""
+    s = FleetSite(tmp_path, TWO_REFUSING)
+    stranger = make_keys(tmp_path / "another-fleet-keys", "release-other")
+    s.node_trust = {"fire-stranger": json.loads(stranger.trust.read_text()),
+                    "fire-floor": {**json.loads(s.keys.trust.read_text()),
+                                   "floor": list(RUNNING)}}
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_a_release_the_device_itself_refuses_reports_the_devices_reason_up_to_the_fleet(
+        refusing_site: FleetSite, tmp_path: Path) -> None:
+    site = refusing_site
+    before = first_versions(site)
+    assert set(before.values()) == {".".join(map(str, RUNNING))}
+    trust_before = {n.key: site.trust(n.key) for n in site.nodes}
+    # 0.0.9, older than what the nodes run, signed with the fleet's key: the fleet's trust and
+    # the gateway's (floor 0.0.0) take it; only the nodes' own check refuses it. A few hundred
+    # bytes: the node checks the manifest at its verify boot, before it would run anything.
+    old_release = (0, 0, 9)
+    release = site.upload(signed_release(
+        tmp_path / "fire-0.0.9", site.keys, app_source(tmp_path / "src-0.0.9", old_release,
+                                                      tiny=True),
+        version=old_release, min_version=old_release, device_class="fire", compiled=False))
+    campaign = site.post("/campaigns", {"name": "fire 0.0.9, Calmette",
+                                        "release_id": release["id"],
+                                        "area_id": site.ids["ward"], "waves": [100]})
+    assert campaign["devices"] == 2, campaign
+    path = f"/campaigns/{campaign['id']}"
+
+    def both_failed() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = site.get(f"{path}/devices")
+        if any(r["state"] == "confirmed" for r in rows):
+            raise AssertionError(f"a node took the release:\n{dump(rows)}")
+        return rows if all(r["state"] == "failed" for r in rows) else None
+
+    rows = site.wait_for("both devices failed", both_failed, 60,
+                         lambda: f"{dump(site.get(f'{path}/devices'))}\n{site.gateway_tail()}")
+    expected = {"fire-stranger": UnknownKey, "fire-floor": Downgrade}
+    # the fleet's campaign row names the device's own reason, as contracts.release says it
+    assert {r["device"]: r["reason"] for r in rows} == {
+        key: f"device_refused: {refusal.reason.replace(' ', '_')}"
+        for key, refusal in expected.items()}, rows
+    # and so does the audit trail, with the gateway that reported it
+    audit = [a for a in site.get("/audit?limit=1000") if a["action"] == "ota.failed"]
+    assert sorted((a["entity_id"], a["actor"], a["detail"]["reason"]) for a in audit) == sorted(
+        (str(r["device_id"]), f"gateway:{GATEWAY}", r["reason"]) for r in rows), audit
+    # Each node was sent the whole image and refused it at its own check: the gateway had
+    # verified the bundle against its trust, committed the image and reported the node's code.
+    heard(site, "both refusals", lambda: all(
+        [e["phase"] for e in ota_events(site, key)][-1:] == ["failed"] for key in expected))
+    for key, refusal in expected.items():
+        events = ota_events(site, key)
+        phases = [e["phase"] for e in events]
+        assert "verified" in phases and "committed" in phases, (key, phases)
+        assert (events[-1]["reason"], events[-1]["code"], events[-1]["refusal"]) == (
+            "device_refused", refusal.code, refusal.reason.replace(" ", "_")), events[-1]
+    # The campaign halts (2 of 2 failed) and every node still runs its old image, its trust
+    # untouched (no floor raised, no key adopted), and never crashed.
+    final = site.get(path)
+    assert final["state"] == "halted", final
+    for n in site.nodes:
+        slots = site.slots(n.key)
+        assert (slots["active"], slots["trial"], slots["pending"], slots["rolled_back"]) == (
+            "a", False, None, False), (n.key, slots)
+        assert site.trust(n.key) == trust_before[n.key], n.key
+        assert site.sims[n.bus].node(n.address).events.crash_resets == 0
+    assert site.firmware() == before
+    assert all(states(site, n.key)[-1]["firmware"] == before[n.key] for n in site.nodes)
     nothing_refused_or_lost(site)
