@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import OtaEvent
+from fleet.alarms.grouping import CORRELATIONS
 from fleet.alarms.models import Alarm
 from fleet.audit.service import SYSTEM, actor_gateway, record
 from fleet.auth.rbac import FIRE_CLASS, Principal, in_subtree
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Alarm classes that freeze a campaign at their site while active.
 HAZARD_CLASSES = ("fire", "flood")
+#: The site alarms correlation raises (no device reports them: a person resolves them).
+CONFIRMED_TYPES = tuple(rule.name for rule in CORRELATIONS)
 TOKEN_PREFIX = "efota_"
 
 
@@ -388,11 +391,14 @@ def _set_state(session: Session, campaign: Campaign, state: str, actor: str,
 
 # -- offering and the timer step --------------------------------------------------------------
 def hazard_sites(session: Session) -> set[int]:
-    """Sites with an active fire or flood alarm (the device still reports the condition)."""
+    """Sites with an active fire or flood alarm: a device's alarm while the device still
+    reports the condition; a confirmed alarm of the site (``confirmed_fire``, raised by
+    correlation, which no device clears: it stays ``active``) until a person resolves it."""
     rows = session.execute(
         select(Device.site_id, Gateway.site_id).join(Alarm, Alarm.device_id == Device.id)
         .join(Gateway, Device.gateway_id == Gateway.id)
-        .where(Alarm.active.is_(True), Alarm.device_class.in_(HAZARD_CLASSES))).all()
+        .where(Alarm.active.is_(True), Alarm.device_class.in_(HAZARD_CLASSES),
+               or_(Alarm.type.not_in(CONFIRMED_TYPES), Alarm.state != "resolved"))).all()
     sites = {dev_site if dev_site is not None else gw_site for dev_site, gw_site in rows}
     return {site for site in sites if site is not None}
 

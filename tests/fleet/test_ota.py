@@ -175,12 +175,13 @@ class Gateways:
                                               json.dumps(body).encode())])
         assert not result.rejects, result.rejects
 
-    def alarm(self, gw: str, dev: str, state: str, cls: str = "fire") -> None:
+    def alarm(self, gw: str, dev: str, state: str, cls: str = "fire",
+              type_: str | None = None) -> None:
         self.seq[dev] = self.seq.get(dev, 0) + 1
+        type_ = type_ or ("smoke" if cls == "fire" else "stage2")
         body = {"v": 1, "device": dev, "class": cls, "ts": "2026-12-02T05:00:00Z",
-                "epoch": "ep", "seq": self.seq[dev], "alarm_id": f"{dev}:smoke:1:1",
-                "type": "smoke" if cls == "fire" else "stage2", "state": state,
-                "severity": "critical"}
+                "epoch": "ep", "seq": self.seq[dev], "alarm_id": f"{dev}:{type_}:1:1",
+                "type": type_, "state": state, "severity": "critical"}
         self.ingest.process([Inbound(device_topic(gw, dev, "alarm"),
                                      json.dumps(body).encode())])
 
@@ -666,6 +667,36 @@ def test_a_campaign_does_not_touch_a_site_with_a_fire_until_the_alarm_clears(  #
     gateways_offered = sorted(x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings))
     assert gateways_offered == ["gw-a", "gw-a", "gw-b"]
     c = client.get(f"/api/v1/campaigns/{c['id']}", headers=world.headers("admin")).json()
+    assert c["held_by_hazard"] == 0
+
+
+def test_a_confirmed_fire_holds_its_site_until_a_person_resolves_it_then_the_campaign_goes_on(  # type: ignore[no-untyped-def]
+        client, world, kit, fleet_db, fleet_settings, gateways) -> None:
+    add_fire(fleet_db, world, 0)
+    # smoke and heat at the market: the fleet raises the site's confirmed_fire beside them
+    gateways.alarm("gw-a", "fire-a", "raised")
+    gateways.alarm("gw-a", "fire-a", "raised", type_="heat_fixed")
+    h = world.headers("admin")
+    [confirmed] = [a for a in client.get("/api/v1/alarms", headers=h).json()
+                   if a["type"] == "confirmed_fire"]
+    rid = release_id(client, world, kit)
+    c = create(client, world, name="city", release_id=rid, waves=[100]).json()
+    assert (c["devices"], c["held_by_hazard"]) == (2, 1)
+    # the detector stops reporting (the fire is out, it was reset): the confirmed fire is
+    # still open, nobody has closed the incident yet
+    gateways.alarm("gw-a", "fire-a", "cleared")
+    gateways.alarm("gw-a", "fire-a", "cleared", type_="heat_fixed")
+    tick(fleet_db, fleet_settings)
+    assert {x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings)} == {"gw-b"}
+    # the fire officer acknowledges and resolves it: the site's devices are offered the update
+    for action in ("acknowledge", "resolve"):
+        r = client.post(f"/api/v1/alarms/{confirmed['id']}/{action}", headers=h,
+                        json={"comment": "fire out, detector reset"})
+        assert r.status_code == 200, r.text
+    tick(fleet_db, fleet_settings)
+    assert sorted(x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings)) == [
+        "gw-a", "gw-b"]
+    c = client.get(f"/api/v1/campaigns/{c['id']}", headers=h).json()
     assert c["held_by_hazard"] == 0
 
 

@@ -55,6 +55,9 @@ __all__ = ["BAUD", "GATEWAY", "FleetSite", "Node", "compile_once", "dump", "sign
 BAUD = 115200
 ADMIN = ("admin", "admin-Pa55-word-for-system-tests")  # exists only in the test's database
 GATEWAY = "gw-pump-station"
+#: httpx's default 5 s is too short for an upload (the fleet verifies the bundle) or a page
+#: on a CI machine running other tests beside this one.
+HTTP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ class FleetSite:
                 raise RuntimeError("the fleet app did not start")
             time.sleep(0.02)
         r = httpx.post(f"{self.url}/api/v1/auth/login",
-                       json={"username": ADMIN[0], "password": ADMIN[1]})
+                       json={"username": ADMIN[0], "password": ADMIN[1]}, timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         self._token = str(r.json()["access_token"])
 
@@ -235,20 +238,22 @@ progress_interval_s = 2
         return {"Authorization": f"Bearer {self._token}"}
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        r = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=self._headers())
+        r = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=self._headers(),
+                       timeout=HTTP_TIMEOUT)
         if r.status_code >= 400:
             raise AssertionError(f"POST {path}: {r.status_code} {r.text[:500]}")
         return r.json()
 
     def get(self, path: str) -> Any:
-        r = httpx.get(f"{self.url}/api/v1{path}", headers=self._headers())
+        r = httpx.get(f"{self.url}/api/v1{path}", headers=self._headers(), timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         return r.json()
 
     def upload(self, release: Path) -> dict[str, Any]:
         """A signed release directory, uploaded as the tar the fleet takes."""
         r = httpx.post(f"{self.url}/api/v1/releases", content=bundle(release),
-                       headers={**self._headers(), "Content-Type": "application/x-tar"})
+                       headers={**self._headers(), "Content-Type": "application/x-tar"},
+                       timeout=HTTP_TIMEOUT)
         if r.status_code != 201:
             raise AssertionError(f"release upload: {r.status_code} {r.text[:500]}")
         return r.json()  # type: ignore[no-any-return]
@@ -284,7 +289,7 @@ progress_interval_s = 2
 
     def ingest_rejects(self) -> dict[str, int]:
         """What the fleet's ingest refused, by gateway and reason (its Prometheus counters)."""
-        r = httpx.get(f"{self.url}/metrics", headers=self._headers())
+        r = httpx.get(f"{self.url}/metrics", headers=self._headers(), timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         return {line.split("{", 1)[1].split("}", 1)[0]: int(float(line.rsplit(" ", 1)[1]))
                 for line in r.text.splitlines()

@@ -334,3 +334,127 @@ def test_a_release_the_device_itself_refuses_reports_the_devices_reason_up_to_th
     assert site.firmware() == before
     assert all(states(site, n.key)[-1]["firmware"] == before[n.key] for n in site.nodes)
     nothing_refused_or_lost(site)
+
+
+#: The pump station's two buildings, one gateway: the pump room's detector on one bus (the
+#: gateway's own site), the office's on another, registered at a second site of the ward.
+TWO_BUILDINGS = {"pump-room": [(1, "fire", "fire-pump-room")],
+                 "office": [(1, "fire", "fire-office")]}
+
+
+@pytest.fixture
+def two_sites(tmp_path: Path) -> Iterator[FleetSite]:
+    s = FleetSite(tmp_path, TWO_BUILDINGS, sites={"office": "Nhà điều hành Calmette"})
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_a_campaign_started_while_a_site_has_an_active_fire_alarm_does_not_touch_that_site_until_the_alarm_clears(  # noqa: E501
+        two_sites: FleetSite, tmp_path: Path) -> None:
+    site = two_sites
+    office = site.feeds["office"]
+    burning_id = site.ids["fire-office"]
+    # A smouldering fire in the office: much smoke, little heat (8 kW never warms the
+    # detector by the 10 K its rate-of-rise element needs, so there is no heat alarm and no
+    # confirmed fire however long it burns on a slow machine). The detector latches its smoke
+    # alarm, the gateway publishes it, the fleet holds it active. Lit first: it grows while
+    # the stack comes up and the release is built.
+    office.apply(1, "ignite", {"growth": 1.0, "max_kw": 8.0, "smokiness": 20.0})
+    before = first_versions(site)
+    (old,) = set(before.values())
+    new, new_text = (9, 3, 0), "9.3.0"
+    release = site.upload(signed_release(
+        tmp_path / "fire-9.3.0", site.keys, app_source(tmp_path / "src-9.3.0", new),
+        version=new, min_version=versions_of(old), device_class="fire"))
+
+    def office_alarms(active: bool) -> list[dict[str, Any]]:
+        alarms: list[dict[str, Any]] = site.get(
+            f"/alarms?device_id={burning_id}&active={str(active).lower()}")
+        return alarms
+
+    def smoke_alarms(state: str) -> list[int]:
+        """Where the observer heard the office's smoke alarm in ``state``."""
+        assert site.mqtt is not None
+        return [i for i, m in enumerate(list(site.mqtt.messages))
+                if m.topic == device_topic(GATEWAY, "fire-office", "alarm")
+                and json.loads(m.payload)["type"] == "smoke"
+                and json.loads(m.payload)["state"] == state]
+
+    heard(site, "the office's smoke alarm", lambda: bool(smoke_alarms("raised")), 60)
+    # The fire is put out and the room vented at once; the detector stays latched in alarm
+    # until someone resets it, and the fleet keeps the alarm active as long as it reports it.
+    office.apply(1, "extinguish", {"tau_s": 0.5})
+    office.apply(1, "ventilate", {"ach": 600})
+    site.wait_for("the office's smoke alarm, active in the fleet",
+                  lambda: [a for a in office_alarms(True) if a["type"] == "smoke"], 30,
+                  site.gateway_tail)
+    campaign = site.post("/campaigns", {"name": "fire 9.3.0, Calmette",
+                                        "release_id": release["id"],
+                                        "area_id": site.ids["ward"], "waves": [100]})
+    assert (campaign["devices"], campaign["held_by_hazard"]) == (2, 1), campaign
+    path = f"/campaigns/{campaign['id']}"
+
+    def rows() -> dict[str, dict[str, Any]]:
+        return {r["device"]: r for r in site.get(f"{path}/devices")}
+
+    def held(row: dict[str, Any]) -> bool:
+        return (row["state"], row["command_id"], row["sent_at"]) == ("pending", None, None)
+
+    def pump_room_updated() -> bool:
+        now = rows()
+        if not held(now["fire-office"]):
+            raise AssertionError(f"the office in alarm was offered the update:\n{dump(now)}")
+        if now["fire-pump-room"]["state"] in ("failed", "cancelled"):
+            raise AssertionError(f"the pump room's update failed:\n{dump(now)}")
+        return now["fire-pump-room"]["state"] == "confirmed" \
+            and site.firmware()["fire-pump-room"] == new_text
+
+    site.wait_for("the pump room's detector on 9.3.0 while the office is in alarm",
+                  pump_room_updated, 120, lambda: f"{dump(rows())}\n{site.gateway_tail()}")
+    # The other site updated; the office, still in alarm, was not touched: its row waits
+    # with no command, nothing was published to its cmd topic, the gateway holds no delivery
+    # for it and the node has nothing staged.
+    assert [a for a in office_alarms(True) if a["type"] == "smoke"], "the alarm must hold here"
+    assert held(rows()["fire-office"])
+    now = site.get(path)
+    assert (now["state"], now["held_by_hazard"], now["by_state"]) == (
+        "running", 1, {"confirmed": 1, "pending": 1}), now
+    assert ota_commands(site, "fire-office") == [] and ota_events(site, "fire-office") == []
+    assert "fire-office" not in site.gateway_jobs()
+    assert site.slots("fire-office")["pending"] is None
+
+    # The room is clear; the fire officer resets the latched detector through the fleet; the
+    # detector stops reporting its alarm and the fleet clears it (no one has to acknowledge
+    # it first: the freeze follows what the device reports).
+    site.wait_for("the office's air clear", lambda: office.truth(1)["smoke"] < 0.5, 60,
+                  lambda: f"physics: {office.truth(1)}")
+    assert held(rows()["fire-office"])
+    reset = site.post(f"/devices/{burning_id}/commands", {"action": "reset"})
+    site.wait_for("the office's alarm cleared in the fleet", lambda: not office_alarms(True),
+                  30, lambda: f"reset: {reset}\n{dump(office_alarms(True))}\n"
+                              f"{site.gateway_tail()}")
+
+    def completed() -> bool:
+        state = site.get(path)["state"]
+        if state in ("halted", "cancelled"):
+            raise AssertionError(f"the campaign stopped: {state}\n{dump(rows())}")
+        return state == "completed" and set(site.firmware().values()) == {new_text}
+
+    site.wait_for("the campaign completed with the office on 9.3.0", completed, 120,
+                  lambda: f"{dump(rows())}\n{site.gateway_tail()}")
+    final = rows()
+    assert {k: (r["state"], r["firmware"]) for k, r in final.items()} == {
+        "fire-pump-room": ("confirmed", new_text), "fire-office": ("confirmed", new_text)}
+    # the office was offered the update only after its alarm cleared, by the fleet's clock
+    # and on the wire
+    cleared = max(a["cleared_at"] for a in office_alarms(False))
+    assert final["fire-office"]["sent_at"] > cleared, (cleared, final["fire-office"])
+    assert site.mqtt is not None
+    smoke_cleared = smoke_alarms("cleared")
+    offered = [i for i, m in enumerate(list(site.mqtt.messages))
+               if m.topic == command_topic(GATEWAY, "fire-office", "ota")]
+    assert smoke_cleared and offered and smoke_cleared[0] < offered[0], (smoke_cleared, offered)
+    nothing_refused_or_lost(site)
