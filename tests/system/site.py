@@ -80,9 +80,11 @@ class FleetSite:
     holding a higher anti-rollback floor)."""
 
     def __init__(self, workdir: Path, buses: dict[str, list[tuple[int, str, str]]], *,
-                 confirm_trial_after_s: float = 2.0, sites: dict[str, str] | None = None
-                 ) -> None:
+                 confirm_trial_after_s: float = 2.0, sites: dict[str, str] | None = None,
+                 baud: int = BAUD, telemetry_ms: int | None = None) -> None:
         self.workdir = workdir
+        self.baud = baud
+        self.telemetry_ms = telemetry_ms  # the nodes' full reads (the gateway's default: 5 s)
         self.nodes = [Node(bus, a, c, k) for bus, nodes in buses.items() for a, c, k in nodes]
         self.confirm_trial_after_s = confirm_trial_after_s
         self.sites = sites or {}
@@ -113,7 +115,7 @@ class FleetSite:
         self.mqtt.__enter__()
         for bus in dict.fromkeys(n.bus for n in self.nodes):
             on_bus = [n for n in self.nodes if n.bus == bus]
-            sim = SimBus([(n.address, n.cls) for n in on_bus], baud=BAUD,
+            sim = SimBus([(n.address, n.cls) for n in on_bus], baud=self.baud,
                          workdir=self.workdir / f"bus-{bus}",
                          node_options={n.address: {"board": BOARD} for n in on_bus})
             flash_trust(sim, self.keys)
@@ -211,10 +213,12 @@ class FleetSite:
     def _gateway_config(self) -> str:
         buses = []
         for name, sim in self.sims.items():
+            poll = "" if self.telemetry_ms is None else \
+                f"[bus.device.poll]\ntelemetry_ms = {self.telemetry_ms}\n"
             devices = "".join(f'\n[[bus.device]]\naddress = {n.address}\nclass = "{n.cls}"\n'
-                              f'id = "{n.key}"\n' for n in self.nodes if n.bus == name)
+                              f'id = "{n.key}"\n{poll}' for n in self.nodes if n.bus == name)
             buses.append(f'[[bus]]\nname = "{name}"\ntype = "rtu"\nport = "{sim.master_path}"'
-                         f'\nbaudrate = {BAUD}\ntimeout_s = 0.3\n{devices}')
+                         f'\nbaudrate = {self.baud}\ntimeout_s = 0.3\n{devices}')
         return f"""
 [gateway]
 id = "{GATEWAY}"

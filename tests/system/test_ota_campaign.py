@@ -336,6 +336,9 @@ def test_a_release_the_device_itself_refuses_reports_the_devices_reason_up_to_th
     nothing_refused_or_lost(site)
 
 
+#: Buses for the hazard test, where the wire time of two whole-app transfers in a row is not
+#: what is tested (RS-485 transceivers run this fast on short runs).
+FAST_BAUD = 921600
 #: The pump station's two buildings, one gateway: the pump room's detector on one bus (the
 #: gateway's own site), the office's on another, registered at a second site of the ward.
 TWO_BUILDINGS = {"pump-room": [(1, "fire", "fire-pump-room")],
@@ -344,7 +347,8 @@ TWO_BUILDINGS = {"pump-room": [(1, "fire", "fire-pump-room")],
 
 @pytest.fixture
 def two_sites(tmp_path: Path) -> Iterator[FleetSite]:
-    s = FleetSite(tmp_path, TWO_BUILDINGS, sites={"office": "Nhà điều hành Calmette"})
+    s = FleetSite(tmp_path, TWO_BUILDINGS, sites={"office": "Nhà điều hành Calmette"},
+                  baud=FAST_BAUD, telemetry_ms=1000, confirm_trial_after_s=1.0)
     try:
         s.start()
         yield s
@@ -357,12 +361,12 @@ def test_a_campaign_started_while_a_site_has_an_active_fire_alarm_does_not_touch
     site = two_sites
     office = site.feeds["office"]
     burning_id = site.ids["fire-office"]
-    # A smouldering fire in the office: much smoke, little heat (8 kW never warms the
+    # A smouldering fire in the office: much smoke, little heat (12 kW never warms the
     # detector by the 10 K its rate-of-rise element needs, so there is no heat alarm and no
     # confirmed fire however long it burns on a slow machine). The detector latches its smoke
     # alarm, the gateway publishes it, the fleet holds it active. Lit first: it grows while
     # the stack comes up and the release is built.
-    office.apply(1, "ignite", {"growth": 1.0, "max_kw": 8.0, "smokiness": 20.0})
+    office.apply(1, "ignite", {"growth": 1.0, "max_kw": 12.0, "smokiness": 20.0})
     before = first_versions(site)
     (old,) = set(before.values())
     new, new_text = (9, 3, 0), "9.3.0"
@@ -429,7 +433,8 @@ def test_a_campaign_started_while_a_site_has_an_active_fire_alarm_does_not_touch
     # The room is clear; the fire officer resets the latched detector through the fleet; the
     # detector stops reporting its alarm and the fleet clears it (no one has to acknowledge
     # it first: the freeze follows what the device reports).
-    site.wait_for("the office's air clear", lambda: office.truth(1)["smoke"] < 0.5, 60,
+    # (below the pre-alarm threshold less its hysteresis, 2.0 - 0.5 %/m: nothing alarms)
+    site.wait_for("the office's air clear", lambda: office.truth(1)["smoke"] < 1.3, 60,
                   lambda: f"physics: {office.truth(1)}")
     assert held(rows()["fire-office"])
     reset = site.post(f"/devices/{burning_id}/commands", {"action": "reset"})
