@@ -540,11 +540,11 @@ def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> Campaign
     if event.size:
         member.offset, member.size = event.offset, event.size
     if event.phase in W.FINAL:
-        _finish(session, campaign, member, event.phase, event_reason(event),
+        _finish(session, campaign, member, event.phase, _event_reason(event),
                 actor_gateway(gateway_key), now)
     else:
         member.state, member.updated_at = event.phase, now
-        member.reason = event_reason(event)
+        member.reason = _event_reason(event)
     return member
 
 
@@ -553,7 +553,7 @@ def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> Campaign
 _REFUSAL = re.compile(r"[a-z0-9_]{1,40}")
 
 
-def event_reason(event: OtaEvent) -> str:
+def _event_reason(event: OtaEvent) -> str:
     """The reason an event leaves on the device's campaign row and in its audit entry. A
     refusal by the device itself keeps the device's own reason beside it
     (``device_refused: unknown_key``): that is what a technician has to act on, and the

@@ -77,7 +77,9 @@ class FleetSite:
     gateway (``{bus name: site name}``; the registry's ids are ``ids["site:<bus>"]``).
     ``node_trust``, set before ``start()``, gives a node (by device key) its own
     ``data/trust.json`` instead of the fleet's (a device flashed with another key set, or
-    holding a higher anti-rollback floor)."""
+    holding a higher anti-rollback floor). ``baud`` paces the buses (and the gateway's
+    config); ``telemetry_ms`` sets the gateway's full read of every node (the trial clock
+    advances on those reads)."""
 
     def __init__(self, workdir: Path, buses: dict[str, list[tuple[int, str, str]]], *,
                  confirm_trial_after_s: float = 2.0, sites: dict[str, str] | None = None,
