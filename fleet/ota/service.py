@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.mqtt import OtaEvent
+from fleet.alarms.grouping import CORRELATIONS
 from fleet.alarms.models import Alarm
 from fleet.audit.service import SYSTEM, actor_gateway, record
 from fleet.auth.rbac import FIRE_CLASS, Principal, in_subtree
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Alarm classes that freeze a campaign at their site while active.
 HAZARD_CLASSES = ("fire", "flood")
+#: The site alarms correlation raises (no device reports them: a person resolves them).
+CONFIRMED_TYPES = tuple(rule.name for rule in CORRELATIONS)
 TOKEN_PREFIX = "efota_"
 
 
@@ -387,11 +391,14 @@ def _set_state(session: Session, campaign: Campaign, state: str, actor: str,
 
 # -- offering and the timer step --------------------------------------------------------------
 def hazard_sites(session: Session) -> set[int]:
-    """Sites with an active fire or flood alarm (the device still reports the condition)."""
+    """Sites with an active fire or flood alarm: a device's alarm while the device still
+    reports the condition; a confirmed alarm of the site (``confirmed_fire``, raised by
+    correlation, which no device clears: it stays ``active``) until a person resolves it."""
     rows = session.execute(
         select(Device.site_id, Gateway.site_id).join(Alarm, Alarm.device_id == Device.id)
         .join(Gateway, Device.gateway_id == Gateway.id)
-        .where(Alarm.active.is_(True), Alarm.device_class.in_(HAZARD_CLASSES))).all()
+        .where(Alarm.active.is_(True), Alarm.device_class.in_(HAZARD_CLASSES),
+               or_(Alarm.type.not_in(CONFIRMED_TYPES), Alarm.state != "resolved"))).all()
     sites = {dev_site if dev_site is not None else gw_site for dev_site, gw_site in rows}
     return {site for site in sites if site is not None}
 
@@ -537,12 +544,29 @@ def apply_event(session: Session, gateway_key: str, event: OtaEvent) -> Campaign
     if event.size:
         member.offset, member.size = event.offset, event.size
     if event.phase in W.FINAL:
-        _finish(session, campaign, member, event.phase, event.reason,
+        _finish(session, campaign, member, event.phase, _event_reason(event),
                 actor_gateway(gateway_key), now)
     else:
         member.state, member.updated_at = event.phase, now
-        member.reason = event.reason
+        member.reason = _event_reason(event)
     return member
+
+
+#: A device's own refusal as the gateway names it (``refusal``: a contracts.release reason,
+#: spaces as ``_``, or the bare code number for one the gateway does not know).
+_REFUSAL = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def _event_reason(event: OtaEvent) -> str:
+    """The reason an event leaves on the device's campaign row and in its audit entry. A
+    refusal by the device itself keeps the device's own reason beside it
+    (``device_refused: unknown_key``): that is what a technician has to act on, and the
+    gateway sends it only as the event's ``refusal`` field."""
+    refusal = (event.model_extra or {}).get("refusal")
+    if event.reason == "device_refused" and isinstance(refusal, str) \
+            and _REFUSAL.fullmatch(refusal):
+        return f"{event.reason}: {refusal}"
+    return event.reason
 
 
 def apply_command_ack(session: Session, cmd: DeviceCommand) -> None:

@@ -200,12 +200,13 @@ class Gateways:
                                               json.dumps(body).encode())])
         assert not result.rejects, result.rejects
 
-    def alarm(self, gw: str, dev: str, state: str, cls: str = "fire") -> None:
+    def alarm(self, gw: str, dev: str, state: str, cls: str = "fire",
+              type_: str | None = None) -> None:
         self.seq[dev] = self.seq.get(dev, 0) + 1
+        type_ = type_ or ("smoke" if cls == "fire" else "stage2")
         body = {"v": 1, "device": dev, "class": cls, "ts": "2026-12-02T05:00:00Z",
-                "epoch": "ep", "seq": self.seq[dev], "alarm_id": f"{dev}:smoke:1:1",
-                "type": "smoke" if cls == "fire" else "stage2", "state": state,
-                "severity": "critical"}
+                "epoch": "ep", "seq": self.seq[dev], "alarm_id": f"{dev}:{type_}:1:1",
+                "type": type_, "state": state, "severity": "critical"}
         self.ingest.process([Inbound(device_topic(gw, dev, "alarm"),
                                      json.dumps(body).encode())])
 
@@ -607,6 +608,33 @@ def test_a_gateway_that_refuses_the_command_fails_the_device(  # type: ignore[no
         "failed", "gateway refused: no OTA support", "failed")
 
 
+def test_a_release_the_device_itself_refuses_fails_it_with_the_devices_own_reason(  # type: ignore[no-untyped-def]
+        client, world, kit, fleet_db, gateways) -> None:
+    add_fire(fleet_db, world, 1)             # fire-a and one more at site A
+    rid = release_id(client, world, kit)
+    c = create(client, world, name="c", release_id=rid, area_id=world.ward_a,
+               waves=[100]).json()
+    [other] = [k for k in members(fleet_db, c["id"]) if k != "fire-a"]
+    for dev in ("fire-a", other):
+        for phase in ("accepted", "verified", "transferring", "committed"):
+            gateways.event("gw-a", dev, c["id"], phase)
+    # as gateway/ota.py reports the node's own check refusing the image (its register's code)
+    gateways.event("gw-a", "fire-a", c["id"], "failed", reason="device_refused", code=3,
+                   refusal="unknown_key", detail="the node refused the image: code 3")
+    # a refusal field that is not a reason name is not copied into the row
+    gateways.event("gw-a", other, c["id"], "failed", reason="device_refused", code=9,
+                   refusal="<b>9</b>\n")
+    rows = {r["device"]: r for r in client.get(f"/api/v1/campaigns/{c['id']}/devices",
+                                               headers=world.headers("admin")).json()}
+    assert (rows["fire-a"]["state"], rows["fire-a"]["reason"]) == (
+        "failed", "device_refused: unknown_key")
+    assert (rows[other]["state"], rows[other]["reason"]) == ("failed", "device_refused")
+    audit = client.get("/api/v1/audit", headers=world.headers("admin"),
+                       params={"action": "ota.failed"}).json()
+    assert sorted((e["actor"], e["detail"]["reason"]) for e in audit) == [
+        ("gateway:gw-a", "device_refused"), ("gateway:gw-a", "device_refused: unknown_key")]
+
+
 def test_bad_and_stray_ota_events_change_nothing(  # type: ignore[no-untyped-def]
         client, world, kit, fleet_db, gateways) -> None:
     add_fire(fleet_db, world, 0)
@@ -724,6 +752,36 @@ def test_a_campaign_does_not_touch_a_site_with_a_fire_until_the_alarm_clears(  #
     gateways_offered = sorted(x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings))
     assert gateways_offered == ["gw-a", "gw-a", "gw-b"]
     c = client.get(f"/api/v1/campaigns/{c['id']}", headers=world.headers("admin")).json()
+    assert c["held_by_hazard"] == 0
+
+
+def test_a_confirmed_fire_holds_its_site_until_a_person_resolves_it_then_the_campaign_goes_on(  # type: ignore[no-untyped-def]
+        client, world, kit, fleet_db, fleet_settings, gateways) -> None:
+    add_fire(fleet_db, world, 0)
+    # smoke and heat at the market: the fleet raises the site's confirmed_fire beside them
+    gateways.alarm("gw-a", "fire-a", "raised")
+    gateways.alarm("gw-a", "fire-a", "raised", type_="heat_fixed")
+    h = world.headers("admin")
+    [confirmed] = [a for a in client.get("/api/v1/alarms", headers=h).json()
+                   if a["type"] == "confirmed_fire"]
+    rid = release_id(client, world, kit)
+    c = create(client, world, name="city", release_id=rid, waves=[100]).json()
+    assert (c["devices"], c["held_by_hazard"]) == (2, 1)
+    # the detector stops reporting (the fire is out, it was reset): the confirmed fire is
+    # still open, nobody has closed the incident yet
+    gateways.alarm("gw-a", "fire-a", "cleared")
+    gateways.alarm("gw-a", "fire-a", "cleared", type_="heat_fixed")
+    tick(fleet_db, fleet_settings)
+    assert {x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings)} == {"gw-b"}
+    # the fire officer acknowledges and resolves it: the site's devices are offered the update
+    for action in ("acknowledge", "resolve"):
+        r = client.post(f"/api/v1/alarms/{confirmed['id']}/{action}", headers=h,
+                        json={"comment": "fire out, detector reset"})
+        assert r.status_code == 200, r.text
+    tick(fleet_db, fleet_settings)
+    assert sorted(x["_topic"].split("/")[2] for x in outbox(fleet_db, fleet_settings)) == [
+        "gw-a", "gw-b"]
+    c = client.get(f"/api/v1/campaigns/{c['id']}", headers=h).json()
     assert c["held_by_hazard"] == 0
 
 

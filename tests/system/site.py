@@ -44,7 +44,7 @@ from fleet.ota.settings import OtaSettings
 from hardware import mpy
 from hardware.mpy import FIRMWARE_APP
 from hardware.sim.simbus import SimBus
-from hardware.sim.simrun import attach_physics
+from hardware.sim.simrun import PhysicsFeed, attach_physics
 from provisioning import release as rel
 from tests.gateway.mosquitto import Broker, Subscriber, free_port
 from tests.gateway.otafleet import BOARD, Keys, bundle, flash_trust, make_keys
@@ -55,6 +55,9 @@ __all__ = ["BAUD", "GATEWAY", "FleetSite", "Node", "compile_once", "dump", "sign
 BAUD = 115200
 ADMIN = ("admin", "admin-Pa55-word-for-system-tests")  # exists only in the test's database
 GATEWAY = "gw-pump-station"
+#: httpx's default 5 s is too short for an upload (the fleet verifies the bundle) or a page
+#: on a CI machine running other tests beside this one.
+HTTP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,27 @@ class Node:
 class FleetSite:
     """One fleet, one site with one gateway and its buses (``{bus name: [(address, class,
     device key), ...]}``), and a registry-only device of each class in another ward (a
-    campaign targeting the site must leave it out)."""
+    campaign targeting the site must leave it out).
+
+    ``sites`` puts the devices of a bus at another site of the same ward, served by the same
+    gateway (``{bus name: site name}``; the registry's ids are ``ids["site:<bus>"]``).
+    ``node_trust``, set before ``start()``, gives a node (by device key) its own
+    ``data/trust.json`` instead of the fleet's (a device flashed with another key set, or
+    holding a higher anti-rollback floor). ``baud`` paces the buses (and the gateway's
+    config); ``telemetry_ms`` sets the gateway's full read of every node (the trial clock
+    advances on those reads)."""
 
     def __init__(self, workdir: Path, buses: dict[str, list[tuple[int, str, str]]], *,
-                 confirm_trial_after_s: float = 2.0) -> None:
+                 confirm_trial_after_s: float = 2.0, sites: dict[str, str] | None = None,
+                 baud: int = BAUD, telemetry_ms: int | None = None) -> None:
         self.workdir = workdir
+        self.baud = baud
+        self.telemetry_ms = telemetry_ms  # the nodes' full reads (the gateway's default: 5 s)
         self.nodes = [Node(bus, a, c, k) for bus, nodes in buses.items() for a, c, k in nodes]
         self.confirm_trial_after_s = confirm_trial_after_s
+        self.sites = sites or {}
+        self.node_trust: dict[str, dict[str, Any]] = {}
+        self.feeds: dict[str, PhysicsFeed] = {}  # each bus's physics: light a fire with it
         self.broker = Broker(workdir / "mosquitto")
         self.keys: Keys = make_keys(workdir / "keys")
         self.port = free_port()
@@ -100,11 +117,15 @@ class FleetSite:
         self.mqtt.__enter__()
         for bus in dict.fromkeys(n.bus for n in self.nodes):
             on_bus = [n for n in self.nodes if n.bus == bus]
-            sim = SimBus([(n.address, n.cls) for n in on_bus], baud=BAUD,
+            sim = SimBus([(n.address, n.cls) for n in on_bus], baud=self.baud,
                          workdir=self.workdir / f"bus-{bus}",
                          node_options={n.address: {"board": BOARD} for n in on_bus})
             flash_trust(sim, self.keys)
-            attach_physics(sim)
+            for n in on_bus:
+                if n.key in self.node_trust:
+                    (sim.node(n.address).root / "data" / "trust.json").write_text(
+                        json.dumps(self.node_trust[n.key]) + "\n")
+            self.feeds[bus] = attach_physics(sim)
             self.sims[bus] = sim
             sim.start()
         config = self.workdir / "gateway.toml"
@@ -163,7 +184,7 @@ class FleetSite:
                 raise RuntimeError("the fleet app did not start")
             time.sleep(0.02)
         r = httpx.post(f"{self.url}/api/v1/auth/login",
-                       json={"username": ADMIN[0], "password": ADMIN[1]})
+                       json={"username": ADMIN[0], "password": ADMIN[1]}, timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         self._token = str(r.json()["access_token"])
 
@@ -180,10 +201,12 @@ class FleetSite:
                                      "site_id": site})["id"]
         far_gw = self.post("/gateways", {"key": "gw-ben-thanh", "site_id": far})["id"]
         self.ids.update(city=city, ward=ward, other_ward=other, site=site, gateway=gw)
+        for bus, name in self.sites.items():
+            self.ids[f"site:{bus}"] = self.post("/sites", {"name": name, "area_id": ward})["id"]
         for n in self.nodes:
             self.ids[n.key] = self.post("/devices", {
                 "gateway_id": gw, "key": n.key, "device_class": n.cls, "address": n.address,
-                "site_id": site})["id"]
+                "site_id": self.ids.get(f"site:{n.bus}", site)})["id"]
         for cls in dict.fromkeys(n.cls for n in self.nodes):
             self.ids[f"far-{cls}"] = self.post("/devices", {
                 "gateway_id": far_gw, "key": f"{cls}-ben-thanh", "device_class": cls,
@@ -192,10 +215,12 @@ class FleetSite:
     def _gateway_config(self) -> str:
         buses = []
         for name, sim in self.sims.items():
+            poll = "" if self.telemetry_ms is None else \
+                f"[bus.device.poll]\ntelemetry_ms = {self.telemetry_ms}\n"
             devices = "".join(f'\n[[bus.device]]\naddress = {n.address}\nclass = "{n.cls}"\n'
-                              f'id = "{n.key}"\n' for n in self.nodes if n.bus == name)
+                              f'id = "{n.key}"\n{poll}' for n in self.nodes if n.bus == name)
             buses.append(f'[[bus]]\nname = "{name}"\ntype = "rtu"\nport = "{sim.master_path}"'
-                         f'\nbaudrate = {BAUD}\ntimeout_s = 0.3\n{devices}')
+                         f'\nbaudrate = {self.baud}\ntimeout_s = 0.3\n{devices}')
         return f"""
 [gateway]
 id = "{GATEWAY}"
@@ -219,28 +244,30 @@ progress_interval_s = 2
         return {"Authorization": f"Bearer {self._token}"}
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        r = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=self._headers())
+        r = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=self._headers(),
+                       timeout=HTTP_TIMEOUT)
         if r.status_code >= 400:
             raise AssertionError(f"POST {path}: {r.status_code} {r.text[:500]}")
         return r.json()
 
     def get(self, path: str) -> Any:
-        r = httpx.get(f"{self.url}/api/v1{path}", headers=self._headers())
+        r = httpx.get(f"{self.url}/api/v1{path}", headers=self._headers(), timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         return r.json()
 
     def upload(self, release: Path) -> dict[str, Any]:
         """A signed release directory, uploaded as the tar the fleet takes."""
         r = httpx.post(f"{self.url}/api/v1/releases", content=bundle(release),
-                       headers={**self._headers(), "Content-Type": "application/x-tar"})
+                       headers={**self._headers(), "Content-Type": "application/x-tar"},
+                       timeout=HTTP_TIMEOUT)
         if r.status_code != 201:
             raise AssertionError(f"release upload: {r.status_code} {r.text[:500]}")
         return r.json()  # type: ignore[no-any-return]
 
     def firmware(self) -> dict[str, str | None]:
-        """What the registry says each of the site's devices runs (from the gateway's reads of
-        its identity registers, through MQTT and ingest)."""
-        page = self.get(f"/devices?site_id={self.ids['site']}&limit=1000")
+        """What the registry says each of the gateway's devices runs (from the gateway's reads
+        of its identity registers, through MQTT and ingest)."""
+        page = self.get(f"/devices?gateway={GATEWAY}&limit=1000")
         return {d["key"]: d["firmware"] for d in page["items"]}
 
     def slots(self, key: str) -> dict[str, Any]:
@@ -253,9 +280,22 @@ progress_interval_s = 2
         record: dict[str, Any] = json.loads(body)
         return record
 
+    def trust(self, key: str) -> dict[str, Any]:
+        """The node's own release trust (``data/trust.json``: key set and floor)."""
+        node = next(n for n in self.nodes if n.key == key)
+        data: dict[str, Any] = json.loads(
+            (self.sims[node.bus].node(node.address).root / "data" / "trust.json").read_text())
+        return data
+
+    def gateway_jobs(self) -> dict[str, Any]:
+        """The OTA deliveries the gateway holds, by device (its ``<storage>/ota-jobs.json``)."""
+        path = self.workdir / "gateway-state" / "ota-jobs.json"
+        jobs: dict[str, Any] = json.loads(path.read_text())["jobs"] if path.exists() else {}
+        return jobs
+
     def ingest_rejects(self) -> dict[str, int]:
         """What the fleet's ingest refused, by gateway and reason (its Prometheus counters)."""
-        r = httpx.get(f"{self.url}/metrics", headers=self._headers())
+        r = httpx.get(f"{self.url}/metrics", headers=self._headers(), timeout=HTTP_TIMEOUT)
         r.raise_for_status()
         return {line.split("{", 1)[1].split("}", 1)[0]: int(float(line.rsplit(" ", 1)[1]))
                 for line in r.text.splitlines()
