@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -208,11 +209,16 @@ class BundleCache:
     """Verified release directories under ``root/<sha256>/``, at most ``max_bytes`` in all.
 
     An entry is written into a temporary directory and renamed into place, its mark written
-    last; a half-written entry (a power cut) has no mark and is removed when met."""
+    last; a half-written entry (a power cut) has no mark and is removed when met.
+
+    The gateway calls it from worker threads (a slow card must not hold up the event loop), so
+    one lock makes each call whole: without it one bundle's eviction swept another's temporary
+    directory away while it was being written."""
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self._lock = threading.RLock()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
@@ -221,6 +227,11 @@ class BundleCache:
             device_class: str | None = None) -> tuple[Path, Manifest] | None:
         """The cached release for ``sha256``, verified again now; None when absent. A cached
         entry that no longer verifies (changed on disk) is removed and reported as absent."""
+        with self._lock:
+            return self._get(sha256, verifier, device_class)
+
+    def _get(self, sha256: str, verifier: ReleaseVerifier,
+             device_class: str | None) -> tuple[Path, Manifest] | None:
         entry = self.path(sha256)
         if not (entry / VERIFIED_MARK).exists():
             if entry.exists():
@@ -244,6 +255,10 @@ class BundleCache:
 
     def put(self, sha256: str, files: Mapping[str, bytes], keep: Iterable[str] = ()) -> Path:
         """Store verified ``files``; older entries (not in ``keep``) go when over the bound."""
+        with self._lock:
+            return self._put(sha256, files, keep)
+
+    def _put(self, sha256: str, files: Mapping[str, bytes], keep: Iterable[str]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         entry = self.path(sha256)
         tmp = self.root / f".{sha256}.{os.getpid()}.tmp"
@@ -255,7 +270,7 @@ class BundleCache:
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         fsync_dir(self.root)
-        self.evict(keep={sha256, *keep})
+        self._evict(keep={sha256, *keep})
         return entry
 
     def size(self) -> int:
@@ -265,6 +280,10 @@ class BundleCache:
     def evict(self, keep: Iterable[str] = ()) -> list[str]:
         """Remove the least recently used entries (never those in ``keep``) while over the
         bound; the names removed."""
+        with self._lock:
+            return self._evict(keep)
+
+    def _evict(self, keep: Iterable[str]) -> list[str]:
         if not self.root.exists():
             return []
         keep = set(keep)

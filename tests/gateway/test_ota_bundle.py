@@ -245,3 +245,19 @@ def test_the_cache_stays_within_its_bound_least_recently_used_first(
     cache.put("d" * 64, files, keep={"a" * 64, "c" * 64})  # in use: never evicted
     assert all(cache.path(x * 64).exists() for x in "acd")
     assert cache.size() > cache.max_bytes  # the bound gives way to bundles in use
+
+
+def test_two_campaigns_caching_their_bundles_at_once_both_keep_them(
+        release: Path, keys: Keys, tmp_path: Path) -> None:
+    """The gateway stores bundles from worker threads: one bundle's tidy-up must never sweep
+    away another's entry while it is being written (seen on the whole stack as `cache` and
+    `gateway_error` failures when four campaigns downloaded together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = read_bundle(bundle(release))
+    cache = BundleCache(tmp_path / "cache", 100 * 1024 * 1024)
+    names = [f"{i:x}" * 64 for i in range(8)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        for _ in pool.map(lambda name: cache.put(name, files), names):
+            pass  # a put that lost its temporary directory raises here
+    assert all(cache.get(name, trust(keys)) is not None for name in names)
