@@ -46,6 +46,7 @@ from hardware.mpy import FIRMWARE_APP
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import PhysicsFeed, attach_physics
 from provisioning import release as rel
+from tests.appserver import serve
 from tests.gateway.mosquitto import Broker, Subscriber, free_port
 from tests.gateway.otafleet import BOARD, Keys, bundle, flash_trust, make_keys
 
@@ -171,18 +172,7 @@ class FleetSite:
         with self.db.transaction() as session:
             create_user(session, settings, username=ADMIN[0], password=ADMIN[1], role="admin")
         app = create_app(settings, database=self.db)
-        # Open event streams would hold a graceful shutdown forever: cut them after a second.
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="on",
-                                                     timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, name="fleet-uvicorn",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fleet app did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serve(app, self.port)
         r = httpx.post(f"{self.url}/api/v1/auth/login",
                        json={"username": ADMIN[0], "password": ADMIN[1]}, timeout=HTTP_TIMEOUT)
         r.raise_for_status()

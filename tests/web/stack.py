@@ -35,6 +35,7 @@ from fleet.core.settings import Settings
 from fleet.ingest.settings import IngestSettings
 from fleet.ota.settings import OtaSettings
 from fleet.registry import service as registry
+from tests.appserver import serve
 from tests.gateway.mosquitto import Broker
 
 __all__ = ["PASSWORDS", "FleetStack"]
@@ -119,18 +120,7 @@ class FleetStack:
         """Serve a new fleet app on the stack's port; it starts its own ingest (the [ingest]
         section names the broker), which resumes the broker session a stopped one left."""
         app = create_app(self.settings, database=self.db)
-        # Open event streams would hold a graceful shutdown forever: cut them after a second.
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="on",
-                                                     timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, name="fleet-uvicorn",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fleet app did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serve(app, self.port)
 
     def stop_app(self) -> None:
         """Stop the fleet app (API, event streams and ingest) as a restart would; the broker,
