@@ -25,7 +25,17 @@ class Metric:
 
 
 def write(metrics: list[Metric], path: Path = RESULTS_FILE) -> None:
-    path.write_text(json.dumps([asdict(m) for m in metrics], indent=2) + "\n")
+    """Write ``metrics`` into ``path``: a metric measured now replaces the one of its name, and
+    the others already there stay, so `python -m bench ota` does not drop the rest of a run."""
+    kept: list[dict[str, object]] = []
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = []
+    fresh = {m.name for m in metrics}
+    if isinstance(previous, list):
+        kept = [m for m in previous if isinstance(m, dict) and m.get("name") not in fresh]
+    path.write_text(json.dumps(kept + [asdict(m) for m in metrics], indent=2) + "\n")
 
 
 def table(metrics: list[Metric]) -> str:
