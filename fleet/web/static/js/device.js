@@ -142,7 +142,7 @@ export async function mountDevice(root, ctx, id) {
     [t("device.gateway"), [d.gateway, " ", connectivityChip(d.gateway_connectivity, t)]],
     [t("device.site"), d.site ? `${d.site.name} · ${d.site.area}` : "–"],
     [t("device.address"), d.address ?? "–"],
-    [t("device.faults"), d.faults.length ? d.faults.join(", ") : t("common.none")],
+    [t("device.faults"), d.faults.length ? d.faults.map((f) => tData("fault", f)).join(", ") : t("common.none")],
     [t("device.status"), d.status.length ? d.status.join(", ") : t("common.none")],
   ];
   if (d.link) {
