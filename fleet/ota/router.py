@@ -23,10 +23,11 @@ from fleet.ota.schemas import (
     CampaignCreate,
     CampaignDeviceOut,
     CampaignOut,
+    HaltOut,
     ReleaseOut,
     WaveOut,
 )
-from fleet.ota.waves import IN_FLIGHT
+from fleet.ota.waves import IN_FLIGHT, Halt
 
 router = APIRouter(tags=["ota"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
@@ -102,7 +103,10 @@ def campaign_out(session: SessionDep, user: Principal, campaign: Campaign) -> Ca
                      in_flight=sum(c[s] for s in IN_FLIGHT), confirmed=c["confirmed"],
                      failed=c["failed"], cancelled=c["cancelled"])
              for i, c in enumerate(per_wave)]
+    halt = Halt.parse(campaign.halt_reason)
     return CampaignOut(
+        halt=HaltOut(code=halt.code, wave=halt.wave, failed=halt.failed, finished=halt.finished,
+                     threshold=campaign.failure_threshold) if halt else None,
         id=campaign.id, name=campaign.name, release_id=campaign.release_id,
         version=campaign.release.version, device_class=campaign.device_class,
         state=campaign.state, current_wave=campaign.current_wave + 1,

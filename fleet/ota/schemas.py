@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fleet.core.types import NO_NUL, Id, Tag
 from fleet.ota.settings import check_waves
 
-__all__ = ["CampaignCreate", "CampaignDeviceOut", "CampaignOut", "ReleaseOut", "WaveOut"]
+__all__ = ["CampaignCreate", "CampaignDeviceOut", "CampaignOut", "HaltOut", "ReleaseOut",
+           "WaveOut"]
 
 Version = Annotated[str, Field(min_length=1, max_length=50, pattern=NO_NUL)]
 
@@ -62,6 +63,16 @@ class WaveOut(BaseModel):
     cancelled: int
 
 
+class HaltOut(BaseModel):
+    """Why a campaign halted, as data (``halt_reason`` says the same in English)."""
+
+    code: str  # failure_rate
+    wave: int  # 1-based
+    failed: int
+    finished: int  # confirmed + failed in that wave
+    threshold: float
+
+
 class CampaignOut(BaseModel):
     id: int
     name: str
@@ -75,6 +86,7 @@ class CampaignOut(BaseModel):
     failure_threshold: float
     target: dict[str, Any]
     halt_reason: str
+    halt: HaltOut | None = None
     #: Over the devices the caller may see.
     devices: int
     by_state: dict[str, int]

@@ -25,11 +25,12 @@ Rules (docs/fleet.md, "Releases and campaigns"):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["ACTIVE", "AFTER_COMMIT", "FINAL", "IN_FLIGHT", "Member", "Step", "WaveStats",
+__all__ = ["ACTIVE", "AFTER_COMMIT", "FINAL", "IN_FLIGHT", "Halt", "Member", "Step", "WaveStats",
            "event_applies", "plan_waves", "should_halt", "step", "wave_stats"]
 
 #: Device states that end its part in a campaign.
@@ -122,6 +123,36 @@ def should_halt(stats: WaveStats, threshold: float) -> bool:
 
 
 @dataclass(frozen=True)
+class Halt:
+    """Why a campaign halted, as data: the API gives it beside the stored sentence so a page can
+    word it in its own language. ``code`` is ``failure_rate`` (the only halt there is);
+    ``wave`` is 1-based; ``failed`` of ``finished`` (confirmed + failed) devices failed."""
+
+    code: str
+    wave: int
+    failed: int
+    finished: int
+
+    def text(self, threshold: float) -> str:
+        """The sentence stored as the campaign's ``halt_reason`` (English, for logs and audit)."""
+        return (f"wave {self.wave}: {self.failed} of {self.finished} finished devices failed "
+                f"(threshold {threshold:.0%})")
+
+    @classmethod
+    def parse(cls, text: str) -> Halt | None:
+        """The halt a stored ``halt_reason`` says (the inverse of :meth:`text`), or None for an
+        empty or unknown one."""
+        m = _HALT_TEXT.fullmatch(text)
+        if m is None:
+            return None
+        return cls("failure_rate", int(m["wave"]), int(m["failed"]), int(m["finished"]))
+
+
+_HALT_TEXT = re.compile(r"wave (?P<wave>\d+): (?P<failed>\d+) of (?P<finished>\d+) finished "
+                        r"devices failed \(threshold \d+%\)")
+
+
+@dataclass(frozen=True)
 class Step:
     """What to do: offer these members, fail these (timeout), and the campaign's new state."""
 
@@ -147,9 +178,9 @@ def step(state: str, wave: int, waves: int, members: Sequence[Member], threshold
     while True:
         stats = wave_stats(members, wave)
         if should_halt(stats, threshold):
-            return Step(timed_out=timed_out, state="halted", wave=wave, halt_reason=(
-                f"wave {wave + 1}: {stats.failed} of {stats.confirmed + stats.failed} finished "
-                f"devices failed (threshold {threshold:.0%})"))
+            halt = Halt("failure_rate", wave + 1, stats.failed, stats.confirmed + stats.failed)
+            return Step(timed_out=timed_out, state="halted", wave=wave,
+                        halt_reason=halt.text(threshold))
         if stats.ended and wave + 1 < waves:
             wave += 1
             continue

@@ -95,6 +95,9 @@ def test_step_waits_for_the_held_device_before_the_next_wave() -> None:
 def test_step_halts_on_a_failed_canary_and_completes_after_the_last_wave() -> None:
     s = W.step("running", 0, 2, [m(1, 0, "failed"), m(2, 1, "pending")], 0.2, 3600, T0)
     assert (s.state, s.offer) == ("halted", ()) and "1 of 1" in s.halt_reason
+    # the sentence stored for logs reads back as the halt the page words in its language
+    assert W.Halt.parse(s.halt_reason) == W.Halt("failure_rate", 1, 1, 1)
+    assert W.Halt.parse("") is None and W.Halt.parse("stopped by hand") is None
     s = W.step("running", 1, 2, [m(1, 0, "confirmed"), m(2, 1, "confirmed")], 0.2, 3600, T0)
     assert s.state == "completed"
 
@@ -459,6 +462,8 @@ def test_a_campaign_rolls_out_in_waves_and_a_failed_wave_halts_it(  # type: igno
     tick(fleet_db, fleet_settings)
     c = client.get(f"/api/v1/campaigns/{c['id']}", headers=world.headers("admin")).json()
     assert c["state"] == "halted" and "1 of 1" in c["halt_reason"]
+    assert c["halt"] == {"code": "failure_rate", "wave": 2, "failed": 1, "finished": 1,
+                         "threshold": c["failure_threshold"]}
     assert c["wave_progress"][1]["failed"] == 1 and c["wave_progress"][2]["pending"] == 3
     tick(fleet_db, fleet_settings)
     assert len(outbox(fleet_db, fleet_settings)) == 2        # nothing more offered

@@ -1,5 +1,6 @@
-"""Screenshots of every dashboard page, in English and Vietnamese, on a desktop (1440×900) and a
-phone (390×844), from the real fleet (:mod:`tests.web.stack`).
+"""Screenshots of every dashboard page, in English and Vietnamese, on a desktop (1440×900), a
+phone (390×844) and an operations-centre wall screen (1920×1080), from the real fleet
+(:mod:`tests.web.stack`).
 
 The browser suite takes them into a temporary directory on every run (``test_pages.py``); to
 refresh the committed ones in ``docs/screenshots/``::
@@ -17,7 +18,8 @@ from typing import Any
 from tests.web.stack import FleetStack
 
 PAGES = ("alarms", "map", "device", "health", "updates")
-VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844},
+             "wall": {"width": 1920, "height": 1080}}
 LANGUAGES = {"en": "en-GB", "vi": "vi-VN"}
 
 
@@ -71,6 +73,10 @@ def shoot(browser: Any, stack: FleetStack, outdir: Path) -> list[Path]:
                          "updates": "section.updates article.campaign"}[name]
                 page.wait_for_selector(ready)
                 page.wait_for_load_state("networkidle")
+                if name == "device":  # every command named for what it did
+                    page.wait_for_selector(".cmd-log li")
+                    log = page.locator(".cmd-log").inner_text()
+                    assert "undefined" not in log, f"device page ({lang}, {form}): {log}"
                 width = page.evaluate("document.documentElement.scrollWidth")
                 assert width <= viewport["width"], f"{name} ({lang}, {form}) is {width} px wide"
                 path = outdir / f"{name}-{lang}-{form}.png"

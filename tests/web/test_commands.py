@@ -79,7 +79,7 @@ def test_the_gateways_ack_is_recorded_and_an_ack_from_another_gateway_is_not(
     assert trail[2][1].startswith("replica:")
 
 
-def test_the_device_page_shows_a_command_and_its_ack_as_they_happen(
+def test_the_device_page_shows_a_command_and_its_ack_as_they_happen_named_for_what_it_did(
         browser: Any, stack: FleetStack) -> None:
     """Pushed over the live feed, not polled: the page did not send this command (a colleague
     did, from another desk), so it has no reason to look again unless the fleet tells it."""
@@ -96,4 +96,11 @@ def test_the_device_page_shows_a_command_and_its_ack_as_they_happen(
                                        "ts": datetime.now(UTC).isoformat()})
     page.locator(".cmd-log .chip.cmd-ok").wait_for(timeout=5_000)
     assert page.locator(".cmd-log li").count() == 1
+    # Each command is named for what it did: a repoll is not a threshold write.
+    assert "Read the device now" in page.locator(".cmd-log li").inner_text()
+    assert _post(stack, "admin", "air-1", {"action": "reboot"}).status_code == 201
+    page.wait_for_function("document.querySelectorAll('.cmd-log li').length === 2")
+    log = page.locator(".cmd-log").inner_text()
+    assert "Reboot the device" in log
+    assert "undefined" not in log and "Write threshold" not in log
     page.context.close()

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+from contracts.release import REASON_SLUGS
 from fleet.web import STATIC_DIR
+from hardware.regmap import load_maps
+
+ROOT = Path(__file__).resolve().parents[2]
 
 OWN_FILES = [p for p in STATIC_DIR.rglob("*")
              if p.is_file() and "vendor" not in p.relative_to(STATIC_DIR).parts]
@@ -46,3 +51,24 @@ def test_the_vendored_libraries_the_page_loads_are_present() -> None:
     index = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     for ref in re.findall(r"""(?:src|href)="([^"#]+)\"""", index):
         assert (STATIC_DIR / ref).is_file(), f"index.html loads {ref}, which is not there"
+
+
+def test_every_fault_a_device_can_report_has_words_in_both_languages() -> None:
+    faults = {bit.name for cmap in load_maps().classes.values() for bit in cmap.fault_bits}
+    assert faults, "no fault bits found in the register maps"
+    for lang, strings in CATALOGUE.items():
+        assert sorted(f for f in faults if f"fault.{f}" not in strings) == [], lang
+
+
+def test_every_ota_failure_reason_in_the_contract_has_words_in_both_languages() -> None:
+    # The `failed` row of docs/mqtt.md's phase table names every reason a gateway sends; the
+    # device's own refusals (`refusal`) are the release reason slugs; a start the gateway
+    # refuses says `busy:` (another delivery runs).
+    row = next(line for line in (ROOT / "docs" / "mqtt.md").read_text().splitlines()
+               if line.startswith("| `failed` |"))
+    reasons = set(re.findall(r"`([a-z_]+)`", row)) - {"failed", "reason", "code", "refusal",
+                                                      "detail"}
+    assert {"device_refused", "unsupported", "rolled_back", "wrong_class_or_board"} <= reasons
+    reasons |= {slug for slug in REASON_SLUGS.values() if slug != "ok"} | {"busy"}
+    for lang, strings in CATALOGUE.items():
+        assert sorted(r for r in reasons if f"ota.reason.{r}" not in strings) == [], lang

@@ -61,3 +61,40 @@ def test_an_update_campaign_shows_its_waves_and_devices_and_can_be_paused(
     assert page.locator(f"{card} button").count() == 0
     assert page.evaluate("window.__missingKeys") == []
     page.context.close()
+
+
+def test_a_refused_update_and_the_halt_it_causes_read_in_vietnamese(
+        browser: Any, stack: FleetStack) -> None:
+    """The device's own refusal and the campaign's halt are words in the officer's language,
+    not codes and an English sentence; a reason the page has no words for shows as sent."""
+    campaign = stack.campaign("Cảm biến nước 3.0.0", (3, 0, 0), device_class="water",
+                              waves=[100], failure_threshold=0.2)
+    path = f"/campaigns/{campaign['id']}"
+    offered = [d for d in stack.get("admin", f"{path}/devices") if d["state"] == "sent"]
+    assert offered, "no water device was offered the update"
+    d = offered[0]
+    stack.ota_event(d["gateway"], d["device"], campaign["id"], "3.0.0", "failed",
+                    reason="device_refused", code=3, refusal="unknown_key")
+    halted = stack.wait_for("admin", path, lambda c: c["state"] == "halted")
+    assert halted["halt"]["code"] == "failure_rate" and halted["halt"]["failed"] == 1
+
+    page = open_page(browser, stack, user="admin", locale="vi-VN",
+                     path=f"#/updates/{campaign['id']}")
+    card = f"article.campaign[data-campaign-id='{campaign['id']}']"
+    page.wait_for_selector(f"{card} p.error")
+    page.wait_for_selector("section.updates table")
+    why = page.locator(f"{card} p.error").inner_text()
+    assert "Đợt 1: 1 trên" in why and "20 %" in why and "finished" not in why, why
+    rows = page.locator("section.updates table").inner_text()
+    assert "Thiết bị từ chối: Ký bằng khóa không xác định" in rows
+    assert "device_refused" not in rows
+    shown = page.evaluate("""async () => {
+        const { otaReason } = await import("./js/updates.js");
+        return [otaReason("a_code_from_tomorrow"), otaReason("rolled_back"),
+                otaReason("gateway refused: busy: water-2 is receiving campaign 4")];
+    }""")
+    assert shown == ["a_code_from_tomorrow", "Đã quay về firmware cũ",
+                     "Gateway từ chối bắt đầu: Thiết bị đang nhận một bản cập nhật khác "
+                     "(busy: water-2 is receiving campaign 4)"]
+    assert page.evaluate("window.__missingKeys") == []
+    page.context.close()

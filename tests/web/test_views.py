@@ -1,10 +1,12 @@
 """The views' own promises, in the browser: keyboard sign-in and named controls, the board's
-area and class filters, and the map's tile layer drawn only when the settings name one."""
+area and class filters, the map's clusters at city zoom, and its tile layer drawn only when the
+settings name one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fleet.web.state import worst_state
 from tests.web.conftest import open_page
 from tests.web.stack import PASSWORDS, FleetStack
 
@@ -110,4 +112,31 @@ def test_names_from_the_registry_are_shown_as_text_never_run_as_markup(
         page.wait_for_load_state("networkidle")
         assert "Khu <b>mới</b>" in page.inner_text("main"), view
     assert page.evaluate("window.__xss") is None
+    page.context.close()
+
+
+def test_at_city_zoom_the_sites_gather_into_a_cluster_of_the_worst_state(
+        browser: Any, stack: FleetStack) -> None:
+    # An alarm at the theatre and a healthy pumping station: the cluster must pick the alarm.
+    stack.alarm("gw-sg", "fire-4", "fire", "prealarm", severity="warning", location="Sân khấu")
+    view = stack.wait_for("admin", "/dashboard/map", lambda v: any(
+        s["state"] == "alarm" for s in v["sites"]))
+    placed = [s for s in view["sites"] if s["lat"] is not None and s["lon"] is not None]
+    states = {s["state"] for s in placed}
+    assert len(states) > 1, f"every site is {states}: the cluster's colour would prove nothing"
+    page = open_page(browser, stack, user="admin", path="#/map")
+    page.wait_for_selector(".leaflet-marker-icon")
+    # Street zoom: no clusters, one pin per site.
+    page.evaluate("window.__dashboardMap.setZoom(17, { animate: false })")
+    page.wait_for_function("!document.querySelector('.pin.cluster') && "
+                           f"document.querySelectorAll('.leaflet-marker-icon .pin').length "
+                           f"=== {len(placed)}")
+    # City zoom: the five sites, a few hundred metres apart, are one cluster.
+    page.evaluate("window.__dashboardMap.setZoom(12, { animate: false })")
+    page.wait_for_function("document.querySelectorAll('.leaflet-marker-icon .pin').length === 1"
+                           " && document.querySelector('.pin.cluster') !== null")
+    cluster = page.locator(".pin.cluster")
+    assert cluster.inner_text() == str(len(placed))
+    assert f"state-{worst_state(s['state'] for s in placed)}" in cluster.get_attribute("class")
+    assert "state-alarm" in cluster.get_attribute("class")
     page.context.close()

@@ -57,8 +57,21 @@ function commandPanel(device, ctx, charts) {
   const answered = (c) => c.state === "ok" || c.state === "failed";
   const status = (c) => (!answered(c) ? chip("cmd", "pending", t("device.cmd.pending"))
     : c.state === "ok" ? chip("cmd", "ok", t("device.cmd.ok")) : chip("cmd", "failed", t("device.cmd.failed", { error: c.error || "?" })));
-  const label = (c) => (c.action === "reset" ? t("device.cmd.reset")
-    : `${t("device.cmd.write")}: ${tData("thr", c.body.register)} = ${c.body.value}`);
+  // Each action says what it did in its own words; an action this page does not know yet is
+  // named by its code rather than mislabelled.
+  const label = (c) => {
+    const b = c.body || {};
+    switch (c.action) {
+      case "reset": return t("device.cmd.reset");
+      case "repoll": return t("device.cmd.label.repoll");
+      case "reboot": return t("device.cmd.label.reboot");
+      case "write": return t("device.cmd.label.write", { register: tData("thr", b.register), value: formatNumber(b.value) });
+      case "coil": return t(b.value ? "device.cmd.label.coil_on" : "device.cmd.label.coil_off", { coil: b.coil ?? 0 });
+      case "ota": return b.op === "start" ? t("device.cmd.label.ota_start", { release: b.release ?? "?" })
+        : b.op === "cancel" ? t("device.cmd.label.ota_cancel") : t("device.cmd.label.ota_other", { op: b.op ?? "?" });
+      default: return t("device.cmd.label.other", { action: c.action });
+    }
+  };
   async function refresh() {
     const list = await api(`/devices/${device.id}/commands`).catch(() => []);
     clear(log).append(...(list.length ? list.map((c) => h("li", {}, h("time", { datetime: c.requested_at }, relativeTime(c.requested_at)), " · ",
@@ -129,7 +142,7 @@ export async function mountDevice(root, ctx, id) {
     [t("device.gateway"), [d.gateway, " ", connectivityChip(d.gateway_connectivity, t)]],
     [t("device.site"), d.site ? `${d.site.name} · ${d.site.area}` : "–"],
     [t("device.address"), d.address ?? "–"],
-    [t("device.faults"), d.faults.length ? d.faults.join(", ") : t("common.none")],
+    [t("device.faults"), d.faults.length ? d.faults.map((f) => tData("fault", f)).join(", ") : t("common.none")],
     [t("device.status"), d.status.length ? d.status.join(", ") : t("common.none")],
   ];
   if (d.link) {

@@ -41,10 +41,42 @@ function campaignCard(c, ctx, refresh) {
       h("span.meta", {}, t("updates.release", { cls: tData("class", c.device_class), version: c.version })),
       h("span.meta", {}, t("updates.summary", { devices: c.devices, wave: c.current_wave, waves: c.wave_count,
         confirmed: c.by_state.confirmed || 0, failed: c.by_state.failed || 0 }))),
-    c.halt_reason ? h("p.error", {}, t("updates.halted_because", { reason: c.halt_reason })) : null,
+    c.halt_reason ? h("p.error", {}, t("updates.halted_because", { reason: haltReason(c) })) : null,
     c.held_by_hazard ? h("p.warn", { role: "status" }, t("updates.held", { n: c.held_by_hazard })) : null,
     h("div.waves", {}, c.wave_progress.map(waveBar)),
     buttons.length ? h("div.actions", {}, buttons) : null);
+}
+
+// Why the campaign halted, from the API's structured `halt` in the page's language; a halt
+// this page does not know is shown as the fleet's own sentence.
+function haltReason(c) {
+  const halt = c.halt;
+  if (!halt || halt.code !== "failure_rate") return c.halt_reason;
+  return t("updates.halt.failure_rate", { wave: halt.wave, failed: formatNumber(halt.failed, 0),
+    finished: formatNumber(halt.finished, 0), threshold: `${formatNumber(halt.threshold * 100, 1)} %` });
+}
+
+// A code's words if the catalogue has them, else null.
+function known(prefix, code) {
+  const word = tData(prefix, code);
+  return word === String(code) ? null : word;
+}
+
+// A device's OTA reason as the fleet stores it (docs/mqtt.md): a code (`rolled_back`), a
+// device's own refusal (`device_refused: unknown_key`), the gateway's refusal of the start
+// (`gateway refused: busy: ...`) or `campaign cancelled`. Known codes read in the page's
+// language; anything else is shown as it came, never hidden.
+export function otaReason(reason) {
+  if (!reason) return "–";
+  let m = /^device_refused: (.+)$/.exec(reason);
+  if (m) return t("ota.reason.device_refused_because", { refusal: known("ota.reason", m[1]) ?? m[1] });
+  m = /^gateway refused: (.*)$/.exec(reason);
+  if (m) {
+    const code = /^(\w+)(?::|$)/.exec(m[1]);
+    const word = code && known("ota.reason", code[1]);
+    return t("ota.reason.gateway_refused", { error: word ? `${word} (${m[1]})` : m[1] });
+  }
+  return known("ota.reason", reason.replace(/ /g, "_")) ?? reason;
 }
 
 function deviceTable(rows) {
@@ -56,7 +88,7 @@ function deviceTable(rows) {
     { label: t("updates.wave"), value: (d) => String(d.wave), num: true },
     { label: t("updates.status"), value: (d) => chip("ota", d.state, t(`updates.phase.${d.state}`)) },
     { label: t("updates.progress"), value: progress },
-    { label: t("updates.reason"), value: (d) => d.reason || "–" },
+    { label: t("updates.reason"), value: (d) => otaReason(d.reason) },
     { label: t("updates.from"), value: (d) => h("code", {}, d.from_version || "–") },
     { label: t("updates.firmware"), value: (d) => h("code", {}, d.firmware || "–") },
     { label: t("updates.changed"), value: (d) => h("time", { datetime: d.updated_at, title: absoluteTime(d.updated_at) }, relativeTime(d.updated_at)) },
