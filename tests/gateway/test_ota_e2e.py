@@ -100,6 +100,9 @@ def _ota(messages: list[Received], device: str) -> list[dict[str, Any]]:
     return out
 
 
+# In nox -s soak: the default run takes this path with the real fleet in its place
+# (tests/system/test_ota_campaign.py, every class on two buses), and CI time is counted.
+@pytest.mark.slow
 def test_a_signed_update_reaches_the_node_over_modbus_and_is_confirmed(
         tmp_path: Path, broker: Broker, site: tuple[SimBus, Path, Keys]) -> None:
     _sim, config, keys = site
