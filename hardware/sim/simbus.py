@@ -315,8 +315,8 @@ class NodeProcess:
 
     def power_cut_at(self, step: int) -> None:
         """Cut the power at the write step numbered ``step`` (1-based, counted in ``writes``
-        over every boot since count_writes()): the running process if it has not made that
-        many yet, else a later boot. The next boot after the cut runs uncut."""
+        over every boot since count_writes()), in the running process or a later boot; a step
+        already made is never cut, and the boots after the cut run uncut."""
         if self.writes is None:
             raise SimError(f"{self.label}: power_cut_at without count_writes()")
         self._cut_file.write_text(str(step))
