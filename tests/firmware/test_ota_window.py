@@ -509,13 +509,13 @@ def _cut_in_check_and_switch(lab: Path, steps: list[str], cuts: list[int]) -> No
     then ends with the release verified and running as a trial."""
     stream = image_from_release(lab / "good")
     bus = _counted_bus(lab, len(cuts))
-    for node, step in zip(bus.nodes, cuts):
+    for node, step in zip(bus.nodes, cuts, strict=True):
         _committed(node.root, stream)
         node.power_cut_at(step)
 
     async def go() -> None:
         async with RtuBus(bus.master_path, 115200, timeout=0.5) as rtu:
-            for node, step in zip(bus.nodes, cuts):
+            for node, step in zip(bus.nodes, cuts, strict=True):
                 what = f"cut at step {step} of {len(steps)} ({steps[step - 1]})"
                 wait_for(lambda node=node: node.events.power_cuts, 30, what=what)
                 identity = await _ready_at(rtu, node.address)
@@ -549,6 +549,7 @@ def test_a_power_cut_at_each_record_write_of_the_check_and_the_switch_boots_a_ve
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)   # 70 cuts, eight nodes a bus: about 2 min
 def test_a_power_cut_at_every_write_of_the_check_and_the_switch_boots_a_verified_image(
         lab: Path, update_steps: tuple[list[str], int]) -> None:
     """The exhaustive sweep (nox -s soak): every write step in turn, eight nodes a bus."""
@@ -624,6 +625,7 @@ def test_a_power_cut_at_random_write_steps_of_an_update_always_ends_on_a_verifie
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)   # 50 updates and their cuts: about 5 s each on a loaded host
 def test_a_power_cut_at_fifty_random_write_steps_always_ends_on_a_verified_image(
         lab: Path, update_steps: tuple[list[str], int]) -> None:
     seed = _seed()
