@@ -34,6 +34,7 @@ from hardware.regmap import CLASS_NAMES
 from hardware.serialline import tighten_timer_slack
 from hardware.sim import lifeline
 from hardware.sim.bushub import BusHub, Faults
+from hardware.sim.powercut import CUT, HOOK, STEP
 from hardware.sim.scd41 import I2cBus
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class NodeEvents:
     watchdog_resets: int = 0
     crash_resets: int = 0
     stalled: bool = False  # died with no watchdog running: stays down, as a board would
+    power_cuts: int = 0  # cuts made by the power-fail hook (NodeProcess.power_cut_at)
 
 
 class NodeProcess:
@@ -116,6 +118,10 @@ class NodeProcess:
         self._armed_ms: int | None = None  # the running process' watchdog timeout, once armed
         self.i2c = I2cBus()  # the node's I2C devices (an SCD41), answering over stdin/stdout
         self._i2c_lock = threading.Lock()
+        # The flash write steps of every boot since count_writes(), when counted (powercut.py)
+        self.writes: list[str] | None = None
+        self.boots_at: list[int] = []  # len(writes) at each boot's start
+        self._cut_file = workdir / f"{self.label}.powercut"
         self._prepare_flash()
 
     def _prepare_flash(self) -> None:
@@ -151,8 +157,13 @@ class NodeProcess:
         # module's __file__ in the heap for good, and the temporary directory's absolute path
         # (/tmp/edgefleet-sim-XXXXXXXX/node1-fire-0/...) cost a node about 1.4 KB of a 64 KB heap
         # that the board never spends.
-        cmd.append("main.py")
         env = dict(os.environ, EF_ROOT=".")
+        if self.writes is None:
+            cmd.append("main.py")
+        else:   # the power-fail hook, which imports main.py (hardware/sim/powercut.py)
+            cmd += ["-c", HOOK]
+            self.boots_at.append(len(self.writes))
+            env.update(EF_POWERCUT=str(self._cut_file), EF_POWERCUT_BASE=str(len(self.writes)))
         if self.watchdog_ms is not None:
             env["EF_WDT_MS"] = str(self.watchdog_ms)
         # On the caller's lifeline, if it made one (the demo): it dies with the caller.
@@ -208,6 +219,13 @@ class NodeProcess:
 
     def _on_line(self, line: str) -> None:
         ev = self.events
+        if line.startswith(STEP) and self.writes is not None:
+            if line == CUT:
+                ev.power_cuts += 1
+                self._cut_file.unlink(missing_ok=True)
+            else:
+                self.writes.append(line.split(" ", 2)[2])
+            return
         armed = WATCHDOG_ARMED.match(line)
         if armed:
             self._armed_ms = int(armed.group(1))
@@ -288,6 +306,20 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def count_writes(self) -> None:
+        """From the next boot on, run under the power-fail hook (hardware/sim/powercut.py):
+        every flash write step is appended to ``writes`` as "op path", over every boot."""
+        if self.writes is None:
+            self.writes = []
+
+    def power_cut_at(self, step: int) -> None:
+        """Cut the power at the write step numbered ``step`` (1-based, counted in ``writes``
+        over every boot since count_writes()), in the running process or a later boot; a step
+        already made is never cut, and the boots after the cut run uncut."""
+        if self.writes is None:
+            raise SimError(f"{self.label}: power_cut_at without count_writes()")
+        self._cut_file.write_text(str(step))
 
     def kill(self) -> None:
         """Hard-kill (power cut); the supervisor brings it back like a watchdog reset."""
