@@ -150,7 +150,7 @@ def test_smoke_in_the_corridor_is_acknowledged_by_fire_safety_unseen_by_utility_
     water = stack.wait_for("admin", "/alarms?class=water",
                            lambda rows: any(r["alarm_key"] == water_key for r in rows))
     _row(utility, next(r["id"] for r in water if r["alarm_key"] == water_key)).wait_for(
-        timeout=10_000)
+        state="attached", timeout=10_000)
     # ... and still the corridor's fire alarm is not on it, nor can it be acknowledged from it.
     assert _row(utility, alarm_id).count() == 0 and utility.locator(corridor).count() == 0
     assert "Hành lang tầng 1" not in utility.inner_text("main")
