@@ -183,3 +183,59 @@ def test_a_sigkilled_demo_leaves_no_process_behind(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+def _signed_in(url: str, password: str) -> dict[str, str]:
+    """The demo's admin, past the one-time password."""
+    r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": password})
+    token = r.json()["access_token"]
+    new = "a-demo-visitor-own-Pa55"
+    r = httpx.post(f"{url}/api/v1/auth/password", headers={"Authorization": f"Bearer {token}"},
+                   json={"old_password": password, "new_password": new})
+    assert r.status_code == 204, r.text
+    r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": new})
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@pytest.mark.slow  # the day plays in real time: its fire is lit 125 s in (about 3 min in all)
+def test_the_demo_day_raises_the_morning_air_the_storm_flood_and_the_evening_fire_in_the_fleet(
+        tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.cli", "demo", "--port", "0",
+                             "--state", str(tmp_path / "state"), "--duration", "260"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            encoding="utf-8", env=dict(os.environ, PYTHONIOENCODING="utf-8",
+                                                       NO_COLOR="1", COLUMNS="120"),
+                            start_new_session=True)
+    transcript: list[str] = []
+    seen: dict[str, list[str]] = {}
+    try:
+        out = _lines(proc)
+        url = _read_until(out, r"dashboard: (http://\S+)/ui/", transcript, 75)[1]
+        auth = _signed_in(url, _read_until(
+            out, r"admin login: admin\s+one-time password: (\S+)", transcript, 5)[1])
+        # Each episode must reach the fleet's alarms API while the day plays (the scenario's
+        # episodes: PM2.5 from 5 s, the storm from 60 s, the kitchen fire from 125 s).
+        deadline = time.monotonic() + 220
+        while ((set(seen) != {"air", "flood", "fire"} or "stage3" not in seen["flood"])
+               and time.monotonic() < deadline):
+            r = httpx.get(f"{url}/api/v1/alarms", headers=auth, params={"limit": 500})
+            assert r.status_code == 200, r.text
+            rows = r.json()
+            for a in rows["items"] if isinstance(rows, dict) else rows:
+                seen.setdefault(a["device_class"], [])
+                if a["type"] not in seen[a["device_class"]]:
+                    seen[a["device_class"]].append(a["type"])
+            while not out.empty():
+                transcript.append(out.get())
+            time.sleep(1.0)  # polling the API: no event to wait on from outside the demo
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert {"air", "flood", "fire"} <= set(seen), f"alarms by class: {seen}\n" + "".join(
+        transcript[-60:])
+    # The flood went past alert III (the gauge's top stage), not only its first warning.
+    assert "stage3" in seen["flood"], seen
