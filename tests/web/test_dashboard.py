@@ -84,6 +84,15 @@ def test_a_fire_alarm_appears_live_is_acknowledged_by_fire_safety_and_stays_hidd
     acked_row.locator("details.history summary").click()
     acked_row.locator("ol.history li", has_text="acknowledged").wait_for()
     assert "user:pccc" in acked_row.locator("ol.history").inner_text()
+    # A new alarm re-draws the board live: the history being read stays open.
+    heat_key = stack.alarm("gw-bt", "fire-2", "fire", "heat_rise", location="Kho tầng trệt")
+    heat = stack.wait_for("admin", "/alarms?class=fire",
+                          lambda rows: any(r["alarm_key"] == heat_key for r in rows))
+    _row(fire, next(r["id"] for r in heat if r["alarm_key"] == heat_key)).wait_for(
+        state="attached", timeout=10_000)
+    _row(fire, alarm_id).locator("details.history[open] ol.history li",
+                                 has_text="acknowledged").first.wait_for(state="attached",
+                                                                         timeout=5_000)
 
     for page in (fire, utility, phone):
         page.context.close()

@@ -185,6 +185,9 @@ export function tick(root = document) {
   for (const el of root.querySelectorAll("[data-deadline]")) el.textContent = countdown(el.dataset.deadline);
 }
 
+/** Alarms whose history the user has open, by id (kept across live re-draws of the board). */
+const openHistories = new Set();
+
 function historyList(entries) {
   return h("ol.history", {}, entries.map((e) => h("li", {},
     h("time", { datetime: e.at }, absoluteTime(e.at)), " · ", h("strong", {}, e.actor), " · ",
@@ -214,8 +217,11 @@ function alarmRow(alarm, ctx) {
   if (ctx.me.can_acknowledge && alarm.state === "acknowledged") {
     actions.push(h("button", { type: "button", onclick: () => act("resolve", "") }, t("alarms.resolve")));
   }
+  // A live re-draw rebuilds every row: an open history stays open (and is read again) across it.
   const history = h("details.history", {
+    open: openHistories.has(alarm.id),
     ontoggle: async (e) => {
+      if (e.target.open) openHistories.add(alarm.id); else openHistories.delete(alarm.id);
       if (!e.target.open || e.target.dataset.loaded) return;
       e.target.dataset.loaded = "1";
       const entries = await api(`/alarms/${alarm.id}/history`).catch(() => []);
