@@ -137,3 +137,51 @@ def test_a_threshold_record_with_a_binary_crc_line_boots_on_defaults(start_bus) 
     assert "config_error" in status_of(values)
     assert bus.master.holdings(1, 16)[0] == 400  # the factory smoke threshold
     assert bus.sim.node(1).events.restarts == 0
+
+
+def test_a_trial_image_the_gateway_never_confirms_rolls_back_after_its_deadline(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # A new image that runs and answers, but nobody confirms it (the gateway is gone): each
+    # trial boot ends at its confirm-by time (1 s here, 15 min by default) with a reset, the
+    # picker counts the boots and then falls back. (Before the deadline it stayed on trial
+    # for as long as it ran.)
+    bus: Bus = start_bus([(1, "fire")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, "# build 2"),
+                         node_options={1: {"trial_confirm_s": 1}})
+    node = bus.sim.node(1)
+    first = wait_for(lambda: bus.master.try_values(1), 15, what="the node on its trial image")
+    assert isinstance(first, dict)
+    assert "trial" in status_of(first)
+    values = wait_for(lambda: (v := bus.master.try_values(1)) and "rolled_back" in status_of(v)
+                      and v, 20, what="the roll-back to the old slot")
+    assert isinstance(values, dict), node.events.lines[-8:]
+    assert "trial" not in status_of(values)
+    assert node.events.restarts >= MAX_TRIES, node.events.lines[-8:]
+    assert node.events.watchdog_resets == 0, node.events.lines[-8:]
+    assert sum("trial: not confirmed" in line for line in node.events.lines) >= MAX_TRIES
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
+
+
+def test_a_trial_image_whose_loop_hangs_is_reset_by_the_watchdog_and_rolls_back(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # The new image boots, then its loop never returns to the duties: nothing feeds the
+    # watchdog, which resets the board; after MAX_TRIES such boots the old slot runs.
+    def plant(sim: SimBus) -> None:
+        plant_trial(sim, "# build 2, its loop hangs")
+        node_py = sim.nodes[0].root / "b" / "app" / "node.py"
+        node_py.write_text(node_py.read_text() + (
+            "\n\ndef _hang(self):\n"
+            "    while True:\n"
+            "        time.sleep_ms(50)\n\n\n"
+            "Node.run = _hang\n"))
+
+    bus: Bus = start_bus([(1, "air")], wait_ready=False, prepare=plant, watchdog_ms=1500)
+    node = bus.sim.node(1)
+    values = wait_for(lambda: bus.master.try_values(1), 25, what="the node on its old image")
+    assert isinstance(values, dict), node.events.lines[-8:]
+    status = status_of(values)
+    assert "rolled_back" in status and "trial" not in status, status
+    assert node.events.watchdog_resets >= MAX_TRIES, node.events.lines[-8:]
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
