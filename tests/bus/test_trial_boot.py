@@ -185,3 +185,35 @@ def test_a_trial_image_whose_loop_hangs_is_reset_by_the_watchdog_and_rolls_back(
     slots = read_record(node.root / "slots.json")
     assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
     assert not slots["trial"]
+
+
+def test_a_trial_image_in_a_latched_fire_alarm_is_not_reset_at_its_deadline(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # The confirm-by time is postponed while the detector reports a fire: a reset would drop
+    # the latched alarm and take the detector off the bus. Once the alarm is cleared, the
+    # deadline (long passed) resets the board at the next sample. (A trial boot may end at its
+    # deadline before the smoke reaches the alarm threshold: the alarm is watched from the
+    # boot it latched in.)
+    confirm_s = 3
+    bus: Bus = start_bus([(1, "fire")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, "# build 2"),
+                         node_options={1: {"trial_confirm_s": confirm_s}})
+    node = bus.sim.node(1)
+    bus.feed.apply(1, "ignite", {"growth": 1.0, "smokiness": 20.0})
+    latched = wait_for(lambda: (v := bus.master.try_values(1)) and {"latched", "trial"}
+                       <= status_of(v) and v, 20, what="a latched alarm on the trial image")
+    assert isinstance(latched, dict), node.events.lines[-8:]
+    boots = latched["boot_count"]
+    bus.feed.apply(1, "extinguish", {"tau_s": 0.0})  # the alarm stays latched meanwhile
+    bus.feed.apply(1, "ventilate", {"ach": 600.0})
+    deadline_resets = sum("trial: not confirmed" in line for line in node.events.lines)
+    on_fire = wait_for(lambda: (v := bus.master.try_values(1)) and v["uptime"] >= confirm_s + 2
+                       and v, 15, what="the deadline passing during the alarm")
+    assert isinstance(on_fire, dict)
+    assert on_fire["boot_count"] == boots, node.events.lines[-8:]
+    assert {"latched", "trial"} <= status_of(on_fire)
+    assert sum("trial: not confirmed" in line for line in node.events.lines) == deadline_resets
+    wait_for(lambda: bus.feed.truth(1)["smoke"] < 3.0, 15, what="a cleared room")
+    restarts = node.events.restarts
+    bus.master.write(1, 0, MAPS.commands["reset"])  # the operator clears the alarm
+    wait_for(lambda: node.events.restarts > restarts, 10, what="the deadline's reset")
+    assert any("trial: not confirmed" in line for line in node.events.lines)
