@@ -65,7 +65,9 @@ class Node:
         # slot_state from main.py: {"slot": "a", "wdt": <watchdog>, "wdt_ms": 8000}
         self.slot_state = slot_state = slot_state or {}
         self._wdt_ms = slot_state.get("wdt_ms", 0)
-        # data/node.json's "trial_confirm_s" (app/start.py), else 15 minutes
+        # data/node.json's "trial_confirm_s" (app/start.py), else 15 minutes; 0: no deadline
+        # (a site that confirms by hand). It must stay above the gateway's confirm time
+        # (gateway.confirm_trial_after_s, 300 s by default), or no trial is ever confirmed.
         self._confirm_by_ms = slot_state.get("confirm_s", _TRIAL_CONFIRM_S) * 1000
         self.slot_flags = {}
         self._refresh_slot_flags()
@@ -245,7 +247,8 @@ class Node:
             self._next_slot_check = time.ticks_add(now_ms, _SLOT_CHECK_MS)
             self._refresh_slot_flags()
             self._bus(0)
-        if self.slot_flags.get("trial") and self._uptime_ms >= self._confirm_by_ms:
+        if (self.slot_flags.get("trial") and self._confirm_by_ms
+                and self._uptime_ms >= self._confirm_by_ms):
             self._trial_deadline()
         self.hal.gc_point()
         self._busy = False
@@ -266,7 +269,8 @@ class Node:
         self._refresh_slot_flags()  # the flash has the last word: a confirm may have come
         if not self.slot_flags.get("trial"):
             return
-        print("trial: not confirmed within %d s of uptime: reset" % (self._confirm_by_ms // 1000))
+        print("trial: not confirmed within %d s of uptime: reset"
+              % (self._confirm_by_ms // 1000))
         self.hal.reboot()
 
     def _clock(self, now_ms):
