@@ -12,8 +12,9 @@
 #      the trial gets MAX_TRIES boots to be confirmed (holding register 0 = 4, sent by the
 #      gateway once the node answers; the application clears "trial" in the record);
 #   3. an unconfirmed trial, a trial that raises (main.py resets the board, so the count
-#      advances), or a missing/empty slot rolls back to the previous slot (status bit
-#      rolled_back, until the next update is staged).
+#      advances), hangs (the watchdog resets it) or runs past its confirm-by time unconfirmed
+#      (app/node.py resets it), or a missing/empty slot rolls back to the previous slot (status
+#      bit rolled_back, until the next update is staged).
 # Like main.py and record.py this file sits at the root of the flash and never changes in an
 # update.
 

@@ -29,6 +29,7 @@ _CLASS_TYPES = {"fire": "Fire", "flood": "Flood", "water": "Water", "air": "Air"
 _GC_THRESHOLD = 2048  # collect after this many bytes allocated: the heap peak is live + this
 _MAX_POSTPONE_MS = 100  # the longest a frame in reception may postpone due duties
 _SLOT_CHECK_MS = 30000  # how often the OTA/trial flags are re-read from the slot record
+_TRIAL_CONFIRM_S = 900  # a trial not confirmed after this much uptime resets the board
 
 
 def t35_us(baud):
@@ -64,6 +65,10 @@ class Node:
         # slot_state from main.py: {"slot": "a", "wdt": <watchdog>, "wdt_ms": 8000}
         self.slot_state = slot_state = slot_state or {}
         self._wdt_ms = slot_state.get("wdt_ms", 0)
+        # data/node.json's "trial_confirm_s" (app/start.py), else 15 minutes; 0: no deadline
+        # (a site that confirms by hand). It must stay above the gateway's confirm time
+        # (gateway.confirm_trial_after_s, 300 s by default), or no trial is ever confirmed.
+        self._confirm_by_ms = slot_state.get("confirm_s", _TRIAL_CONFIRM_S) * 1000
         self.slot_flags = {}
         self._refresh_slot_flags()
         self._next_slot_check = time.ticks_add(hal.ticks_ms(), _SLOT_CHECK_MS)
@@ -242,8 +247,31 @@ class Node:
             self._next_slot_check = time.ticks_add(now_ms, _SLOT_CHECK_MS)
             self._refresh_slot_flags()
             self._bus(0)
+        if (self.slot_flags.get("trial") and self._confirm_by_ms
+                and self._uptime_ms >= self._confirm_by_ms):
+            self._trial_deadline()
         self.hal.gc_point()
         self._busy = False
+
+    def _trial_deadline(self):
+        """A trial image that has run its confirm-by time without the gateway's confirm (the
+        gateway is gone, or cannot confirm this image) resets the board: the picker counts the
+        boot, and after its MAX_TRIES boots rolls back to the old slot, as for a trial that
+        crashes or hangs. A reset rather than a roll-back from here: the picker stays the one
+        place that decides slots, and a gateway that was only away gets the next boots to
+        confirm. Never during a fire: while an alarm is active or latched the deadline is
+        postponed (checked again at every sample). A reset would drop the latched alarm and
+        take the detector off the bus for a boot, and the image that is reporting the fire is
+        evidently detecting; the deadline runs out once the alarm is cleared (command 1)."""
+        sensor = self.sensor
+        if sensor.latched or sensor.alarm_bits & ~self._warning_mask:
+            return
+        self._refresh_slot_flags()  # the flash has the last word: a confirm may have come
+        if not self.slot_flags.get("trial"):
+            return
+        print("trial: not confirmed within %d s of uptime: reset"
+              % (self._confirm_by_ms // 1000))
+        self.hal.reboot()
 
     def _clock(self, now_ms):
         self._uptime_ms += time.ticks_diff(now_ms, self._last_tick)

@@ -11,12 +11,17 @@ from app import hwdef
 
 def make(root, slot_state, node_class):
     """The Node, from data/node.json (written by the technician's provisioning tool or the
-    simulator): {"class": "fire", "address": 1, "baud": 19200, "board": "...", "uart": ...}."""
+    simulator): {"class": "fire", "address": 1, "baud": 19200, "board": "...", "uart": ...};
+    an optional "trial_confirm_s" shortens or lengthens a trial's confirm-by time."""
     from app import hal as hal_mod
 
     with open(root + "data/node.json") as fh:
         node_cfg = json.load(fh)
     hal = hal_mod.make(root, node_cfg, (slot_state or {}).get("wdt"))
+    slot_state = dict(slot_state or {})
+    confirm_s = node_cfg.get("trial_confirm_s")  # the trial's confirm-by time (node.py); 0: none
+    if isinstance(confirm_s, int) and not isinstance(confirm_s, bool) and confirm_s >= 0:
+        slot_state["confirm_s"] = confirm_s
     return node_class(hal, node_cfg.get("class", "fire"), node_cfg.get("address", 1),
                       slot_state)
 

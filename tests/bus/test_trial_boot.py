@@ -137,3 +137,83 @@ def test_a_threshold_record_with_a_binary_crc_line_boots_on_defaults(start_bus) 
     assert "config_error" in status_of(values)
     assert bus.master.holdings(1, 16)[0] == 400  # the factory smoke threshold
     assert bus.sim.node(1).events.restarts == 0
+
+
+def test_a_trial_image_the_gateway_never_confirms_rolls_back_after_its_deadline(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # A new image that runs and answers, but nobody confirms it (the gateway is gone): each
+    # trial boot ends at its confirm-by time (1 s here, 15 min by default) with a reset, the
+    # picker counts the boots and then falls back. (Before the deadline it stayed on trial
+    # for as long as it ran.)
+    bus: Bus = start_bus([(1, "fire")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, "# build 2"),
+                         node_options={1: {"trial_confirm_s": 1}})
+    node = bus.sim.node(1)
+    first = wait_for(lambda: bus.master.try_values(1), 15, what="the node on its trial image")
+    assert isinstance(first, dict)
+    assert "trial" in status_of(first)
+    values = wait_for(lambda: (v := bus.master.try_values(1)) and "rolled_back" in status_of(v)
+                      and v, 20, what="the roll-back to the old slot")
+    assert isinstance(values, dict), node.events.lines[-8:]
+    assert "trial" not in status_of(values)
+    assert node.events.restarts >= MAX_TRIES, node.events.lines[-8:]
+    assert node.events.watchdog_resets == 0, node.events.lines[-8:]
+    assert sum("trial: not confirmed" in line for line in node.events.lines) >= MAX_TRIES
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
+
+
+def test_a_trial_image_whose_loop_hangs_is_reset_by_the_watchdog_and_rolls_back(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # The new image boots, then its loop never returns to the duties: nothing feeds the
+    # watchdog, which resets the board; after MAX_TRIES such boots the old slot runs.
+    def plant(sim: SimBus) -> None:
+        plant_trial(sim, "# build 2, its loop hangs")
+        node_py = sim.nodes[0].root / "b" / "app" / "node.py"
+        node_py.write_text(node_py.read_text() + (
+            "\n\ndef _hang(self):\n"
+            "    while True:\n"
+            "        time.sleep_ms(50)\n\n\n"
+            "Node.run = _hang\n"))
+
+    bus: Bus = start_bus([(1, "air")], wait_ready=False, prepare=plant, watchdog_ms=1500)
+    node = bus.sim.node(1)
+    values = wait_for(lambda: bus.master.try_values(1), 25, what="the node on its old image")
+    assert isinstance(values, dict), node.events.lines[-8:]
+    status = status_of(values)
+    assert "rolled_back" in status and "trial" not in status, status
+    assert node.events.watchdog_resets >= MAX_TRIES, node.events.lines[-8:]
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
+
+
+def test_a_trial_image_in_a_latched_fire_alarm_is_not_reset_at_its_deadline(start_bus) -> None:  # type: ignore[no-untyped-def]
+    # The confirm-by time is postponed while the detector reports a fire: a reset would drop
+    # the latched alarm and take the detector off the bus. Once the alarm is cleared, the
+    # deadline (long passed) resets the board at the next sample. (A trial boot may end at its
+    # deadline before the smoke reaches the alarm threshold: the alarm is watched from the
+    # boot it latched in.)
+    confirm_s = 3
+    bus: Bus = start_bus([(1, "fire")], wait_ready=False,
+                         prepare=lambda sim: plant_trial(sim, "# build 2"),
+                         node_options={1: {"trial_confirm_s": confirm_s}})
+    node = bus.sim.node(1)
+    bus.feed.apply(1, "ignite", {"growth": 1.0, "smokiness": 20.0})
+    latched = wait_for(lambda: (v := bus.master.try_values(1)) and {"latched", "trial"}
+                       <= status_of(v) and v, 20, what="a latched alarm on the trial image")
+    assert isinstance(latched, dict), node.events.lines[-8:]
+    boots = latched["boot_count"]
+    bus.feed.apply(1, "extinguish", {"tau_s": 0.0})  # the alarm stays latched meanwhile
+    bus.feed.apply(1, "ventilate", {"ach": 600.0})
+    deadline_resets = sum("trial: not confirmed" in line for line in node.events.lines)
+    on_fire = wait_for(lambda: (v := bus.master.try_values(1)) and v["uptime"] >= confirm_s + 2
+                       and v, 15, what="the deadline passing during the alarm")
+    assert isinstance(on_fire, dict)
+    assert on_fire["boot_count"] == boots, node.events.lines[-8:]
+    assert {"latched", "trial"} <= status_of(on_fire)
+    assert sum("trial: not confirmed" in line for line in node.events.lines) == deadline_resets
+    wait_for(lambda: bus.feed.truth(1)["smoke"] < 3.0, 15, what="a cleared room")
+    restarts = node.events.restarts
+    bus.master.write(1, 0, MAPS.commands["reset"])  # the operator clears the alarm
+    wait_for(lambda: node.events.restarts > restarts, 10, what="the deadline's reset")
+    assert any("trial: not confirmed" in line for line in node.events.lines)
