@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hardware.sim.simbus import SimBus
+from hardware.sim.simbus import NodeProcess, SimBus
 from tests.bus.conftest import MAPS, Bus, bits
 from tests.conftest import wait_for
 
@@ -53,21 +53,27 @@ def status_of(values: dict[str, float]) -> set[str]:
     return bits(values["status"], MAPS.status_bits)
 
 
+def assert_rolled_back(node: NodeProcess, values: object) -> None:
+    """The node answers on its old slot and says so: the roll-back bit, no trial bit, and the
+    slot record with slot a active, b as the previous one and the roll-back flag set."""
+    assert isinstance(values, dict), node.events.lines[-8:]
+    status = status_of(values)
+    assert "rolled_back" in status and "trial" not in status, status
+    slots = read_record(node.root / "slots.json")
+    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
+    assert not slots["trial"]
+
+
 def test_a_trial_image_that_raises_at_import_rolls_back_and_says_so(start_bus) -> None:  # type: ignore[no-untyped-def]
     bus: Bus = start_bus(
         [(1, "fire")], wait_ready=False,
         prepare=lambda sim: plant_trial(sim, 'raise ImportError("no module named app.lost")'))
     node = bus.sim.node(1)
     values = wait_for(lambda: bus.master.try_values(1), 40, what="the node on its old image")
-    assert isinstance(values, dict), node.events.lines[-8:]
-    status = status_of(values)
-    assert "rolled_back" in status and "trial" not in status, status
+    assert_rolled_back(node, values)
     # every trial boot raised and reset the board: the counter ran out, the old slot runs
     assert node.events.restarts >= MAX_TRIES, node.events.lines[-8:]
     assert any("app.lost" in line for line in node.events.lines)
-    slots = read_record(node.root / "slots.json")
-    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
-    assert not slots["trial"]
 
 
 def test_an_empty_trial_slot_falls_back_at_once(start_bus) -> None:  # type: ignore[no-untyped-def]
@@ -153,14 +159,10 @@ def test_a_trial_image_the_gateway_never_confirms_rolls_back_after_its_deadline(
     assert "trial" in status_of(first)
     values = wait_for(lambda: (v := bus.master.try_values(1)) and "rolled_back" in status_of(v)
                       and v, 20, what="the roll-back to the old slot")
-    assert isinstance(values, dict), node.events.lines[-8:]
-    assert "trial" not in status_of(values)
+    assert_rolled_back(node, values)
     assert node.events.restarts >= MAX_TRIES, node.events.lines[-8:]
     assert node.events.watchdog_resets == 0, node.events.lines[-8:]
     assert sum("trial: not confirmed" in line for line in node.events.lines) >= MAX_TRIES
-    slots = read_record(node.root / "slots.json")
-    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
-    assert not slots["trial"]
 
 
 def test_a_trial_image_whose_loop_hangs_is_reset_by_the_watchdog_and_rolls_back(start_bus) -> None:  # type: ignore[no-untyped-def]
@@ -178,13 +180,8 @@ def test_a_trial_image_whose_loop_hangs_is_reset_by_the_watchdog_and_rolls_back(
     bus: Bus = start_bus([(1, "air")], wait_ready=False, prepare=plant, watchdog_ms=1500)
     node = bus.sim.node(1)
     values = wait_for(lambda: bus.master.try_values(1), 25, what="the node on its old image")
-    assert isinstance(values, dict), node.events.lines[-8:]
-    status = status_of(values)
-    assert "rolled_back" in status and "trial" not in status, status
+    assert_rolled_back(node, values)
     assert node.events.watchdog_resets >= MAX_TRIES, node.events.lines[-8:]
-    slots = read_record(node.root / "slots.json")
-    assert (slots["active"], slots["previous"], slots["rolled_back"]) == ("a", "b", True)
-    assert not slots["trial"]
 
 
 def test_a_trial_image_in_a_latched_fire_alarm_is_not_reset_at_its_deadline(start_bus) -> None:  # type: ignore[no-untyped-def]
