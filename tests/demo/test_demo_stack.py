@@ -104,16 +104,7 @@ def test_the_demo_serves_both_gateways_four_classes_and_ctrl_c_leaves_no_process
                                transcript, 5)[1]
 
         # The printed login works once, and only for setting one's own password first.
-        r = httpx.post(f"{url}/api/v1/auth/login",
-                       json={"username": "admin", "password": password})
-        assert r.status_code == 200 and r.json()["must_change_password"] is True
-        token = r.json()["access_token"]
-        new = "a-demo-visitor-own-Pa55"
-        r = httpx.post(f"{url}/api/v1/auth/password", headers={"Authorization": f"Bearer {token}"},
-                       json={"old_password": password, "new_password": new})
-        assert r.status_code == 204, r.text
-        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": new})
-        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        auth = _signed_in(url, password)
 
         devices = httpx.get(f"{url}/api/v1/devices", params={"connectivity": "online",
                                                              "limit": 100}, headers=auth).json()
@@ -186,8 +177,9 @@ def test_a_sigkilled_demo_leaves_no_process_behind(tmp_path: Path) -> None:
 
 
 def _signed_in(url: str, password: str) -> dict[str, str]:
-    """The demo's admin, past the one-time password."""
+    """The demo's admin, past the one-time password (which signs in only to set a new one)."""
     r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": password})
+    assert r.status_code == 200 and r.json()["must_change_password"] is True
     token = r.json()["access_token"]
     new = "a-demo-visitor-own-Pa55"
     r = httpx.post(f"{url}/api/v1/auth/password", headers={"Authorization": f"Bearer {token}"},
