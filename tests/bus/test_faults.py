@@ -108,9 +108,27 @@ def test_a_dead_node_times_out_and_the_others_keep_answering(start_bus) -> None:
 def test_two_nodes_on_one_address_collide_on_the_wire(start_bus) -> None:  # type: ignore[no-untyped-def]
     bus: Bus = start_bus([(1, "fire"), (5, "flood"), (5, "water")], wait_ready=False)
     wait_for(lambda: bus.master.try_values(1), 15, what="node 1")
-    time.sleep(1.0)
-    answers = [bus.master.try_values(5) for _ in range(5)]
-    assert all(a is None for a in answers), "a duplicated address must not read as healthy"
+    # Both nodes on address 5 must be up before the reads, or a slow boot of one (a loaded
+    # machine) leaves the other answering alone: healthy reads that say nothing of a collision.
+    # A node answers a diag request from its running loop, the same loop that serves its UART.
+    duplicates = [node for node in bus.sim.nodes if node.address == 5]
+
+    def both_running() -> bool:
+        waiting = [node for node in duplicates if not node.events.diag]
+        for node in waiting:
+            node.request_diag()  # unanswered while the node boots: asked again next time
+        return not waiting
+
+    wait_for(both_running, 30, interval=0.5, what="both nodes on address 5 running")
+    answers = [bus.master.try_values(5) for _ in range(8)]
+    # On a real bus the two replies overlap only when the two boards answer within a frame's
+    # time of each other; a pause in one of them (a GC on a board, a busy host here) lets the
+    # other's reply through now and then, and the late one trails it as garbage. So the rule is
+    # that a duplicated address fails most reads, not every one.
+    failed = sum(a is None for a in answers)
+    assert failed > len(answers) // 2, \
+        f"a duplicated address must not read as healthy: {len(answers) - failed} of " \
+        f"{len(answers)} reads of address 5 looked healthy"
     assert bus.sim.hub.stats.collisions > 0
     # the rest of the bus is unaffected (once the master has flushed the garbage)
     one = wait_for(lambda: bus.master.try_values(1), 5, what="node 1 after the collisions")
