@@ -25,6 +25,9 @@ CLASS_NAMES = ("fire", "flood", "water", "air")
 RegType = Literal["u16", "i16", "u32"]
 _TYPE_CODES: dict[str, int] = {"u16": 0, "i16": 1, "u32": 2}
 _TYPE_WIDTH: dict[str, int] = {"u16": 1, "i16": 1, "u32": 2}
+# A class register's address is packed into 8 bits in the firmware's constants (see
+# pack_register); the OTA window (common.toml [ota]) is laid out apart and is not packed.
+MAX_CLASS_ADDRESS = 255
 
 
 class RegisterMapError(ValueError):
@@ -224,6 +227,10 @@ def _check_layout(regs: tuple[Register, ...], where: str) -> None:
         if reg.name in names:
             raise RegisterMapError(f"{where}: register name {reg.name!r} declared twice")
         names.add(reg.name)
+        if not 0 <= reg.address <= reg.address + reg.width - 1 <= MAX_CLASS_ADDRESS:
+            raise RegisterMapError(
+                f"{where}: {reg.name!r} at address {reg.address} outside 0-{MAX_CLASS_ADDRESS} "
+                "(the firmware packs a register's address into 8 bits)")
         for addr in range(reg.address, reg.address + reg.width):
             if addr in used:
                 raise RegisterMapError(
@@ -368,6 +375,10 @@ _SCALE_CODES = {1: 0, 10: 1, 100: 2, 1000: 3}
 
 
 def pack_register(reg: Register) -> int:
+    # An address above 8 bits would spill into the type bits and read back as another
+    # register of another type: refuse it (load_maps already does, naming the file).
+    if not 0 <= reg.address <= MAX_CLASS_ADDRESS:
+        raise RegisterMapError(f"{reg.name}: address {reg.address} does not pack into 8 bits")
     return reg.address | _TYPE_CODES[reg.type] << 8 | _SCALE_CODES[reg.multiplier] << 10
 
 

@@ -134,7 +134,7 @@ def test_the_demo_shows_the_flash_flood_rising() -> None:
     _micropython_or_skip()
     env = dict(os.environ, PYTHONIOENCODING="utf-8", NO_COLOR="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "demo", "--duration", "70"],
+        [sys.executable, "-m", "edgefleet.cli", "demo", "--console", "--duration", "70"],
         capture_output=True, text=True, encoding="utf-8", timeout=150, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # (a flash flood outruns the register's full scale: "≥3276.7" is the node's clipped rate)

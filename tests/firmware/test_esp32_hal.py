@@ -33,6 +33,20 @@ def test_esp32_hal_on_micropython() -> None:
     _run([micropython, str(SCRIPT)], env)
 
 
+def test_boot_on_an_esp32_arms_the_watchdog_before_the_app_and_resets_after_a_crash(
+        tmp_path: Path) -> None:
+    # firmware/main.py's hardware path (machine.WDT, machine.reset) against the same stand-in:
+    # MicroPython only, as main.py is the device's boot file (sys.print_exception, gc.threshold)
+    micropython = tool_beside_python("micropython")
+    assert micropython is not None, "MicroPython unix port missing"
+    env = dict(os.environ, EF_ROOT=str(tmp_path))
+    env.pop("EF_WDT_MS", None)
+    env["MICROPYPATH"] = os.pathsep.join(
+        [str(SCRIPT.parent), str(SCRIPT.parent.parent / "mp_unit"), str(FIRMWARE)])
+    output = _run([micropython, str(SCRIPT.parent / "esp32_boot.py")], env)
+    assert "app.lost" in output  # the exception was printed before the reset
+
+
 def test_esp32_hal_on_cpython() -> None:
     _run([sys.executable, str(SCRIPT)], dict(os.environ))
 

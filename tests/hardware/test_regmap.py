@@ -51,6 +51,34 @@ def test_overlapping_registers_are_refused_with_file_and_name(tmp_path: Path) ->
         regmap.load_maps(d)
 
 
+@pytest.mark.parametrize("address, reg_type", [(256, "u16"), (300, "i16"), (255, "u32")])
+def test_a_register_beyond_the_8_bit_address_is_refused_with_file_and_name(
+        tmp_path: Path, address: int, reg_type: str) -> None:
+    # The firmware packs a register as address | type << 8: address 256 would read back as
+    # register 0 typed i16, a silent mix-up on the wire; the map must be refused instead.
+    text = (regmap.REGISTERS_DIR / "fire.toml").read_text().replace(
+        '{ address = 21, name = "heat_raw",        type = "u16"',
+        f'{{ address = {address}, name = "heat_raw",        type = "{reg_type}"')
+    d = _write_maps(tmp_path, "")
+    (d / "fire.toml").write_text(text)
+    with pytest.raises(regmap.RegisterMapError,
+                       match=rf"fire.toml input.*heat_raw.*address {address} outside 0-255"):
+        regmap.load_maps(d)
+
+
+def test_packing_never_lets_an_address_spill_into_the_type_bits() -> None:
+    last = regmap.Register(255, "last", "u16", "")
+    assert regmap.pack_register(last) & 0xFF == 255
+    with pytest.raises(regmap.RegisterMapError, match="address 256"):
+        regmap.pack_register(regmap.Register(256, "beyond", "u16", ""))
+    # every register of every class packs and unpacks to its own address and type
+    for cmap in regmap.load_maps().classes.values():
+        for reg in (*cmap.input, *cmap.holding):
+            packed = regmap.pack_register(reg)
+            type_code = {"u16": 0, "i16": 1, "u32": 2}[reg.type]  # firmware/app/regbank.py
+            assert (packed & 0xFF, packed >> 8 & 3) == (reg.address, type_code)
+
+
 def test_missing_field_is_named(tmp_path: Path) -> None:
     text = (regmap.REGISTERS_DIR / "flood.toml").read_text().replace(
         ', desc = "0 normal, 1 alert I, 2 alert II, 3 alert III"', "")
