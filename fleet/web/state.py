@@ -91,8 +91,8 @@ Point = tuple[float, float]
 def hull(points: Iterable[Point]) -> list[Point]:
     """Convex hull (Andrew's monotone chain), counter-clockwise, no repeated first point.
 
-    The registry has no area boundaries yet; the map outlines an area by the hull of its sites
-    (fewer than three distinct sites: the points themselves)."""
+    The map outlines an area the registry has no boundary for by the hull of its sites (fewer
+    than three distinct sites: the points themselves)."""
     pts = sorted(set(points))
     if len(pts) < 3:
         return pts

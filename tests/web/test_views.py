@@ -1,12 +1,14 @@
 """The views' own promises, in the browser: keyboard sign-in and named controls, the board's
-area and class filters, the map's clusters at city zoom, and its tile layer drawn only when the
-settings name one."""
+area and class filters, the map's clusters at city zoom, its tile layer drawn only when the
+settings name one, and its area outlines (the registry's boundary, else the hull of the sites)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fleet.web.state import worst_state
+import httpx
+
+from fleet.web.state import hull, worst_state
 from tests.web.conftest import open_page
 from tests.web.stack import PASSWORDS, FleetStack
 
@@ -87,8 +89,6 @@ def test_names_from_the_registry_are_shown_as_text_never_run_as_markup(
     evil = "<img src=x onerror=\"window.__xss=1\">Khu <b>mới</b>"
     auth = {"Authorization": f"Bearer {stack.token('admin')}"}
     api = f"{stack.url}/api/v1"
-    import httpx
-
     area = httpx.post(f"{api}/areas", headers=auth,
                       json={"name": evil, "parent_id": stack.area_ids["city"]}).json()
     # Three sites, so the map outlines the area (and labels the outline with its name).
@@ -139,4 +139,73 @@ def test_at_city_zoom_the_sites_gather_into_a_cluster_of_the_worst_state(
     assert cluster.inner_text() == str(len(placed))
     assert f"state-{worst_state(s['state'] for s in placed)}" in cluster.get_attribute("class")
     assert "state-alarm" in cluster.get_attribute("class")
+    page.context.close()
+
+
+#: What the map's outline layer holds: per drawn polygon, its area, its class (registry or
+#: hull), its rings as [lat, lon] and whether its SVG path is in the page.
+DRAWN_OUTLINES = """() => { const out = [];
+  window.__dashboardOutlines.eachLayer((layer) => {
+    for (const poly of (layer.getLayers ? layer.getLayers() : [layer])) {
+      const rings = poly.getLatLngs();
+      out.push({ area: layer.areaId, cls: poly.options.className,
+                 rings: rings.map((ring) => ring.map((p) => [p.lat, p.lng])),
+                 drawn: Boolean(poly._path && poly._path.isConnected
+                                && poly._path.getAttribute("d").length > 10) });
+    } });
+  return out; }"""
+
+
+def _outlines_by_area(page: Any) -> dict[int, list[dict[str, Any]]]:
+    drawn: dict[int, list[dict[str, Any]]] = {}
+    for poly in page.evaluate(DRAWN_OUTLINES):
+        drawn.setdefault(poly["area"], []).append(poly)
+    return drawn
+
+
+def _as_drawn(outline: dict[str, Any]) -> list[list[list[float]]]:
+    """GeoJSON [lon, lat] rings as Leaflet draws them: [lat, lon], without the closing point."""
+    assert outline["type"] == "Polygon"
+    return [[[lat, lon] for lon, lat in ring[:-1]] for ring in outline["coordinates"]]
+
+
+def test_the_map_draws_the_registrys_ward_boundaries_and_the_hull_where_there_is_none(
+        browser: Any, stack: FleetStack) -> None:
+    areas = {a["id"]: a for a in stack.get("admin", "/areas")}
+    wards = {i: a for i, a in areas.items() if a["outline"] is not None}
+    city = stack.area_ids["city"]
+    assert len(wards) == 3 and areas[city]["outline"] is None
+    page = open_page(browser, stack, user="admin", path="#/map")
+    page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
+                           f"{len(wards)}")
+    drawn = _outlines_by_area(page)
+    for ward_id, ward in wards.items():
+        # The registry's polygon, vertex for vertex: not the hull of the ward's sites.
+        [poly] = drawn[ward_id]
+        assert "area-registry" in poly["cls"] and poly["drawn"], ward["name"]
+        assert poly["rings"] == _as_drawn(ward["outline"]), ward["name"]
+    # The city has no boundary in the registry: the hull of every site in it, dashed.
+    placed = [(s["latitude"], s["longitude"]) for s in stack.get("admin", "/sites")
+              if s["latitude"] is not None]
+    [city_poly] = drawn[city]
+    assert "area-hull" in city_poly["cls"] and city_poly["drawn"]
+    assert city_poly["rings"] == [[list(p) for p in hull(placed)]]
+    assert page.locator(".leaflet-tooltip.area-label", has_text="Phường Sài Gòn").count() == 1
+
+    # Drawn through the API, the city's own boundary replaces its hull.
+    city_outline = {"type": "Polygon", "coordinates": [[
+        [106.680, 10.760], [106.715, 10.760], [106.715, 10.795], [106.680, 10.795],
+        [106.680, 10.760]]]}
+    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
+    url = f"{stack.url}/api/v1/areas/{city}/outline"
+    assert httpx.put(url, headers=auth, json={"outline": city_outline}).status_code == 200
+    try:
+        page.reload()
+        page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
+                               f"{len(wards) + 1}")
+        [city_poly] = _outlines_by_area(page)[city]
+        assert "area-registry" in city_poly["cls"]
+        assert city_poly["rings"] == _as_drawn(city_outline)
+    finally:
+        assert httpx.put(url, headers=auth, json={"outline": None}).status_code == 200
     page.context.close()
