@@ -38,7 +38,7 @@ from fleet.registry.service import (
     list_sites,
     visible_devices,
 )
-from fleet.web.state import chart_fields, device_state, hull, worst_state
+from fleet.web.state import area_hulls, chart_fields, device_state, worst_state
 from hardware.regmap import Maps, load_maps
 
 __all__ = ["router"]
@@ -125,12 +125,7 @@ def map_view(user: Reader, session: SessionDep) -> dict[str, Any]:
         if site.latitude is not None and site.longitude is not None:
             positions[site.area_id].append((site.latitude, site.longitude))
     areas: list[Area] = list_areas(session, user)
-    # An area without a registry outline is outlined by every site below it, not only its own.
-    hulls: dict[int, list[tuple[float, float]]] = {}
-    for area in areas:
-        if area.outline is None:
-            below = [a.id for a in areas if a.path.startswith(area.path)]
-            hulls[area.id] = hull(p for a in below for p in positions.get(a, []))
+    hulls = area_hulls(((a.id, a.path, a.outline is not None) for a in areas), positions)
     return {
         "areas": [{"id": a.id, "name": a.name, "kind": a.kind, "parent_id": a.parent_id,
                    "path": a.path, "outline": a.outline, "hull": hulls.get(a.id, [])}

@@ -171,41 +171,44 @@ def _as_drawn(outline: dict[str, Any]) -> list[list[list[float]]]:
 
 def test_the_map_draws_the_registrys_ward_boundaries_and_the_hull_where_there_is_none(
         browser: Any, stack: FleetStack) -> None:
+    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
+    api = f"{stack.url}/api/v1"
+    # A new neighbourhood with three sites and no boundary in the registry yet.
+    area = httpx.post(f"{api}/areas", headers=auth, json={
+        "name": "Khu phố Tôn Thất Tùng", "parent_id": stack.area_ids["city"]}).json()
+    corners = [(10.7690, 106.6890), (10.7668, 106.6902), (10.7681, 106.6918)]
+    for i, (lat, lon) in enumerate(corners):
+        assert httpx.post(f"{api}/sites", headers=auth, json={
+            "name": f"Tổ dân phố {i + 1}", "area_id": area["id"], "latitude": lat,
+            "longitude": lon}).status_code == 201
     areas = {a["id"]: a for a in stack.get("admin", "/areas")}
     wards = {i: a for i, a in areas.items() if a["outline"] is not None}
-    city = stack.area_ids["city"]
-    assert len(wards) == 3 and areas[city]["outline"] is None
+    assert len(wards) == 3 and area["id"] not in wards
+
     page = open_page(browser, stack, user="admin", path="#/map")
     page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
                            f"{len(wards)}")
     drawn = _outlines_by_area(page)
     for ward_id, ward in wards.items():
-        # The registry's polygon, vertex for vertex: not the hull of the ward's sites.
+        # The registry's polygon, vertex for vertex, and no hull of the ward's sites beside it.
         [poly] = drawn[ward_id]
         assert "area-registry" in poly["cls"] and poly["drawn"], ward["name"]
         assert poly["rings"] == _as_drawn(ward["outline"]), ward["name"]
-    # The city has no boundary in the registry: the hull of every site in it, dashed.
-    placed = [(s["latitude"], s["longitude"]) for s in stack.get("admin", "/sites")
-              if s["latitude"] is not None]
-    [city_poly] = drawn[city]
-    assert "area-hull" in city_poly["cls"] and city_poly["drawn"]
-    assert city_poly["rings"] == [[list(p) for p in hull(placed)]]
+    # The neighbourhood without a boundary: the hull of its sites, dashed.
+    [poly] = drawn[area["id"]]
+    assert "area-hull" in poly["cls"] and poly["drawn"]
+    assert poly["rings"] == [[list(p) for p in hull(corners)]]
     assert page.locator(".leaflet-tooltip.area-label", has_text="Phường Sài Gòn").count() == 1
 
-    # Drawn through the API, the city's own boundary replaces its hull.
-    city_outline = {"type": "Polygon", "coordinates": [[
-        [106.680, 10.760], [106.715, 10.760], [106.715, 10.795], [106.680, 10.795],
-        [106.680, 10.760]]]}
-    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
-    url = f"{stack.url}/api/v1/areas/{city}/outline"
-    assert httpx.put(url, headers=auth, json={"outline": city_outline}).status_code == 200
-    try:
-        page.reload()
-        page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
-                               f"{len(wards) + 1}")
-        [city_poly] = _outlines_by_area(page)[city]
-        assert "area-registry" in city_poly["cls"]
-        assert city_poly["rings"] == _as_drawn(city_outline)
-    finally:
-        assert httpx.put(url, headers=auth, json={"outline": None}).status_code == 200
+    # Its boundary drawn through the API replaces the hull.
+    outline = {"type": "Polygon", "coordinates": [[
+        [106.6880, 10.7660], [106.6930, 10.7660], [106.6930, 10.7700], [106.6880, 10.7700],
+        [106.6880, 10.7660]]]}
+    r = httpx.put(f"{api}/areas/{area['id']}/outline", headers=auth, json={"outline": outline})
+    assert r.status_code == 200, r.text
+    page.reload()
+    page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
+                           f"{len(wards) + 1}")
+    [poly] = _outlines_by_area(page)[area["id"]]
+    assert "area-registry" in poly["cls"] and poly["rings"] == _as_drawn(outline)
     page.context.close()

@@ -64,10 +64,12 @@ export function mountMap(root, ctx) {
 
   function draw() {
     if (!fitted) {
-      // The view first: the cluster layer places markers by the map's zoom.
+      // The first view, before anything is drawn (the cluster layer places markers by the
+      // map's zoom): every site and every boundary the registry has.
       fitted = true;
-      const placed = ctx.siteList.filter((s) => s.lat !== null && s.lon !== null).map((s) => [s.lat, s.lon]);
-      if (placed.length) map.fitBounds(placed, { padding: [30, 30], maxZoom: 15 });
+      const bounds = L.latLngBounds(ctx.siteList.filter((s) => s.lat !== null && s.lon !== null).map((s) => [s.lat, s.lon]));
+      for (const area of ctx.areas) if (area.outline) bounds.extend(L.geoJSON(area.outline).getBounds());
+      if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 15 });
       else map.setView(...DEFAULT_VIEW);
     }
     outlines.clearLayers();
