@@ -3,6 +3,8 @@ order, the charted thresholds (checked against the register maps) and an area's 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from fleet.web.state import (
@@ -83,3 +85,22 @@ def test_a_city_whose_wards_have_boundaries_gets_no_hull_across_them() -> None:
     # Without outlines anywhere, the city is the hull of everything.
     bare = area_hulls([(i, p, False) for i, p, _ in areas], positions)
     assert sorted(bare[1]) == sorted(hull(pt for pts in positions.values() for pt in pts))
+
+
+def test_every_demo_site_lies_inside_its_wards_outline() -> None:
+    from edgefleet.stack import SITES, WARD_OUTLINES
+    from fleet.registry.outline import check_outline
+
+    def inside(lon: float, lat: float, ring: list[list[float]]) -> bool:  # ray casting
+        hit = False
+        for (x1, y1), (x2, y2) in itertools.pairwise(ring):
+            if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
+                hit = not hit
+        return hit
+
+    for ward, site, lat, lon in SITES:
+        [ring] = check_outline(WARD_OUTLINES[ward])["coordinates"]
+        assert inside(lon, lat, ring), (ward, site)
+        others = [w for w in WARD_OUTLINES if w != ward
+                  and inside(lon, lat, WARD_OUTLINES[w]["coordinates"][0])]
+        assert others == [], (site, others)
