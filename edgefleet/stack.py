@@ -67,6 +67,27 @@ SITES = [
 ]
 
 
+def _ring(*corners: tuple[float, float]) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [[[lon, lat] for lon, lat in corners]
+                                               + [[corners[0][0], corners[0][1]]]]}
+
+
+# The wards' outlines as the registry holds them (GeoJSON, [longitude, latitude]). Sketched
+# around the demo's sites along the streets that bound them, sharing their edges: good enough
+# to see which ward a site is in, not survey boundaries.
+WARD_OUTLINES = {
+    "Phường Bến Thành": _ring((106.6880, 10.7760), (106.6950, 10.7800), (106.6995, 10.7790),
+                              (106.7010, 10.7700), (106.6985, 10.7690), (106.6900, 10.7660),
+                              (106.6860, 10.7700)),
+    "Phường Sài Gòn": _ring((106.6995, 10.7790), (106.6950, 10.7850), (106.7040, 10.7905),
+                            (106.7110, 10.7830), (106.7095, 10.7745), (106.7065, 10.7705),
+                            (106.7010, 10.7700)),
+    "Phường Cầu Ông Lãnh": _ring((106.6900, 10.7660), (106.6985, 10.7690), (106.7010, 10.7700),
+                                 (106.7065, 10.7705), (106.7060, 10.7640), (106.6990, 10.7600),
+                                 (106.6910, 10.7620)),
+}
+
+
 @dataclass(frozen=True)
 class Node:
     address: int
@@ -236,7 +257,8 @@ class Stack:
             for ward, site, lat, lon in self.sites:
                 if ward not in areas:
                     areas[ward] = post("/areas", {"name": ward, "kind": "ward",
-                                                  "parent_id": areas[CITY]})["id"]
+                                                  "parent_id": areas[CITY],
+                                                  "outline": WARD_OUTLINES.get(ward)})["id"]
                 sites[site] = post("/sites", {"name": site, "area_id": areas[ward],
                                               "latitude": lat, "longitude": lon})["id"]
             for gw in self.gateways:

@@ -44,6 +44,10 @@ class Area(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id", ondelete="RESTRICT"),
                                                   index=True)
     path: Mapped[str] = mapped_column(String(1000), index=True, default="")
+    #: The area's boundary as a GeoJSON Polygon or MultiPolygon ([longitude, latitude]),
+    #: checked by :mod:`fleet.registry.outline`; None when the registry has none (the map then
+    #: outlines the area by the hull of its sites). SQL NULL, never a JSON null.
+    outline: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Site(Base):

@@ -19,6 +19,7 @@ from fleet.registry.schemas import (
     AreaCreate,
     AreaMove,
     AreaOut,
+    AreaOutlineSet,
     DeviceCreate,
     DeviceOut,
     DevicePage,
@@ -45,13 +46,22 @@ def list_areas(user: Reader, session: SessionDep) -> list[Area]:
 def create_area(body: AreaCreate, user: AreaAdmin, session: SessionDep) -> Area:
     service.check_area_parent(session, user, body.parent_id)
     return service.create_area(session, name=body.name, kind=body.kind,
-                               parent_id=body.parent_id, code=body.code,
+                               parent_id=body.parent_id, code=body.code, outline=body.outline,
                                actor=f"user:{user.username}")
 
 
 @router.get("/areas/{area_id}", response_model=AreaOut)
 def get_area(area_id: IdPath, user: Reader, session: SessionDep) -> Area:
     return service.get_area(session, user, area_id)
+
+
+@router.put("/areas/{area_id}/outline", response_model=AreaOut)
+def set_area_outline(area_id: IdPath, body: AreaOutlineSet, user: AreaAdmin,
+                     session: SessionDep) -> Area:
+    """The area's boundary (GeoJSON Polygon or MultiPolygon), drawn on the dashboard's map;
+    ``{"outline": null}`` removes it. A geometry that is not one answers 422 saying where."""
+    return service.set_area_outline(session, user, area_id, body.outline,
+                                    actor=f"user:{user.username}")
 
 
 @router.post("/areas/{area_id}/move", response_model=AreaOut)

@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from fleet.core.types import NO_NUL, Id, Tag
+from fleet.registry.outline import MAX_POSITIONS, OutlineError, check_outline
 
-__all__ = ["AreaCreate", "AreaMove", "AreaOut", "DeviceCreate", "DeviceOut", "DevicePage",
-           "DeviceUpdate", "GatewayCreate", "GatewayOut", "ImportResult", "SiteCreate",
-           "SiteOut"]
+__all__ = ["AreaCreate", "AreaMove", "AreaOut", "AreaOutlineSet", "DeviceCreate", "DeviceOut",
+           "DevicePage", "DeviceUpdate", "GatewayCreate", "GatewayOut", "ImportResult", "Outline",
+           "SiteCreate", "SiteOut"]
 
 _ID = r"^[^/+#\x00]+$"
+
+
+def _outline(value: Any) -> dict[str, Any]:
+    try:
+        return check_outline(value)
+    except OutlineError as exc:  # pydantic reports a ValueError as a 422 naming the field
+        raise ValueError(str(exc)) from None
+
+
+_POSITION = {"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [
+    {"type": "number", "minimum": -180, "maximum": 180, "title": "longitude"},
+    {"type": "number", "minimum": -90, "maximum": 90, "title": "latitude"}]}
+_BBOX = {"type": "array", "items": {"type": "number"}, "description": "ignored"}
+_POLYGON = {"type": "array", "minItems": 1,
+            "items": {"type": "array", "minItems": 4, "items": _POSITION}}
+
+#: A GeoJSON Polygon or MultiPolygon, checked by :func:`fleet.registry.outline.check_outline`
+#: (the schema says the shape; that every ring is closed, and the size bound, only the check
+#: can say).
+Outline = Annotated[dict[str, Any], BeforeValidator(_outline), WithJsonSchema({
+    "title": "Outline",
+    "description": "GeoJSON (RFC 7946) Polygon or MultiPolygon: positions [longitude, "
+                   "latitude], every ring closed (its last position repeats its first), at "
+                   f"most {MAX_POSITIONS} positions in all",
+    "oneOf": [
+        {"type": "object", "additionalProperties": False, "required": ["type", "coordinates"],
+         "properties": {"type": {"const": "Polygon"}, "coordinates": _POLYGON, "bbox": _BBOX}},
+        {"type": "object", "additionalProperties": False, "required": ["type", "coordinates"],
+         "properties": {"type": {"const": "MultiPolygon"},
+                        "coordinates": {"type": "array", "minItems": 1, "items": _POLYGON},
+                        "bbox": _BBOX}},
+    ]})]
 
 
 class AreaCreate(BaseModel):
@@ -22,6 +55,14 @@ class AreaCreate(BaseModel):
                       pattern=NO_NUL)
     parent_id: Id | None = None
     code: str | None = Field(default=None, max_length=50, pattern=NO_NUL)
+    outline: Outline | None = None
+
+
+class AreaOutlineSet(BaseModel):
+    """The area's boundary; ``null`` removes it (the map goes back to the hull of its sites)."""
+
+    model_config = ConfigDict(extra="forbid")
+    outline: Outline | None
 
 
 class AreaMove(BaseModel):
@@ -36,6 +77,7 @@ class AreaOut(BaseModel):
     code: str | None
     parent_id: int | None
     path: str
+    outline: dict[str, Any] | None
 
 
 class SiteCreate(BaseModel):

@@ -32,6 +32,7 @@ from fleet.audit.service import actor_gateway, record
 from fleet.auth.rbac import Principal, can_see
 from fleet.core.errors import Conflict, FleetError, NotFound
 from fleet.registry.models import Area, Device, Gateway, Site
+from fleet.registry.outline import OutlineError, check_outline, outline_summary
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -53,6 +54,7 @@ __all__ = [
     "list_areas",
     "list_devices",
     "move_area",
+    "set_area_outline",
     "touch_device",
     "visible_devices",
 ]
@@ -89,8 +91,21 @@ def device_visible(user: Principal, device: Device) -> bool:
 
 
 # -- areas -------------------------------------------------------------------------------------
+def _checked_outline(outline: dict[str, Any] | None) -> dict[str, Any] | None:
+    if outline is None:
+        return None
+    try:
+        return check_outline(outline)
+    except OutlineError as exc:
+        raise FleetError(f"outline: {exc}", status=422, code="validation") from None
+
+
 def create_area(session: Session, *, name: str, kind: str = "", parent_id: int | None = None,
-                code: str | None = None, actor: str = "system") -> Area:
+                code: str | None = None, outline: dict[str, Any] | None = None,
+                actor: str = "system") -> Area:
+    """A new area under ``parent_id``; ``outline`` (GeoJSON) is checked here too, so a caller
+    that is not the API (a seed script) cannot store what the API would refuse."""
+    outline = _checked_outline(outline)
     parent = None
     if parent_id is not None:
         parent = session.get(Area, parent_id)
@@ -102,12 +117,27 @@ def create_area(session: Session, *, name: str, kind: str = "", parent_id: int |
         raise Conflict(f"area {name!r} exists under this parent")
     if code and session.scalar(select(Area.id).where(Area.code == code)) is not None:
         raise Conflict(f"area code {code!r} is taken")
-    area = Area(name=name, kind=kind, parent_id=parent_id, code=code or None)
+    area = Area(name=name, kind=kind, parent_id=parent_id, code=code or None, outline=outline)
     session.add(area)
     session.flush()
     area.path = f"{parent.path if parent else '/'}{area.id}/"
-    record(session, actor, "area.created", "area", area.id,
-           {"name": name, "kind": kind, "parent_id": parent_id})
+    detail: dict[str, Any] = {"name": name, "kind": kind, "parent_id": parent_id}
+    if outline is not None:
+        detail["outline"] = outline_summary(outline)
+    record(session, actor, "area.created", "area", area.id, detail)
+    return area
+
+
+def set_area_outline(session: Session, user: Principal, area_id: int,
+                     outline: dict[str, Any] | None, actor: str = "system") -> Area:
+    """Set (or, with None, remove) the boundary of an area in ``user``'s scope. The audit log
+    keeps the shape, size and bounding box of the old and new outlines, not every vertex."""
+    area = get_area(session, user, area_id)
+    outline = _checked_outline(outline)
+    before = outline_summary(area.outline)
+    area.outline = outline
+    record(session, actor, "area.outline_set" if outline is not None else "area.outline_removed",
+           "area", area.id, {"before": before, "after": outline_summary(outline)})
     return area
 
 

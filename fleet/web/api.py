@@ -38,7 +38,7 @@ from fleet.registry.service import (
     list_sites,
     visible_devices,
 )
-from fleet.web.state import chart_fields, device_state, hull, worst_state
+from fleet.web.state import area_hulls, chart_fields, device_state, worst_state
 from hardware.regmap import Maps, load_maps
 
 __all__ = ["router"]
@@ -104,7 +104,8 @@ def me(user: Reader, settings: SettingsDep) -> MeOut:
 
 @router.get("/map")
 def map_view(user: Reader, session: SessionDep) -> dict[str, Any]:
-    """Areas (outlined by their sites), sites with the worst state of their devices, and the
+    """Areas (``outline``: the registry's GeoJSON boundary, or None and ``hull``: the [lat, lon]
+    hull of the sites below it), sites with the worst state of their devices, and the
     devices themselves (a device without a site is listed, not placed)."""
     devices = _visible(session, user)
     alarmed = _open_alarm_devices(session, [d.id for d in devices])
@@ -124,14 +125,11 @@ def map_view(user: Reader, session: SessionDep) -> dict[str, Any]:
         if site.latitude is not None and site.longitude is not None:
             positions[site.area_id].append((site.latitude, site.longitude))
     areas: list[Area] = list_areas(session, user)
-    # An area is outlined by every site below it, not only its own.
-    outline: dict[int, list[tuple[float, float]]] = {}
-    for area in areas:
-        below = [a.id for a in areas if a.path.startswith(area.path)]
-        outline[area.id] = hull(p for a in below for p in positions.get(a, []))
+    hulls = area_hulls(((a.id, a.path, a.outline is not None) for a in areas), positions)
     return {
         "areas": [{"id": a.id, "name": a.name, "kind": a.kind, "parent_id": a.parent_id,
-                   "path": a.path, "outline": outline[a.id]} for a in areas],
+                   "path": a.path, "outline": a.outline, "hull": hulls.get(a.id, [])}
+                  for a in areas],
         "sites": sites,
         "unsited": by_site.get(None, []),
     }

@@ -10,11 +10,12 @@ promise) beats ``ok``. A site takes the worst state of its devices.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["CHART_THRESHOLDS", "SEVERITY_RANK", "STATE_RANK", "AlarmOrderKey", "ChartField",
-           "alarm_order_key", "chart_fields", "device_state", "hull", "worst_state"]
+           "alarm_order_key", "area_hulls", "chart_fields", "device_state", "hull",
+           "worst_state"]
 
 #: Display states, best first.
 STATE_RANK = {"ok": 0, "unknown": 1, "offline": 2, "fault": 3, "alarm": 4}
@@ -91,8 +92,8 @@ Point = tuple[float, float]
 def hull(points: Iterable[Point]) -> list[Point]:
     """Convex hull (Andrew's monotone chain), counter-clockwise, no repeated first point.
 
-    The registry has no area boundaries yet; the map outlines an area by the hull of its sites
-    (fewer than three distinct sites: the points themselves)."""
+    The map outlines an area the registry has no boundary for by the hull of its sites (fewer
+    than three distinct sites: the points themselves)."""
     pts = sorted(set(points))
     if len(pts) < 3:
         return pts
@@ -111,3 +112,26 @@ def hull(points: Iterable[Point]) -> list[Point]:
             upper.pop()
         upper.append(p)
     return lower[:-1] + upper[:-1]
+
+
+def area_hulls(areas: Iterable[tuple[int, str, bool]],
+               positions: Mapping[int, Sequence[Point]]) -> dict[int, list[Point]]:
+    """The hull drawn for each area the registry has no outline for: ``areas`` are (id,
+    materialised path, has an outline), ``positions`` the sites' points by area id.
+
+    An area is outlined by the sites anywhere below it, except those inside a sub-area that has
+    its own outline: that outline already shows where they are, and a hull drawn across the
+    boundaries of outlined wards would only clutter them (a city whose wards are all outlined
+    gets no hull). Areas with an outline get none."""
+    rows = list(areas)
+    outlined = {path for _id, path, has in rows if has}
+    # For each area, the outlined areas it lies in (itself included): a few, one per level.
+    covered = {path: [p for p in outlined if path.startswith(p)] for _id, path, _has in rows}
+    hulls: dict[int, list[Point]] = {}
+    for area_id, path, has in rows:
+        if has:
+            continue
+        free = [i for i, sub, _h in rows if sub.startswith(path)
+                and not any(len(p) > len(path) for p in covered[sub])]
+        hulls[area_id] = hull(pt for i in free for pt in positions.get(i, ()))
+    return hulls

@@ -1,11 +1,15 @@
 """Registry on SQLite and PostgreSQL: the area tree, what each user sees, connectivity from the
-gateway's own reports, auto-registration of devices first heard on MQTT, CSV import/export."""
+gateway's own reports, auto-registration of devices first heard on MQTT, CSV import/export, and
+area outlines (GeoJSON boundaries: checked, audited, migrated onto an existing registry)."""
 
 from __future__ import annotations
 
+import itertools
+import os
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from contracts.mqtt import GatewayStatusPayload, StatePayload
 from fleet.auth.rbac import Principal
@@ -220,3 +224,119 @@ def test_a_broken_csv_file_is_a_problem_report_not_a_server_error(client, world)
         r = client.post("/api/v1/devices/import", content=body.encode(), headers=headers)
         assert r.status_code == 422, r.text[:300]
         assert r.headers["content-type"] == "application/problem+json"
+
+
+# -- area outlines -----------------------------------------------------------------------------
+def square(lon: float, lat: float, size: float = 0.01) -> list[list[float]]:
+    return [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size],
+            [lon, lat]]
+
+
+WARD_A_OUTLINE = {"type": "Polygon", "coordinates": [square(106.69, 10.77)]}
+
+
+def test_an_admin_draws_a_wards_boundary_and_the_audit_log_says_who(  # type: ignore[no-untyped-def]
+        client, world) -> None:
+    url = f"/api/v1/areas/{world.ward_a}/outline"
+    r = client.put(url, json={"outline": WARD_A_OUTLINE}, headers=world.headers("ward-admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["outline"] == WARD_A_OUTLINE
+    areas = {a["id"]: a for a in client.get("/api/v1/areas",
+                                           headers=world.headers("viewer")).json()}
+    assert areas[world.ward_a]["outline"] == WARD_A_OUTLINE
+    # A ward's admin draws their own ward, not the next one; other roles draw nothing.
+    assert client.put(f"/api/v1/areas/{world.ward_b}/outline", json={"outline": WARD_A_OUTLINE},
+                      headers=world.headers("ward-admin")).status_code == 404
+    assert client.put(url, json={"outline": None},
+                      headers=world.headers("technician")).status_code == 403
+    # Removed: the area has no outline again (SQL NULL, so the map falls back to the hull).
+    r = client.put(url, json={"outline": None}, headers=world.headers("admin"))
+    assert r.status_code == 200 and r.json()["outline"] is None
+    entries = client.get("/api/v1/audit", headers=world.headers("admin"),
+                         params={"entity_type": "area", "entity_id": str(world.ward_a)}).json()
+    drawn = [(e["action"], e["actor"]) for e in entries if e["action"].startswith("area.outline")]
+    assert sorted(drawn) == [("area.outline_removed", "user:admin"),
+                             ("area.outline_set", "user:ward-admin")]
+    first = next(e for e in entries if e["action"] == "area.outline_set")
+    assert first["detail"]["after"] == {"type": "Polygon", "polygons": 1, "positions": 5,
+                                        "bbox": [106.69, 10.77, 106.7, 10.78]}
+
+
+#: Geometry an admin might paste, and the words the refusal must contain.
+BAD_OUTLINES = [
+    ({"type": "Point", "coordinates": [106.69, 10.77]}, "Polygon or a MultiPolygon"),
+    ({"type": "Feature", "geometry": WARD_A_OUTLINE}, "send the feature's geometry"),
+    ({"type": "Polygon", "coordinates": [square(106.69, 10.77)[:-1]]}, "ring 0 is not closed"),
+    ({"type": "Polygon", "coordinates": [[[106.69, 10.77], [106.70, 10.77], [106.69, 10.77]]]},
+     "at least 4 positions"),
+    ({"type": "Polygon", "coordinates": [[[lat, lon] for lon, lat in square(106.69, 10.77)]]},
+     "latitude 106.69 is outside -90..90"),
+    ({"type": "Polygon", "coordinates": [square(200.0, 10.77)]}, "longitude 200 is outside"),
+    ({"type": "Polygon", "coordinates": [[[106.69, "10.77"], *square(106.69, 10.77)[1:]]]},
+     "position 0: latitude is '10.77', not a number"),
+    ({"type": "MultiPolygon", "coordinates": [[square(106.69, 10.77)],
+                                              [square(106.71, 10.77)[:-1]]]},
+     "polygon 1, ring 0 is not closed"),
+    ({"type": "Polygon", "coordinates": [[[106.69 + i * 1e-5, 10.77] for i in range(5000)]
+                                         + [[106.69, 10.77]]]}, "more than 5000 positions"),
+]
+
+
+def test_a_boundary_that_is_not_an_area_is_refused_saying_what_is_wrong(  # type: ignore[no-untyped-def]
+        client, world) -> None:
+    url = f"/api/v1/areas/{world.ward_a}/outline"
+    for geometry, words in BAD_OUTLINES:
+        r = client.put(url, json={"outline": geometry}, headers=world.headers("admin"))
+        assert r.status_code == 422, (words, r.text[:300])
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"].startswith("body.outline"), r.json()["detail"]
+        assert words in r.json()["detail"], (words, r.json()["detail"])
+    # Nor through the create call.
+    r = client.post("/api/v1/areas", headers=world.headers("admin"), json={
+        "name": "Phường mới", "parent_id": world.city, "outline": BAD_OUTLINES[2][0]})
+    assert r.status_code == 422 and "not closed" in r.json()["detail"]
+    assert client.get(f"/api/v1/areas/{world.ward_a}",
+                      headers=world.headers("admin")).json()["outline"] is None
+
+
+_old_db = itertools.count(1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_existing_registry_gains_outlines_and_keeps_its_areas_both_ways(  # type: ignore[no-untyped-def]
+        kind, tmp_path, request) -> None:
+    from fleet.core.db import Database
+    from fleet.core.migrate import downgrade, pending_changes, upgrade
+    from fleet.registry.models import Area
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        name = f"outline_{os.getpid()}_{next(_old_db)}"
+        server.admin(f"CREATE DATABASE {name}")
+        request.addfinalizer(lambda: server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        url = server.url(name)
+    upgrade(url, "0007_fleetfix")  # the registry as it was before outlines
+    db = Database.from_url(url)
+    try:
+        with db.transaction() as s:
+            s.execute(text("INSERT INTO areas (name, kind, path) VALUES ('Phường Bến Thành', "
+                           "'ward', '/1/')"))
+        upgrade(url)
+        assert pending_changes(url) == []
+        with db.transaction() as s:
+            # An area from before has no outline: SQL NULL, so the map draws its hull.
+            assert s.scalar(text("SELECT count(*) FROM areas WHERE outline IS NULL")) == 1
+            area = s.scalars(select(Area)).one()
+            area.outline = WARD_A_OUTLINE
+        with db.transaction() as s:
+            assert s.scalars(select(Area)).one().outline == WARD_A_OUTLINE
+        downgrade(url, "registry_0001@-1")  # this revision only; OTA and ingest stay
+        with db.transaction() as s:
+            assert s.execute(text("SELECT name, path FROM areas")).all() == [
+                ("Phường Bến Thành", "/1/")]
+            heads = set(s.scalars(text("SELECT version_num FROM alembic_version")))
+        assert "registry_0001" not in heads and "ota_0002" in heads
+    finally:
+        db.dispose()

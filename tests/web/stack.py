@@ -1,8 +1,9 @@
 """The real fleet the browser tests and the screenshot command look at: a Mosquitto broker, the
 fleet app under uvicorn on a free loopback port (SQLite, the embedded telemetry store) with its
-MQTT ingest, a seeded registry (a city, three wards, sites with positions, two gateways, devices
-of all four classes) and users of each role that matters. Alarms, state and telemetry reach the
-fleet the way a gateway sends them: contract payloads published to the broker.
+MQTT ingest, a seeded registry (a city without an outline, three wards with the demo's
+outlines, sites with positions, two gateways, devices of all four classes) and users of each
+role that matters. Alarms, state and telemetry reach the fleet the way a gateway sends them:
+contract payloads published to the broker.
 
 ``FleetStack(workdir).start()`` then ``.stop()``; nothing here is a mock.
 """
@@ -26,6 +27,7 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts.mqtt import device_topic, status_topic
+from edgefleet.stack import WARD_OUTLINES
 from fleet.app import create_app
 from fleet.auth.rbac import Principal
 from fleet.auth.service import create_user
@@ -174,7 +176,7 @@ class FleetStack:
                 if ward not in self.area_ids:
                     self.area_ids[ward] = registry.create_area(
                         session, name=ward, kind="ward", parent_id=city.id,
-                        actor="test:seed").id
+                        outline=WARD_OUTLINES[ward], actor="test:seed").id
                 sites.append(registry.create_site(session, admin, name=name,
                                                   area_id=self.area_ids[ward],
                                                   latitude=lat, longitude=lon))
@@ -225,10 +227,11 @@ class FleetStack:
             retain=True)
 
     def state(self, gateway: str, device: str, cls: str, *, online: bool = True,
-              firmware: str = "1.4.2", faults: list[str] | None = None) -> None:
+              firmware: str = "1.4.2", faults: list[str] | None = None,
+              status: list[str] | None = None) -> None:
         self.publish(device_topic(gateway, device, "state"), {
             **self._numbered(device), "class": cls, "online": online, "firmware": firmware,
-            "faults": faults or []}, retain=True)
+            "faults": faults or [], "status": status or []}, retain=True)
 
     def telemetry(self, gateway: str, device: str, cls: str, values: dict[str, float],
                   at: datetime | None = None) -> None:
@@ -308,7 +311,7 @@ class FleetStack:
             if key == "air-2":
                 self.state(gw, key, cls, online=False, firmware="1.3.9")
             elif key == "water-2":
-                self.state(gw, key, cls, faults=["pressure_loop"])
+                self.state(gw, key, cls, faults=["pressure_loop"], status=["fault"])
             else:
                 self.state(gw, key, cls, firmware="1.4.2" if cls != "flood" else "1.4.1")
         now = datetime.now(UTC)

@@ -4,8 +4,10 @@ and its server-sent event feed, and must appear in the page without a reload."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from fleet.web import STATIC_DIR
 from tests.web.conftest import PHONE, open_page
 from tests.web.stack import FleetStack
 
@@ -115,3 +117,19 @@ def test_the_device_page_charts_the_last_hour_with_its_thresholds(browser: Any,
     _epoch, produced, received, _dups, declared, gaps = accounting.splitlines()[1].split("\t")
     assert int(produced) - int(received) == 2 and int(gaps) == 2 and int(declared) == 0
     page.context.close()
+
+
+def test_the_device_page_says_its_status_flags_in_words_in_both_languages(
+        browser: Any, stack: FleetStack) -> None:
+    # The pressure station reports a loop fault: status bit "fault", fault "pressure_loop".
+    catalogue = json.loads((STATIC_DIR / "i18n.json").read_text(encoding="utf-8"))
+    for lang, locale in (("en", "en-GB"), ("vi", "vi-VN")):
+        page = open_page(browser, stack, user="admin", locale=locale,
+                         path=f"#/device/{stack.device_ids['water-2']}")
+        words = catalogue[lang]
+        facts = page.locator("dl.facts")
+        facts.wait_for()
+        status = facts.locator(f"dt:text-is('{words['device.status']}') + dd").inner_text()
+        faults = facts.locator(f"dt:text-is('{words['device.faults']}') + dd").inner_text()
+        assert (status, faults) == (words["status.fault"], words["fault.pressure_loop"]), lang
+        page.context.close()

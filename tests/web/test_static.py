@@ -60,6 +60,17 @@ def test_every_fault_a_device_can_report_has_words_in_both_languages() -> None:
         assert sorted(f for f in faults if f"fault.{f}" not in strings) == [], lang
 
 
+def test_every_status_bit_a_device_can_report_has_words_in_both_languages() -> None:
+    # Status bits are common to every class today (hardware/registers/common.toml); a class
+    # that ever declares its own is read the same way.
+    maps = load_maps()
+    bits = {bit.name for bit in maps.status_bits} | {
+        bit.name for cmap in maps.classes.values() for bit in getattr(cmap, "status_bits", ())}
+    assert {"alarm", "fault", "ota", "trial"} <= bits, "status bits not found in the maps"
+    for lang, strings in CATALOGUE.items():
+        assert sorted(b for b in bits if f"status.{b}" not in strings) == [], lang
+
+
 def test_every_ota_failure_reason_in_the_contract_has_words_in_both_languages() -> None:
     # The `failed` row of docs/mqtt.md's phase table names every reason a gateway sends; the
     # device's own refusals (`refusal`) are the release reason slugs; a start the gateway

@@ -1,12 +1,14 @@
 """The views' own promises, in the browser: keyboard sign-in and named controls, the board's
-area and class filters, the map's clusters at city zoom, and its tile layer drawn only when the
-settings name one."""
+area and class filters, the map's clusters at city zoom, its tile layer drawn only when the
+settings name one, and its area outlines (the registry's boundary, else the hull of the sites)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fleet.web.state import worst_state
+import httpx
+
+from fleet.web.state import hull, worst_state
 from tests.web.conftest import open_page
 from tests.web.stack import PASSWORDS, FleetStack
 
@@ -87,8 +89,6 @@ def test_names_from_the_registry_are_shown_as_text_never_run_as_markup(
     evil = "<img src=x onerror=\"window.__xss=1\">Khu <b>mới</b>"
     auth = {"Authorization": f"Bearer {stack.token('admin')}"}
     api = f"{stack.url}/api/v1"
-    import httpx
-
     area = httpx.post(f"{api}/areas", headers=auth,
                       json={"name": evil, "parent_id": stack.area_ids["city"]}).json()
     # Three sites, so the map outlines the area (and labels the outline with its name).
@@ -139,4 +139,76 @@ def test_at_city_zoom_the_sites_gather_into_a_cluster_of_the_worst_state(
     assert cluster.inner_text() == str(len(placed))
     assert f"state-{worst_state(s['state'] for s in placed)}" in cluster.get_attribute("class")
     assert "state-alarm" in cluster.get_attribute("class")
+    page.context.close()
+
+
+#: What the map's outline layer holds: per drawn polygon, its area, its class (registry or
+#: hull), its rings as [lat, lon] and whether its SVG path is in the page.
+DRAWN_OUTLINES = """() => { const out = [];
+  window.__dashboardOutlines.eachLayer((layer) => {
+    for (const poly of (layer.getLayers ? layer.getLayers() : [layer])) {
+      const rings = poly.getLatLngs();
+      out.push({ area: layer.areaId, cls: poly.options.className,
+                 rings: rings.map((ring) => ring.map((p) => [p.lat, p.lng])),
+                 drawn: Boolean(poly._path && poly._path.isConnected
+                                && poly._path.getAttribute("d").length > 10) });
+    } });
+  return out; }"""
+
+
+def _outlines_by_area(page: Any) -> dict[int, list[dict[str, Any]]]:
+    drawn: dict[int, list[dict[str, Any]]] = {}
+    for poly in page.evaluate(DRAWN_OUTLINES):
+        drawn.setdefault(poly["area"], []).append(poly)
+    return drawn
+
+
+def _as_drawn(outline: dict[str, Any]) -> list[list[list[float]]]:
+    """GeoJSON [lon, lat] rings as Leaflet draws them: [lat, lon], without the closing point."""
+    assert outline["type"] == "Polygon"
+    return [[[lat, lon] for lon, lat in ring[:-1]] for ring in outline["coordinates"]]
+
+
+def test_the_map_draws_the_registrys_ward_boundaries_and_the_hull_where_there_is_none(
+        browser: Any, stack: FleetStack) -> None:
+    auth = {"Authorization": f"Bearer {stack.token('admin')}"}
+    api = f"{stack.url}/api/v1"
+    # A new neighbourhood with three sites and no boundary in the registry yet.
+    area = httpx.post(f"{api}/areas", headers=auth, json={
+        "name": "Khu phố Tôn Thất Tùng", "parent_id": stack.area_ids["city"]}).json()
+    corners = [(10.7690, 106.6890), (10.7668, 106.6902), (10.7681, 106.6918)]
+    for i, (lat, lon) in enumerate(corners):
+        assert httpx.post(f"{api}/sites", headers=auth, json={
+            "name": f"Tổ dân phố {i + 1}", "area_id": area["id"], "latitude": lat,
+            "longitude": lon}).status_code == 201
+    areas = {a["id"]: a for a in stack.get("admin", "/areas")}
+    wards = {i: a for i, a in areas.items() if a["outline"] is not None}
+    assert len(wards) == 3 and area["id"] not in wards
+
+    page = open_page(browser, stack, user="admin", path="#/map")
+    page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
+                           f"{len(wards)}")
+    drawn = _outlines_by_area(page)
+    for ward_id, ward in wards.items():
+        # The registry's polygon, vertex for vertex, and no hull of the ward's sites beside it.
+        [poly] = drawn[ward_id]
+        assert "area-registry" in poly["cls"] and poly["drawn"], ward["name"]
+        assert poly["rings"] == _as_drawn(ward["outline"]), ward["name"]
+    # The neighbourhood without a boundary: the hull of its sites, dashed.
+    [poly] = drawn[area["id"]]
+    assert "area-hull" in poly["cls"] and poly["drawn"]
+    assert poly["rings"] == [[list(p) for p in hull(corners)]]
+    assert page.locator(".leaflet-tooltip.area-label", has_text="Phường Sài Gòn").count() == 1
+
+    # Its boundary drawn through the API replaces the hull.
+    outline = {"type": "Polygon", "coordinates": [[
+        [106.6880, 10.7660], [106.6930, 10.7660], [106.6930, 10.7700], [106.6880, 10.7700],
+        [106.6880, 10.7660]]]}
+    r = httpx.put(f"{api}/areas/{area['id']}/outline", headers=auth, json={"outline": outline})
+    assert r.status_code == 200, r.text
+    page.reload()
+    page.wait_for_function(f"document.querySelectorAll('path.area-registry').length === "
+                           f"{len(wards) + 1}")
+    [poly] = _outlines_by_area(page)[area["id"]]
+    assert "area-registry" in poly["cls"] and poly["rings"] == _as_drawn(outline)
     page.context.close()

@@ -143,7 +143,9 @@ export async function mountDevice(root, ctx, id) {
     [t("device.site"), d.site ? `${d.site.name} · ${d.site.area}` : "–"],
     [t("device.address"), d.address ?? "–"],
     [t("device.faults"), d.faults.length ? d.faults.map((f) => tData("fault", f)).join(", ") : t("common.none")],
-    [t("device.status"), d.status.length ? d.status.join(", ") : t("common.none")],
+    // Status bits in words (status.* in the catalogue, one per bit of hardware/registers/);
+    // a bit a newer firmware sets that this page has no words for yet is shown by its name.
+    [t("device.status"), d.status.length ? d.status.map((s) => tData("status", s)).join(", ") : t("common.none")],
   ];
   if (d.link) {
     info.push([t("device.link"), t("device.link_counters", {

@@ -1,5 +1,6 @@
-// The map: areas outlined, sites as markers coloured by the worst state of their devices,
-// clustered at city zoom (a cluster takes its worst member's colour). A tile layer is drawn
+// The map: areas outlined (by the registry's boundary, or the hull of their sites without one),
+// sites as markers coloured by the worst state of their devices, clustered at city zoom (a
+// cluster takes its worst member's colour). A tile layer is drawn
 // only when the fleet's settings name a tile server; without one the map still shows areas
 // and sites on a plain background, which is what a closed network gets.
 /* global L */
@@ -48,6 +49,7 @@ export function mountMap(root, ctx) {
   }
   window.__dashboardMap = map;  // for the browser tests and a curious operator's console
   const outlines = L.layerGroup().addTo(map);
+  window.__dashboardOutlines = outlines;
   const clusters = L.markerClusterGroup({
     disableClusteringAtZoom: 16, showCoverageOnHover: false,
     iconCreateFunction: (cluster) => {
@@ -62,19 +64,32 @@ export function mountMap(root, ctx) {
 
   function draw() {
     if (!fitted) {
-      // The view first: the cluster layer places markers by the map's zoom.
+      // The first view, before anything is drawn (the cluster layer places markers by the
+      // map's zoom): every site and every boundary the registry has.
       fitted = true;
-      const placed = ctx.siteList.filter((s) => s.lat !== null && s.lon !== null).map((s) => [s.lat, s.lon]);
-      if (placed.length) map.fitBounds(placed, { padding: [30, 30], maxZoom: 15 });
+      const bounds = L.latLngBounds(ctx.siteList.filter((s) => s.lat !== null && s.lon !== null).map((s) => [s.lat, s.lon]));
+      for (const area of ctx.areas) if (area.outline) bounds.extend(L.geoJSON(area.outline).getBounds());
+      if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 15 });
       else map.setView(...DEFAULT_VIEW);
     }
     outlines.clearLayers();
     clusters.clearLayers();
     for (const area of ctx.areas) {
-      if (area.outline.length >= 3) {
-        L.polygon(area.outline, { color: "#37474f", weight: 2, dashArray: "6 4", fillOpacity: 0.04, interactive: false })
-          .bindTooltip(h("span", {}, area.name), {  // an element: a name is text, never markup
-            permanent: true, direction: "center", className: "area-label" }).addTo(outlines);
+      // The registry's own boundary (GeoJSON, [lon, lat]) when it has one, drawn solid; else
+      // the hull of the area's sites ([lat, lon]), dashed: a guess, and it looks like one.
+      let layer = null;
+      if (area.outline) {
+        // (The options reach the polygons L.geoJSON builds, className included.)
+        layer = L.geoJSON(area.outline, { color: "#37474f", weight: 2, fillOpacity: 0.05,
+          interactive: false, className: "area-outline area-registry" });
+      } else if (area.hull.length >= 3) {
+        layer = L.polygon(area.hull, { color: "#37474f", weight: 2, dashArray: "6 4", fillOpacity: 0.04,
+          interactive: false, className: "area-outline area-hull" });
+      }
+      if (layer) {
+        layer.areaId = area.id;  // for the browser tests: which area a drawn path belongs to
+        layer.bindTooltip(h("span", {}, area.name), {  // an element: a name is text, never markup
+          permanent: true, direction: "center", className: "area-label" }).addTo(outlines);
       }
     }
     for (const site of ctx.siteList) {
