@@ -104,6 +104,15 @@ def test_a_dispatcher_acknowledges_a_fire_with_the_keyboard_alone(
     # On the way: the navigation, the sound switch, the language switcher, signing out.
     assert {"a:#/alarms", "a:#/map", "#sound", "#lang", "#logout"} <= set(stops), stops
     page.keyboard.type("Đã cử xe, kiểm tra tại chỗ")
+    # A second alarm arrives while the comment is being typed: the board re-draws live, and
+    # neither the half-written comment nor the keyboard focus may be lost.
+    heat_key = stack.alarm("gw-sg", "kbd-1", "fire", "heat_rise", location="Sảnh tầng trệt")
+    heat = stack.wait_for("admin", f"/alarms?device_id={device}",
+                          lambda rows: any(r["alarm_key"] == heat_key for r in rows))
+    heat_id = next(r["id"] for r in heat if r["alarm_key"] == heat_key)
+    page.wait_for_selector(f"#ack-{heat_id}", state="attached")
+    assert page.evaluate(FOCUSED) == f"#ack-{alarm['id']}"
+    assert page.input_value(f"#ack-{alarm['id']}") == "Đã cử xe, kiểm tra tại chỗ"
     page.keyboard.press("Tab")
     assert page.evaluate(FOCUSED) == f"button:{CATALOGUE['en']['alarms.ack']}"
     page.keyboard.press("Enter")
