@@ -305,21 +305,29 @@ class NodeProcess:
                 # stop() closed its stdin (ValueError: write to a closed file).
                 pass
 
-    def stop(self, grace_s: float = 2.0) -> None:
-        """End the node for good: once this returns its process is gone, its supervisor has
-        ended and no restart can start it again (a watchdog reset racing with the stop
-        included). The node gets ``grace_s`` to exit at the end of its feed, then is killed."""
+    def end_feed(self) -> None:
+        """The first half of stop(), which a bus does for all its nodes before it waits for
+        any: from now on nothing restarts the node, and its feed ends (the node then exits by
+        itself)."""
         with self._life:
             self._stopping = True
             self._stopped.set()
             proc = self.proc
+        if proc is not None and proc.stdin:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """End the node for good: once this returns its process is gone, its supervisor has
+        ended and no restart can start it again (a watchdog reset racing with the stop
+        included). The node gets ``grace_s`` to exit at the end of its feed, then is killed."""
+        self.end_feed()
+        with self._life:  # after end_feed no restart can replace it: this is the last process
+            proc = self.proc
             readers = list(self._readers)
         if proc is not None:
-            if proc.stdin:
-                try:
-                    proc.stdin.close()  # end of feed: the node exits by itself
-                except OSError:
-                    pass
             try:
                 proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
@@ -430,6 +438,8 @@ class SimBus:
         if self._thread:
             # A feed blocked writing to a node that does not read ends when the node does
             self._thread.join(timeout=2)
+        for node in self.nodes:
+            node.end_feed()  # all of them first: they wind down side by side
         for node in self.nodes:
             node.stop()
         if self._thread:

@@ -26,17 +26,20 @@ FIRE = MAPS.classes["fire"]
 
 def test_a_60_s_sample_period_on_an_idle_bus_does_not_trip_the_watchdog(start_bus) -> None:  # type: ignore[no-untyped-def]
     # The ESP32 watchdog is 8 s and the sample period may be 60 s: the loop must wake and feed
-    # between samples. (The loop that blocked for the whole period was reset after 8 s.)
-    bus: Bus = start_bus([(1, "fire")])
+    # between samples. (The loop that blocked for the whole period was reset after 8 s.) The
+    # loop wakes at half the watchdog's timeout, whatever it is: so the watchdog here is 2 s and
+    # the bus stays idle for four of its timeouts (30 s were 3.75 timeouts of the 8 s one).
+    watchdog_s = 2.0
+    bus: Bus = start_bus([(1, "fire")], watchdog_ms=int(watchdog_s * 1000))
     bus.master.write(1, 1, 60000)
     boots = bus.master.values(1)["boot_count"]
-    time.sleep(30.0)  # the condition under test: nobody talks to the node for 30 s
+    time.sleep(4 * watchdog_s)  # the condition under test: nobody talks to the node meanwhile
     values = bus.master.values(1)
     node = bus.sim.node(1)
     assert node.events.watchdog_resets == 0, node.events.lines[-5:]
     assert node.events.restarts == 0
     assert values["boot_count"] == boots
-    assert values["uptime"] >= 30
+    assert values["uptime"] >= 4 * watchdog_s
 
 
 def test_a_sensor_read_that_hangs_is_ended_by_the_watchdog(start_bus) -> None:  # type: ignore[no-untyped-def]
