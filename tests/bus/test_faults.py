@@ -108,7 +108,16 @@ def test_a_dead_node_times_out_and_the_others_keep_answering(start_bus) -> None:
 def test_two_nodes_on_one_address_collide_on_the_wire(start_bus) -> None:  # type: ignore[no-untyped-def]
     bus: Bus = start_bus([(1, "fire"), (5, "flood"), (5, "water")], wait_ready=False)
     wait_for(lambda: bus.master.try_values(1), 15, what="node 1")
-    time.sleep(1.0)
+    # Both twins listen on the bus (each answers a diagnostics request from its loop); a fixed
+    # second was not always enough on a loaded machine, and one twin alone reads as healthy.
+    twins = [node for node in bus.sim.nodes if node.address == 5]
+
+    def both_listening() -> bool:
+        for node in twins:
+            node.request_diag()
+        return all(node.events.diag for node in twins)
+
+    wait_for(both_listening, 15, what="both nodes on address 5 listening")
     answers = [bus.master.try_values(5) for _ in range(5)]
     assert all(a is None for a in answers), "a duplicated address must not read as healthy"
     assert bus.sim.hub.stats.collisions > 0
