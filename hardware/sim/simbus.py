@@ -113,8 +113,14 @@ class NodeProcess:
         self.compiled_app = compiled_app
         self.watchdog_ms = watchdog_ms  # None: the firmware's own (8 s); 0: off
         self.node_options = dict(node_options or {})
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time on the node's stdin
+        # The node's life: whether it is stopping, its process and its stdout readers (each the
+        # supervisor of its process) change together under this lock, so stop() either sees
+        # the process a restart launched or the restart sees that the node is stopping.
+        self._life = threading.Lock()
         self._stopping = False
+        self._stopped = threading.Event()  # set by stop(): a pending restart wakes and gives up
+        self._readers: list[threading.Thread] = []
         self._armed_ms: int | None = None  # the running process' watchdog timeout, once armed
         self.i2c = I2cBus()  # the node's I2C devices (an SCD41), answering over stdin/stdout
         self._i2c_lock = threading.Lock()
@@ -166,12 +172,19 @@ class NodeProcess:
             env.update(EF_POWERCUT=str(self._cut_file), EF_POWERCUT_BASE=str(len(self.writes)))
         if self.watchdog_ms is not None:
             env["EF_WDT_MS"] = str(self.watchdog_ms)
-        # On the caller's lifeline, if it made one (the demo): it dies with the caller.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, cwd=self.root,
-                                     **lifeline.spawn_options())
-        threading.Thread(target=self._read_stdout, args=(self.proc,),
-                         name=f"{self.label}-stdout", daemon=True).start()
+        with self._life:
+            if self._stopping:  # a restart that lost the race with stop(): the board stays off
+                log.info("%s: not started, the bus is stopping", self.label)
+                return
+            # On the caller's lifeline, if it made one (the demo): it dies with the caller.
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env, cwd=self.root,
+                                         **lifeline.spawn_options())
+            reader = threading.Thread(target=self._read_stdout, args=(self.proc,),
+                                      name=f"{self.label}-stdout", daemon=True)
+            self._readers = [t for t in self._readers if t.is_alive()]
+            self._readers.append(reader)
+            reader.start()
 
     def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
@@ -213,9 +226,8 @@ class NodeProcess:
             self.events.stalled = True
             return
         self.events.restarts += 1
-        time.sleep(delay)
-        if not self._stopping:
-            self.start()
+        if not self._stopped.wait(delay):
+            self.start()  # unless stop() came meanwhile: start() decides that under the lock
 
     def _on_line(self, line: str) -> None:
         ev = self.events
@@ -288,24 +300,45 @@ class NodeProcess:
             try:
                 proc.stdin.write(line.encode() + b"\n")
                 proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                pass  # the node is restarting; the next snapshot will reach the new process
+            except (OSError, ValueError):
+                # The node is restarting (the next snapshot will reach the new process), or
+                # stop() closed its stdin (ValueError: write to a closed file).
+                pass
 
-    def stop(self) -> None:
-        self._stopping = True
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.stdin:
+    def end_feed(self) -> None:
+        """The first half of stop(), which a bus does for all its nodes before it waits for
+        any: from now on nothing restarts the node, and its feed ends (the node then exits by
+        itself)."""
+        with self._life:
+            self._stopping = True
+            self._stopped.set()
+            proc = self.proc
+        if proc is not None and proc.stdin:
             try:
-                proc.stdin.close()  # end of feed: the node exits by itself
+                proc.stdin.close()
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """End the node for good: once this returns its process is gone, its supervisor has
+        ended and no restart can start it again (a watchdog reset racing with the stop
+        included). The node gets ``grace_s`` to exit at the end of its feed, then is killed."""
+        self.end_feed()
+        with self._life:  # after end_feed no restart can replace it: this is the last process
+            proc = self.proc
+            readers = list(self._readers)
+        if proc is not None:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Its supervisor reads stdout to the end (a child of the node, such as the shell its
+        # software watchdog runs, holds it too) and then gives up on any restart.
+        me = threading.current_thread()
+        for reader in readers:
+            if reader is not me:
+                reader.join()
 
     def count_writes(self) -> None:
         """From the next boot on, run under the power-fail hook (hardware/sim/powercut.py):
@@ -345,11 +378,7 @@ class SimBus:
         self.hub = BusHub(baud=baud, paced=paced, faults=faults)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
-            # A node's last write can land while the directory is being removed (seen once in
-            # CI after test_a_sensor_read_that_hangs_is_ended_by_the_watchdog: "Directory not
-            # empty"); what is left of a simulated flash is no reason to fail a test's teardown.
-            self._tmp = tempfile.TemporaryDirectory(prefix="edgefleet-sim-",
-                                                    ignore_cleanup_errors=True)
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgefleet-sim-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
         compiled_app = None
@@ -403,11 +432,18 @@ class SimBus:
             self._stop.wait(self.feed_period)
 
     def stop(self) -> None:
+        """Stop the feed, every node and the hub. Once this returns no node process of this
+        bus is alive and none will start (NodeProcess.stop), so the flash directories can go."""
         self._stop.set()
         if self._thread:
+            # A feed blocked writing to a node that does not read ends when the node does
             self._thread.join(timeout=2)
         for node in self.nodes:
+            node.end_feed()  # all of them first: they wind down side by side
+        for node in self.nodes:
             node.stop()
+        if self._thread:
+            self._thread.join()
         self.hub.stop()
         if self._tmp:
             self._tmp.cleanup()

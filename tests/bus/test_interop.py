@@ -16,10 +16,10 @@ from hardware.serialline import allow_parity_on_ptys
 from tests.bus.conftest import Master, wait_answering
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sim_bus_cli() -> Iterator[str]:
     """`edgefleet sim bus --node 1:fire --node 2:flood --node 3:water --node 4:air`; the first
-    line of its standard output is the master pty."""
+    line of its standard output is the master pty. One for the module: its tests only read."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgefleet.cli", "sim", "bus", "--node", "1:fire",
          "--node", "2:flood", "--node", "3:water", "--node", "4:air"],

@@ -1,6 +1,7 @@
 """Each sensor class, driven by its scenario file, goes into alarm and back out, seen only
 through Modbus registers, as the gateway will see it. The scenarios run side by side, one bus
-each, at the time scale their files recommend."""
+each, at the time scale their files recommend; the flood gauge's bus is on duty from the start
+of the session, so that it has its minute of history when the storm comes (conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from hardware.sim.scenario import Scenario
 from hardware.sim.simbus import SimBus
 from hardware.sim.simrun import attach_physics, find_scenario
-from tests.bus.conftest import MAPS, STATUS, Master, bits, wait_answering
+from tests.bus.conftest import MAPS, ON_DUTY, STATUS, Master, bits, wait_answering
 from tests.conftest import wait_for
 
 
@@ -38,15 +39,20 @@ class Run:
         sc = Scenario.load(find_scenario(self.scenario))
         nodes = [(int(a), c) for a, c in sc.nodes.items()]
         self.address, cls = nodes[0]
-        sim = SimBus(nodes)
-        feed = attach_physics(sim, None, time_scale=sc.time_scale)
-        sim.start()
+        on_duty = ON_DUTY.pop(self.scenario, None)  # started with the session (conftest.py)
+        if on_duty is not None:
+            sim, feed = on_duty
+        else:
+            sim = SimBus(nodes)
+            feed = attach_physics(sim, None, time_scale=sc.time_scale)
+            sim.start()
         master = Master(sim.master_path)
         try:
             wait_answering(master, self.address)
             if cls == "flood":
                 # A gauge judges its rate of rise over a minute or more of history (sensor noise
                 # is ±1 cm); give it that minute before the storm, as a real gauge would have.
+                # (A gauge on duty since the session started has it already.)
                 wait_for(lambda: master.values(self.address)["uptime"] >= 52, 90,
                          what="a minute of flood-gauge history")
             feed.start_scenario(sc)  # the story starts once the node is up
