@@ -10,14 +10,24 @@
   made durable to the last (process start-up excluded; reported separately).
 - `ingest_vs_c_client`: that rate / the rate at which the same broker delivers the same backlog
   to one `mosquitto_sub -q 1` (a C client that only prints), measured in the same run.
+- `ingest_python_floor_vs_c_client` (context, no goal): the rate at which one Python process on
+  ingest's own lean MQTT client (bench/lean_floor.py: wire decode + PUBACK, no JSON, no
+  validation, no store) drains the same backlog from the same broker in the same run, / the C
+  client's rate. It says whether `ingest_vs_c_client` >= 1.0 is reachable by any Python consumer
+  here: above 1.0, the gap is ingest's own work per message, not Python's MQTT receive.
+
+Also printed: the CPU time the ingest processes and the broker spent per message while draining
+(from /proc), and the load average.
 
 Before the timed run every device sends one message (not timed), so the registry knows all
 10,000 devices, as in a running fleet; the timed run is then 10 more messages per device.
 Afterwards every device's store holds seqs 1..11 exactly once, or the bench fails.
 
-Environment: EDGEFLEET_BENCH_INGEST_PROCS (default 2; the best on this 2-core machine),
+Environment: EDGEFLEET_BENCH_INGEST_PROCS (default 2; the best on this 2-core machine: 1 is
+bound to one core, 3 spend more CPU per message contending for SQLite's write lock),
 EDGEFLEET_BENCH_INGEST_MESSAGES (default 100,000), EDGEFLEET_BENCH_INGEST_DB (sqlite),
-EDGEFLEET_BENCH_INGEST_CLIENT (lean, or paho).
+EDGEFLEET_BENCH_INGEST_CLIENT (lean, or paho), EDGEFLEET_BENCH_INGEST_PROFILE (a directory: each
+ingest thread is run under cProfile, bench/profile_ingest.py).
 """
 
 from __future__ import annotations

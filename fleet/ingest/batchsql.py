@@ -102,7 +102,7 @@ class BatchSQL:
             if self.postgresql:
                 sql += " FOR UPDATE OF s"
             params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).fetchall())  # type: ignore[arg-type]
+            out.extend(conn.exec_driver_sql(sql, params).fetchall())
         return out
 
     def directory(self, conn: Connection, keys: Sequence[tuple[str, str]]
@@ -121,7 +121,7 @@ class BatchSQL:
                    " LEFT JOIN sites s ON s.id = d.site_id"
                    " LEFT JOIN areas a ON a.id = s.area_id")
             params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).fetchall())  # type: ignore[arg-type]
+            out.extend(conn.exec_driver_sql(sql, params).fetchall())
         return out
 
     def save(self, conn: Connection, rows: Sequence[SavedStream], now: datetime) -> None:
