@@ -10,14 +10,24 @@
   made durable to the last (process start-up excluded; reported separately).
 - `ingest_vs_c_client`: that rate / the rate at which the same broker delivers the same backlog
   to one `mosquitto_sub -q 1` (a C client that only prints), measured in the same run.
+- `ingest_python_floor_vs_c_client` (context, no goal): the rate at which one Python process on
+  ingest's own lean MQTT client (bench/lean_floor.py: wire decode + PUBACK, no JSON, no
+  validation, no store) drains the same backlog from the same broker in the same run, / the C
+  client's rate. It says whether `ingest_vs_c_client` >= 1.0 is reachable by any Python consumer
+  here: above 1.0, the gap is ingest's own work per message, not Python's MQTT receive.
+
+Also printed: the CPU time the ingest processes and the broker spent per message while draining
+(from /proc), and the load average.
 
 Before the timed run every device sends one message (not timed), so the registry knows all
 10,000 devices, as in a running fleet; the timed run is then 10 more messages per device.
 Afterwards every device's store holds seqs 1..11 exactly once, or the bench fails.
 
-Environment: EDGEFLEET_BENCH_INGEST_PROCS (default 2; the best on this 2-core machine),
+Environment: EDGEFLEET_BENCH_INGEST_PROCS (default 2; the best on this 2-core machine: 1 is
+bound to one core, 3 spend more CPU per message contending for SQLite's write lock),
 EDGEFLEET_BENCH_INGEST_MESSAGES (default 100,000), EDGEFLEET_BENCH_INGEST_DB (sqlite),
-EDGEFLEET_BENCH_INGEST_CLIENT (lean, or paho).
+EDGEFLEET_BENCH_INGEST_CLIENT (lean, or paho), EDGEFLEET_BENCH_INGEST_PROFILE (a directory: each
+ingest thread is run under cProfile, bench/profile_ingest.py).
 """
 
 from __future__ import annotations
@@ -138,6 +148,17 @@ def _check_exactly_once(stores: list[Path], per_device: int) -> None:
                          f"(first {bad[0]}: {sorted(seen.get(bad[0], []))[:20]})")
 
 
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far (Linux)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _c_client_rate(broker: FleetBroker, n: int) -> float:
     """Drain the same backlog with one mosquitto_sub -q 1 (its session was made before the
     messages were published)."""
@@ -146,6 +167,20 @@ def _c_client_rate(broker: FleetBroker, n: int) -> float:
     start = time.perf_counter()
     subprocess.run([*args, "-C", str(n)], stdout=subprocess.DEVNULL, check=True, timeout=600)
     return n / (time.perf_counter() - start)
+
+
+FLOOR_CLIENT = "bench-py-floor"
+
+
+def _floor(broker: FleetBroker, n: int) -> float:
+    """Make (n == 0) or drain (n > 0) the Python floor's session: bench/lean_floor.py."""
+    args = [sys.executable, "-m", "bench.lean_floor", broker.host, str(broker.port),
+            FLOOR_CLIENT, "edgefleet/v1/#", str(n)]
+    if n == 0:
+        subprocess.run([*args, "subscribe-only"], check=True, timeout=60)
+        return 0.0
+    out = subprocess.run(args, check=True, timeout=600, capture_output=True, text=True)
+    return float(out.stdout.strip())
 
 
 def _database(workdir: Path) -> tuple[str, object]:
@@ -181,6 +216,7 @@ def run() -> list[Metric]:
     procs = int(os.environ.get("EDGEFLEET_BENCH_INGEST_PROCS", "2"))
     messages = int(os.environ.get("EDGEFLEET_BENCH_INGEST_MESSAGES", "100000"))
     client = os.environ.get("EDGEFLEET_BENCH_INGEST_CLIENT", "lean")
+    profile = os.environ.get("EDGEFLEET_BENCH_INGEST_PROFILE", "")
     per_device = messages // DEVICES
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         workdir = Path(tmp)
@@ -194,7 +230,8 @@ def run() -> list[Metric]:
                                       data_dir=workdir / f"data-{i}", broker=broker,
                                       client_id=f"bench-ingest-{i}", batch_max=500,
                                       extra_ingest=f'client = "{client}"\n')
-                replicas.append(IngestProcess(config, workdir / f"ingest-{i}.log"))
+                entry = ("-m", "bench.profile_ingest", profile) if profile else ("-m", "edgefleet")
+                replicas.append(IngestProcess(config, workdir / f"ingest-{i}.log", entry=entry))
                 stores.append(workdir / f"data-{i}" / "telemetry.db")
             for r in replicas:
                 r.start()
@@ -214,10 +251,12 @@ def run() -> list[Metric]:
                             "1", "-c", "-i", "bench-c-ref", "-x", "3600", "-V", "mqttv5",
                             "-t", "edgefleet/v1/#", "-W", "1"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+            _floor(broker, 0)
             backlog = _publish(broker, workdir, range(2, per_device + 2))
             print(f"  backlog of {backlog:,} messages queued for ingest and for mosquitto_sub",
                   flush=True)
             c_rate = _c_client_rate(broker, backlog)
+            floor_rate = _floor(broker, backlog)
 
             started = time.perf_counter()
             for r in replicas:
@@ -227,9 +266,14 @@ def run() -> list[Metric]:
                 time.sleep(0.01)
             first = time.perf_counter()
             base = stored()
+            pids = [r.proc.pid if r.proc is not None else None for r in replicas]
+            cpu_before = [_cpu_s(pid) for pid in pids]
+            broker_before = _cpu_s(broker.pid)
             wait_for_count(stored, target, stall_s=60, what="ingest backlog",
                            interval=0.02)
             done = time.perf_counter()
+            cpu = sum(_cpu_s(pid) for pid in pids) - sum(cpu_before)
+            broker_cpu = _cpu_s(broker.pid) - broker_before
             rate = (target - base) / (done - first)
             wall = backlog / (done - started)
             _check_exactly_once(stores, per_device + 1)
@@ -244,7 +288,13 @@ def run() -> list[Metric]:
     db_kind = url.split(":", 1)[0]
     print(f"  {procs} ingest process(es), {client} client, {db_kind}: {rate:,.0f} msgs/s "
           f"from the first durable message ({wall:,.0f} msgs/s including process start-up); "
-          f"mosquitto_sub -q 1: {c_rate:,.0f} msgs/s; ratio {rate / c_rate:.2f}", flush=True)
+          f"mosquitto_sub -q 1: {c_rate:,.0f} msgs/s; ratio {rate / c_rate:.2f}; "
+          f"lean client alone (Python floor): {floor_rate:,.0f} msgs/s, "
+          f"{floor_rate / c_rate:.2f} of the C client", flush=True)
+    print(f"  CPU while draining: ingest {cpu / (target - base) * 1e6:.0f} µs/msg "
+          f"({cpu / (done - first):.2f} cores), broker {broker_cpu / (target - base) * 1e6:.0f} "
+          f"µs/msg, over {done - first:.1f} s; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
     ref = (f"{backlog:,} queued telemetry messages from {DEVICES:,} devices behind {GATEWAYS} "
            f"gateways, {procs} ingest processes ({client} MQTT client) on one shared subscription, "
            f"embedded store + "
@@ -254,6 +304,11 @@ def run() -> list[Metric]:
         Metric("ingest_vs_c_client", round(rate / c_rate, 3), "ratio", GOAL_RATIO, "higher",
                f"ingest rate / mosquitto_sub -q 1 draining the same backlog from the same "
                f"broker in the same run ({c_rate:,.0f} msgs/s)"),
+        Metric("ingest_python_floor_vs_c_client", round(floor_rate / c_rate, 3), "ratio", None,
+               "higher",
+               f"context for ingest_vs_c_client: one Python process on ingest's lean MQTT client "
+               f"doing only wire decode + PUBACK ({floor_rate:,.0f} msgs/s) / mosquitto_sub -q 1, "
+               f"same backlog, same broker, same run; no goal"),
     ]
 
 

@@ -125,9 +125,16 @@ class SeqSet:
         return json.dumps([[lo, hi] for lo, hi in self], separators=(",", ":"))
 
     @classmethod
+    def _of(cls, lo: list[int], hi: list[int]) -> SeqSet:
+        """A set of already sorted, merged ranges (no checks: for :meth:`from_json`)."""
+        out = cls.__new__(cls)
+        out._lo, out._hi = lo, hi
+        return out
+
+    @classmethod
     def from_json(cls, text: str | None) -> SeqSet:
-        if not text or text == "[]":
-            return cls()
+        if not text or text == "[]":  # read twice per message (seen, dropped): no __init__
+            return cls._of([], [])
         if text.count("[") == 2:  # one range, as to_json writes it (the common case, per
             lo, _, hi = text.strip("[] ").partition(",")  # message): no json, no merging
             try:
@@ -136,9 +143,7 @@ class SeqSet:
                 pass  # not a range pair: let json say what is wrong
             else:
                 if 1 <= first <= last:
-                    out = cls()
-                    out._lo, out._hi = [first], [last]
-                    return out
+                    return cls._of([first], [last])
         return cls((int(lo), int(hi)) for lo, hi in json.loads(text))
 
 

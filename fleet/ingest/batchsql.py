@@ -22,13 +22,16 @@ from sqlalchemy import Connection, Dialect, Table
 
 from fleet.ingest.models import IngestStream
 
-__all__ = ["BatchSQL", "SavedStream", "StreamRow"]
+__all__ = ["BatchSQL", "DirectoryRow", "SavedStream", "StreamRow"]
 
 #: (gateway, device, epoch, seen, dropped, duplicates), in key order.
 StreamRow = tuple[str, str, str, str, str, int]
 #: (produced, received, duplicates, declared_drops, gaps, seen, dropped, gateway, device,
 #: epoch): the totals and ranges of one stream, then its key.
 SavedStream = tuple[int, int, int, int, int, str, str, str, str, str]
+
+#: (gateway, device, site id or None, area path or None) of a device the registry holds.
+DirectoryRow = tuple[str, str, int | None, str | None]
 
 #: Keys per statement: 3 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
 _CHUNK = 2000
@@ -42,7 +45,17 @@ class BatchSQL:
         table = IngestStream.__table__
         assert isinstance(table, Table)
         bind = table.c.updated_at.type.bind_processor(dialect)
-        self._encode: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
+        encode: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
+        if not self.postgresql:
+            # pysqlite binds a datetime through its default adapter, datetime.isoformat(" "),
+            # once per row it appears in; a whole batch shares one "now", so do it once here
+            # (the same text, so the stored values do not change).
+            def encode_sqlite(value: Any, _encode: Callable[[Any], Any] = encode) -> Any:
+                out = _encode(value)
+                return out.isoformat(" ") if isinstance(out, datetime) else out
+
+            encode = encode_sqlite
+        self._encode = encode
         mark = "%s" if self.postgresql else "?"
         self._mark = mark
         self._insert = (
@@ -89,7 +102,26 @@ class BatchSQL:
             if self.postgresql:
                 sql += " FOR UPDATE OF s"
             params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).tuples())
+            out.extend(conn.exec_driver_sql(sql, params).fetchall())
+        return out
+
+    def directory(self, conn: Connection, keys: Sequence[tuple[str, str]]
+                  ) -> list[DirectoryRow]:
+        """What ingest needs of the devices ``keys`` (gateway, device) that the registry holds:
+        their site and area path. The keys are joined to the tables (an index lookup each)."""
+        out: list[DirectoryRow] = []
+        m = self._mark
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            values = ", ".join([f"({m}, {m})"] * len(chunk))
+            sql = ("SELECT g.key, d.key, d.site_id, a.path"
+                   f" FROM (VALUES {values}) AS k"
+                   " JOIN gateways g ON g.key = k.column1"
+                   " JOIN devices d ON d.gateway_id = g.id AND d.key = k.column2"
+                   " LEFT JOIN sites s ON s.id = d.site_id"
+                   " LEFT JOIN areas a ON a.id = s.area_id")
+            params = tuple(v for key in chunk for v in key)
+            out.extend(conn.exec_driver_sql(sql, params).fetchall())
         return out
 
     def save(self, conn: Connection, rows: Sequence[SavedStream], now: datetime) -> None:

@@ -9,6 +9,7 @@ e.g. as several processes on one shared subscription.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -150,6 +151,27 @@ def start_in_app(settings: Settings, db: Database, metrics: IngestMetrics,
     return process
 
 
+#: The first generation's threshold for a process that only ingests (CPython's default is 700).
+INGEST_GC_THRESHOLD0 = 20_000
+
+
+def tune_gc_for_ingest() -> None:
+    """Spend less of an ingest process on the cyclic garbage collector.
+
+    A batch allocates tens of thousands of short-lived objects (packets, payloads, rows), and
+    with CPython's defaults each batch ran dozens of collections that also walked every object
+    alive since start-up (SQLAlchemy, pydantic, the caches): about 30 % of ingest's CPU per
+    message (bench/bench_ingest.py; 56 -> 38 µs per message in process, cProfile and
+    ``gc.disable()`` to compare). So: what exists after start-up is frozen out of the
+    collector's view (``gc.freeze``), and the youngest generation is collected every
+    :data:`INGEST_GC_THRESHOLD0` allocations instead of 700. Cycles are still collected, a
+    little later; nothing ingest keeps depends on when."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(INGEST_GC_THRESHOLD0, gen1, gen2)
+
+
 def run_ingest(settings: Settings) -> int:
     """Run ingest alone until SIGINT/SIGTERM (``edgefleet fleet ingest CONFIG``)."""
     if not settings.ingest.enabled:
@@ -164,6 +186,7 @@ def run_ingest(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _signal)
     db = Database.from_url(settings.database_url)
     process = IngestProcess(settings, db)
+    tune_gc_for_ingest()
     try:
         process.start()
         stop.wait()

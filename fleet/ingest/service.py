@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -162,26 +161,17 @@ class _Directory:
         #: (gateway, device) -> (expires, exists, site, area)
         self._cache: dict[tuple[str, str], tuple[float, bool, str, str]] = {}
 
-    def prefetch(self, session: Session, keys: set[tuple[str, str]]) -> None:
+    def prefetch(self, session: Session, sql: BatchSQL, keys: set[tuple[str, str]]) -> None:
         now = time.monotonic()
         missing = sorted(k for k in keys if (hit := self._cache.get(k)) is None or hit[0] <= now)
         if not missing:
             return
-        from fleet.registry.models import Area, Device, Gateway, Site
-
-        for start in range(0, len(missing), 500):
-            chunk = missing[start:start + 500]
-            found = session.execute(
-                select(Gateway.key, Device.key, Device.site_id, Area.path)
-                .join(Gateway, Device.gateway_id == Gateway.id)
-                .outerjoin(Site, Device.site_id == Site.id)
-                .outerjoin(Area, Site.area_id == Area.id)
-                .where(tuple_(Gateway.key, Device.key).in_(chunk)))
-            rows = {(g, d): (site, path) for g, d, site, path in found}
-            for key in chunk:
-                site, path = rows.get(key, (None, None))
-                self._cache[key] = (now + self.ttl_s, key in rows,
-                                    "" if site is None else str(site), path or "")
+        rows = {(g, d): (site, path) for g, d, site, path in
+                sql.directory(session.connection(), missing)}
+        for key in missing:
+            site, path = rows.get(key, (None, None))
+            self._cache[key] = (now + self.ttl_s, key in rows,
+                                "" if site is None else str(site), path or "")
 
     def stale(self, keys: set[tuple[str, str]]) -> bool:
         """Does any of ``keys`` need fetching?"""
@@ -280,8 +270,8 @@ class Ingestor:
         devices = {(d.gateway, d.device) for d in decoded
                    if isinstance(d, Decoded) and d.device is not None and d.channel != "cmd"}
         if self._directory.stale(devices):
-            with self.db.transaction() as session:  # registry reads only: short
-                self._directory.prefetch(session, devices)
+            with self.db.reading() as session:  # registry reads only: no write lock
+                self._directory.prefetch(session, self._sql, devices)
         # Telemetry goes to the sink before the transaction, and all of it: the sink is
         # idempotent per (device, epoch, seq), so the copies the accounting will call duplicates
         # cost a rewrite, not a double; and the sink's own fsync is not spent holding the

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
 
+#: One encoder for every row's values (json.dumps with options builds a new one per call).
+_encode_values = json.JSONEncoder(separators=(",", ":")).encode
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,7 +91,7 @@ class EmbeddedStore:
     # -- the sink ---------------------------------------------------------------------------------
     def write(self, readings: Sequence[Reading]) -> None:
         rows = [(r.device, r.epoch, r.seq, r.ts_ms, r.device_class, r.gateway,
-                 json.dumps(dict(r.values), separators=(",", ":"))) for r in readings]
+                 _encode_values(dict(r.values))) for r in readings]
         try:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")

@@ -58,16 +58,19 @@ def write_config(path: Path, *, database_url: str, data_dir: Path, broker: Broke
 class IngestProcess:
     """One ``edgefleet fleet ingest CONFIG`` process; ``kill()`` is SIGKILL, no goodbye."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *,
+                 entry: Sequence[str] = ("-m", "edgefleet")) -> None:
         self.config = config
         self.log = log
+        #: How Python is told to run the CLI (the bench's profiler wraps it).
+        self.entry = tuple(entry)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgefleet", "-v", "fleet", "ingest", str(self.config)],
+                [sys.executable, *self.entry, "-v", "fleet", "ingest", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.starts += 1

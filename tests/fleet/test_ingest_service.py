@@ -210,3 +210,49 @@ def test_a_gateways_command_ack_is_recorded_on_the_command(db: Database,
     with db.transaction() as session:
         command = session.scalars(select(DeviceCommand)).one()
         assert (command.state, command.error) == ("failed", "device busy")
+
+
+class _Recording:
+    """A telemetry sink that keeps what it was handed."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        self.readings.extend(readings)
+
+    def close(self) -> None:
+        pass
+
+
+def test_telemetry_reaches_the_sink_tagged_with_the_devices_site_and_ward(
+        db: Database) -> None:
+    from fleet.registry.models import Area, Site
+
+    with db.transaction() as session:
+        city = Area(name="HCMC", kind="city", path="/hcmc/")
+        session.add(city)
+        session.flush()
+        ward = Area(name="Ben Thanh", kind="ward", parent_id=city.id, path="/hcmc/ben-thanh/")
+        session.add(ward)
+        session.flush()
+        site = Site(name="Market hall", area_id=ward.id)
+        session.add(site)
+        session.flush()
+        gateway = Gateway(key="gw-market", site_id=site.id)
+        session.add(gateway)
+        session.flush()
+        session.add_all([Device(gateway_id=gateway.id, key="smoke-1", device_class="fire",
+                                site_id=site.id),
+                         Device(gateway_id=gateway.id, key="smoke-2", device_class="fire")])
+        site_id = site.id
+    sink = _Recording()
+    Ingestor(db, sink).process([telemetry("gw-market", "smoke-1", 1),
+                                telemetry("gw-market", "smoke-2", 1),
+                                telemetry("gw-market", "smoke-new", 1),
+                                telemetry("gw-other", "smoke-1", 1)])
+    tags = {(r.gateway, r.device): (r.site, r.area) for r in sink.readings}
+    assert tags == {("gw-market", "smoke-1"): (str(site_id), "/hcmc/ben-thanh/"),
+                    ("gw-market", "smoke-2"): ("", ""),  # not placed at a site yet
+                    ("gw-market", "smoke-new"): ("", ""),  # first heard: not registered yet
+                    ("gw-other", "smoke-1"): ("", "")}  # same device id, another gateway
