@@ -1,5 +1,5 @@
-"""The Python floor for ``ingest_python_floor_vs_c_client``: how fast one Python process on the
-ingest's own MQTT client (:class:`fleet.ingest.leanclient.LeanClient`, the
+"""The Python floor beside ``ingest_vs_c_client`` (bench/bench_ingest.py): how fast one Python
+process on the ingest's own MQTT client (:class:`fleet.ingest.leanclient.LeanClient`, the
 :mod:`fleet.ingest.wire` codec) drains a backlog when it does nothing else: decode each PUBLISH,
 PUBACK it. No JSON, no validation, no de-duplication, no store; acknowledgements go out every 64
 messages in one write (ingest acknowledges per committed batch).

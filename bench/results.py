@@ -15,17 +15,12 @@ class Metric:
     name: str
     value: float
     unit: str
-    #: None for a context metric: measured to judge another one by, with no goal of its own
-    #: (written as ``null``; the table says "context").
-    goal: float | None
+    goal: float
     better: Literal["higher", "lower"]
     reference: str
 
     @property
     def met(self) -> bool:
-        """The goal is met (a context metric has none to miss)."""
-        if self.goal is None:
-            return True
         return self.value >= self.goal if self.better == "higher" else self.value <= self.goal
 
 
@@ -47,9 +42,6 @@ def table(metrics: list[Metric]) -> str:
     rows = [("metric", "value", "unit", "goal", "met")]
     for m in metrics:
         value = f"{m.value:,.0f}" if abs(m.value) >= 1000 else f"{m.value:.4g}"
-        if m.goal is None:
-            rows.append((m.name, value, m.unit, "context", "-"))
-            continue
         goal = f"{'≥' if m.better == 'higher' else '≤'} {m.goal:g}"
         rows.append((m.name, value, m.unit, goal, "yes" if m.met else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

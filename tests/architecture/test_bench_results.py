@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.results import Metric, table, write
+from bench.results import Metric, write
 
 
 def _metric(name: str, value: float) -> Metric:
@@ -30,12 +30,3 @@ def test_an_unreadable_results_file_is_replaced(tmp_path: Path) -> None:
     path.write_text("{not json")
     write([_metric("ed25519_verify_ms", 8.2)], path)
     assert [m["name"] for m in json.loads(path.read_text())] == ["ed25519_verify_ms"]
-
-
-def test_a_context_metric_is_written_with_no_goal_and_shown_as_context(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    floor = Metric("ingest_python_floor_vs_c_client", 0.41, "ratio", None, "higher", "a test")
-    write([floor, _metric("ed25519_verify_ms", 8.2)], path)
-    assert json.loads(path.read_text())[0]["goal"] is None
-    row = next(line for line in table([floor]).splitlines() if line.startswith("ingest_python"))
-    assert row.split()[-2:] == ["context", "-"]
