@@ -70,9 +70,10 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
 #: the signatures below (MQTT 5, paho CallbackAPIVersion.VERSION2).
 OVERRIDDEN = ("_on_publish", "_on_connect", "_on_socket_open")
 #: paho.Client private methods and attributes the fast path uses or replaces per instance.
-PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_packet_read", "_packet_queue",
-                    "_mid_generate", "_loop_rc_handle", "_in_packet", "_sock", "_msgtime_mutex",
-                    "_last_bytes_received")
+PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_sock_send", "_packet_read",
+                    "_packet_queue", "_out_packet", "_mid_generate", "_loop_rc_handle",
+                    "_in_packet", "_sock", "_msgtime_mutex", "_last_bytes_received",
+                    "_last_msg_out")
 
 
 def check_private_api(client: aiomqtt.Client) -> list[str]:
@@ -173,9 +174,31 @@ class PubackClient(aiomqtt.Client):
             out += payload
             futures.append(fut)
         if out:
-            # qos=1 on the queue entry: paho then calls no on_publish when it is written
-            c._packet_queue(_PUBLISH, bytes(out), 0, 1)
+            self._write(out)
         return futures
+
+    def _write(self, out: bytearray) -> None:
+        """Send now what the socket takes; queue the rest on paho's writer.
+
+        The usual case (nothing of paho's waiting, the socket's buffer has room) is one send()
+        and nothing else: paho's queue would cost a wake-up byte on its socketpair, a
+        thread-safe call into the loop (a self-pipe write), and a writer registered and removed
+        again (two epoll_ctl and one more loop iteration) for every window refill."""
+        c = self._client
+        sent = 0
+        if not c._out_packet:  # else paho's queue goes first, in order
+            try:
+                sent = c._sock_send(out)  # TLS "want write" comes back as BlockingIOError
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # paho's writer meets the same error and reports the lost connection
+            if sent:
+                with c._msgtime_mutex:  # keepalive: a PINGREQ only after keepalive idle
+                    c._last_msg_out = time.monotonic()
+        if sent < len(out):
+            # qos=1 on the queue entry: paho then calls no on_publish when it is written
+            c._packet_queue(_PUBLISH, bytes(out[sent:]), 0, 1)
 
     def publish_tracked(self, topic: str, payload: bytes, qos: int,
                         retain: bool) -> asyncio.Future[int]:
