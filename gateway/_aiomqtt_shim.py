@@ -71,7 +71,8 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
 OVERRIDDEN = ("_on_publish", "_on_connect", "_on_socket_open")
 #: paho.Client private methods and attributes the fast path uses or replaces per instance.
 PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_sock_send", "_packet_read",
-                    "_packet_queue", "_out_packet", "_mid_generate", "_loop_rc_handle",
+                    "_packet_queue", "_out_packet", "_mid_generate", "_mid_generate_mutex",
+                    "_last_mid", "_loop_rc_handle",
                     "_in_packet", "_sock", "_msgtime_mutex", "_last_bytes_received",
                     "_last_msg_out")
 
@@ -142,37 +143,43 @@ class PubackClient(aiomqtt.Client):
         futures: list[asyncio.Future[int]] = []
         create_future = self._loop.create_future
         topics = self._topics
-        for topic, payload, qos, retain in messages:
-            if qos not in (0, 1):
-                raise ValueError(f"QoS {qos} is not supported on the fast path")
-            head = topics.get(topic)
-            if head is None:
-                raw = topic.encode()
-                if not raw or b"+" in raw or b"#" in raw or len(raw) > 65535:
-                    raise ValueError(f"not a topic to publish to: {topic!r}")
-                head = topics[topic] = len(raw).to_bytes(2, "big") + raw
-            fut = create_future()
-            if qos:
-                mid = c._mid_generate()
-                body_len = len(head) + 3 + len(payload)
-                out.append(_PUBLISH | 2 | retain)
-                if 127 < body_len < 16384:  # telemetry's size: two bytes, no call
-                    out.append(body_len & 0x7F | 0x80)
-                    out.append(body_len >> 7)
-                else:
-                    out += _varint(body_len)
-                out += head
-                out += mid.to_bytes(2, "big")
-                self._pubacks[mid] = fut
-            else:
-                body_len = len(head) + 1 + len(payload)
-                out.append(_PUBLISH | retain)
-                out += _varint(body_len)
-                out += head
-                fut.set_result(0)
-            out += b"\x00"  # no properties
-            out += payload
-            futures.append(fut)
+        pubacks = self._pubacks
+        with c._mid_generate_mutex:  # paho's packet ids, taken for the batch at once
+            mid = c._last_mid
+            try:
+                for topic, payload, qos, retain in messages:
+                    if qos not in (0, 1):
+                        raise ValueError(f"QoS {qos} is not supported on the fast path")
+                    head = topics.get(topic)
+                    if head is None:
+                        raw = topic.encode()
+                        if not raw or b"+" in raw or b"#" in raw or len(raw) > 65535:
+                            raise ValueError(f"not a topic to publish to: {topic!r}")
+                        head = topics[topic] = len(raw).to_bytes(2, "big") + raw
+                    fut = create_future()
+                    if qos:
+                        mid = mid + 1 if mid < 65535 else 1  # as paho's _mid_generate
+                        body_len = len(head) + 3 + len(payload)
+                        out.append(_PUBLISH | 2 | retain)
+                        if 127 < body_len < 16384:  # telemetry's size: two bytes, no call
+                            out.append(body_len & 0x7F | 0x80)
+                            out.append(body_len >> 7)
+                        else:
+                            out += _varint(body_len)
+                        out += head
+                        out += mid.to_bytes(2, "big")
+                        pubacks[mid] = fut
+                    else:
+                        body_len = len(head) + 1 + len(payload)
+                        out.append(_PUBLISH | retain)
+                        out += _varint(body_len)
+                        out += head
+                        fut.set_result(0)
+                    out += b"\x00"  # no properties
+                    out += payload
+                    futures.append(fut)
+            finally:
+                c._last_mid = mid
         if out:
             self._write(out)
         return futures
@@ -236,11 +243,14 @@ class PubackClient(aiomqtt.Client):
         buf = self._rbuf
         pubacks = self._pubacks
         settled = 0
+        drained = False
         for _ in range(_MAX_PACKETS_PER_READ):
             if c._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             if c._in_packet["command"] == 0:  # at a packet boundary
                 if not buf:
+                    if drained:  # the last read took less than asked: nothing more waits
+                        break  # (a later arrival wakes the loop again; epoll is level-triggered)
                     try:
                         data = self._paho_recv(_READ_CHUNK)
                     except BlockingIOError:
@@ -248,6 +258,7 @@ class PubackClient(aiomqtt.Client):
                     if not data:  # the peer closed: paho's reader says so
                         return c._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                     buf += data
+                    drained = len(data) < _READ_CHUNK
                 if len(buf) >= 4 and buf[0] == _PUBACK and buf[1] in (2, 3) \
                         and len(buf) >= 2 + buf[1]:
                     fut = pubacks.pop((buf[2] << 8) | buf[3], None)
