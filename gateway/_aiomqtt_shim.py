@@ -12,23 +12,26 @@ on a Pi-class core (measured with cProfile in bench/bench_mqtt.py: a Properties 
 ReasonCode objects per PUBACK, one send() and three recv() system calls per message):
 
 - ``publish_many()`` encodes the MQTT 5 PUBLISH packets itself (fixed header, topic, packet id
-  from paho's own generator, an empty property block, payload) and queues the whole window as
-  one write on paho's outgoing queue, so a window of 20 costs one send().
+  from paho's own counter, taken under its lock once per window, an empty property block,
+  payload) and sends the whole window with one send() straight to the socket when paho has
+  nothing queued (what the socket does not take goes on paho's outgoing queue, as before).
 - PUBACKs of those packet ids are settled by a small handler put in place of paho's
   ``_handle_pubackcomp`` (packet id and reason code read from the bytes); anything else (a
   PUBACK paho itself is waiting for) goes on to paho's handler.
 - Reads are buffered (64 kB per recv() instead of three per packet) and ``loop_read`` reads
-  until the socket would block, instead of once per event-loop wake-up; our PUBACKs are
+  until the socket would block (or a read came back short), instead of once per event-loop
+  wake-up; our PUBACKs are
   settled straight from that buffer, everything else goes through paho's reader.
 
-No callback can fire between queueing and registering the futures: aiomqtt registers paho's
-socket I/O with the event loop (``on_socket_register_write``), so paho never writes or reads
-synchronously inside a publish, and every PUBACK is handled from a later loop callback.
+No PUBACK can be settled before its future exists: the futures are registered before the
+window is sent, and reading is only ever done from the event loop's reader callback (aiomqtt
+registers paho's socket with the loop), never inside a publish.
 
 It relies on private names of aiomqtt 2.5 and paho 2.x (:data:`PRIVATE_API` and
 :data:`PAHO_PRIVATE_API`): ``Client._client`` (the paho client), ``Client._loop``,
 ``Client._disconnected``, ``Client._connected``, aiomqtt's ``_on_publish`` / ``_on_connect``; paho's
-``_handle_pubackcomp``, ``_sock_recv``, ``_packet_read``, ``_packet_queue``, ``_mid_generate``,
+``_handle_pubackcomp``, ``_sock_recv``, ``_sock_send``, ``_packet_read``, ``_packet_queue``,
+``_out_packet``, ``_mid_generate_mutex``, ``_last_mid``, ``_last_msg_out``, ``_mid_generate``,
 ``_in_packet``, ``_sock``, ``_loop_rc_handle``, ``_msgtime_mutex`` and
 ``_last_bytes_received``. :func:`check_private_api` verifies them on a real instance; a test
 calls it, so an upgrade that renames one fails that test by name instead of failing in the
