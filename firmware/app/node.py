@@ -299,26 +299,14 @@ class Node:
 
         A cut frame is answered at once; while the duties run (self._busy: between sample
         steps, and inside any wait the HAL makes for a peripheral, hal.on_idle) one for us is
-        held and answered when the step ends, another node's is only counted.
-
-        The end of the silence: the whole milliseconds in a poll that ends at least 0.2 ms
-        before it (a 1 ms poll returns up to ~0.1 ms late on a loaded host), then a sleep to
-        0.1 ms before it (a sleep wakes up to ~60 us late) and a spin. Before, a poll could end
-        past t3.5 and the sleep after it overshot: the node answered 0.1-0.2 ms late, every
-        frame, measured on the simulator's bus at 115200 baud. Literal numbers, not module
-        constants: a new name costs the fire node heap it does not have during a transfer."""
+        held and answered when the step ends, another node's is only counted."""
         if self._n or self._over:
             left = self._gap_us - time.ticks_diff(time.ticks_us(), self._last_us)
-            if 0 < left < 1200 and not self._busy:
-                if left > 100:
-                    time.sleep_us(left - 100)
-                last = self._last_us
-                while time.ticks_diff(time.ticks_us(), last) < self._gap_us:
-                    pass  # the end of the silence, precisely
+            if 0 < left < 1000 and not self._busy:
+                time.sleep_us(left)  # the end of the silence, precisely
                 left = 0
-            wait = (left - 200) // 1000 if left > 200 else 0
-            if wait < timeout_ms:
-                timeout_ms = wait
+            if left // 1000 < timeout_ms:
+                timeout_ms = left // 1000 if left > 0 else 0
         got = self.hal.uart_wait(timeout_ms)
         now = time.ticks_us()
         if (self._n or self._over) and time.ticks_diff(now, self._last_us) >= self._gap_us:
