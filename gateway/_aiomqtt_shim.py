@@ -12,23 +12,26 @@ on a Pi-class core (measured with cProfile in bench/bench_mqtt.py: a Properties 
 ReasonCode objects per PUBACK, one send() and three recv() system calls per message):
 
 - ``publish_many()`` encodes the MQTT 5 PUBLISH packets itself (fixed header, topic, packet id
-  from paho's own generator, an empty property block, payload) and queues the whole window as
-  one write on paho's outgoing queue, so a window of 20 costs one send().
+  from paho's own counter, taken under its lock once per window, an empty property block,
+  payload) and sends the whole window with one send() straight to the socket when paho has
+  nothing queued (what the socket does not take goes on paho's outgoing queue, as before).
 - PUBACKs of those packet ids are settled by a small handler put in place of paho's
   ``_handle_pubackcomp`` (packet id and reason code read from the bytes); anything else (a
   PUBACK paho itself is waiting for) goes on to paho's handler.
 - Reads are buffered (64 kB per recv() instead of three per packet) and ``loop_read`` reads
-  until the socket would block, instead of once per event-loop wake-up; our PUBACKs are
+  until the socket would block (or a read came back short), instead of once per event-loop
+  wake-up; our PUBACKs are
   settled straight from that buffer, everything else goes through paho's reader.
 
-No callback can fire between queueing and registering the futures: aiomqtt registers paho's
-socket I/O with the event loop (``on_socket_register_write``), so paho never writes or reads
-synchronously inside a publish, and every PUBACK is handled from a later loop callback.
+No PUBACK can be settled before its future exists: the futures are registered before the
+window is sent, and reading is only ever done from the event loop's reader callback (aiomqtt
+registers paho's socket with the loop), never inside a publish.
 
 It relies on private names of aiomqtt 2.5 and paho 2.x (:data:`PRIVATE_API` and
 :data:`PAHO_PRIVATE_API`): ``Client._client`` (the paho client), ``Client._loop``,
 ``Client._disconnected``, ``Client._connected``, aiomqtt's ``_on_publish`` / ``_on_connect``; paho's
-``_handle_pubackcomp``, ``_sock_recv``, ``_packet_read``, ``_packet_queue``, ``_mid_generate``,
+``_handle_pubackcomp``, ``_sock_recv``, ``_sock_send``, ``_packet_read``, ``_packet_queue``,
+``_out_packet``, ``_mid_generate_mutex``, ``_last_mid``, ``_last_msg_out``, ``_mid_generate``,
 ``_in_packet``, ``_sock``, ``_loop_rc_handle``, ``_msgtime_mutex`` and
 ``_last_bytes_received``. :func:`check_private_api` verifies them on a real instance; a test
 calls it, so an upgrade that renames one fails that test by name instead of failing in the
@@ -70,9 +73,11 @@ PRIVATE_API: dict[str, type | tuple[type, ...]] = {
 #: the signatures below (MQTT 5, paho CallbackAPIVersion.VERSION2).
 OVERRIDDEN = ("_on_publish", "_on_connect", "_on_socket_open")
 #: paho.Client private methods and attributes the fast path uses or replaces per instance.
-PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_packet_read", "_packet_queue",
-                    "_mid_generate", "_loop_rc_handle", "_in_packet", "_sock", "_msgtime_mutex",
-                    "_last_bytes_received")
+PAHO_PRIVATE_API = ("_handle_pubackcomp", "_sock_recv", "_sock_send", "_packet_read",
+                    "_packet_queue", "_out_packet", "_mid_generate", "_mid_generate_mutex",
+                    "_last_mid", "_loop_rc_handle",
+                    "_in_packet", "_sock", "_msgtime_mutex", "_last_bytes_received",
+                    "_last_msg_out")
 
 
 def check_private_api(client: aiomqtt.Client) -> list[str]:
@@ -141,41 +146,69 @@ class PubackClient(aiomqtt.Client):
         futures: list[asyncio.Future[int]] = []
         create_future = self._loop.create_future
         topics = self._topics
-        for topic, payload, qos, retain in messages:
-            if qos not in (0, 1):
-                raise ValueError(f"QoS {qos} is not supported on the fast path")
-            head = topics.get(topic)
-            if head is None:
-                raw = topic.encode()
-                if not raw or b"+" in raw or b"#" in raw or len(raw) > 65535:
-                    raise ValueError(f"not a topic to publish to: {topic!r}")
-                head = topics[topic] = len(raw).to_bytes(2, "big") + raw
-            fut = create_future()
-            if qos:
-                mid = c._mid_generate()
-                body_len = len(head) + 3 + len(payload)
-                out.append(_PUBLISH | 2 | retain)
-                if 127 < body_len < 16384:  # telemetry's size: two bytes, no call
-                    out.append(body_len & 0x7F | 0x80)
-                    out.append(body_len >> 7)
-                else:
-                    out += _varint(body_len)
-                out += head
-                out += mid.to_bytes(2, "big")
-                self._pubacks[mid] = fut
-            else:
-                body_len = len(head) + 1 + len(payload)
-                out.append(_PUBLISH | retain)
-                out += _varint(body_len)
-                out += head
-                fut.set_result(0)
-            out += b"\x00"  # no properties
-            out += payload
-            futures.append(fut)
+        pubacks = self._pubacks
+        with c._mid_generate_mutex:  # paho's packet ids, taken for the batch at once
+            mid = c._last_mid
+            try:
+                for topic, payload, qos, retain in messages:
+                    if qos not in (0, 1):
+                        raise ValueError(f"QoS {qos} is not supported on the fast path")
+                    head = topics.get(topic)
+                    if head is None:
+                        raw = topic.encode()
+                        if not raw or b"+" in raw or b"#" in raw or len(raw) > 65535:
+                            raise ValueError(f"not a topic to publish to: {topic!r}")
+                        head = topics[topic] = len(raw).to_bytes(2, "big") + raw
+                    fut = create_future()
+                    if qos:
+                        mid = mid + 1 if mid < 65535 else 1  # as paho's _mid_generate
+                        body_len = len(head) + 3 + len(payload)
+                        out.append(_PUBLISH | 2 | retain)
+                        if 127 < body_len < 16384:  # telemetry's size: two bytes, no call
+                            out.append(body_len & 0x7F | 0x80)
+                            out.append(body_len >> 7)
+                        else:
+                            out += _varint(body_len)
+                        out += head
+                        out += mid.to_bytes(2, "big")
+                        pubacks[mid] = fut
+                    else:
+                        body_len = len(head) + 1 + len(payload)
+                        out.append(_PUBLISH | retain)
+                        out += _varint(body_len)
+                        out += head
+                        fut.set_result(0)
+                    out += b"\x00"  # no properties
+                    out += payload
+                    futures.append(fut)
+            finally:
+                c._last_mid = mid
         if out:
-            # qos=1 on the queue entry: paho then calls no on_publish when it is written
-            c._packet_queue(_PUBLISH, bytes(out), 0, 1)
+            self._write(out)
         return futures
+
+    def _write(self, out: bytearray) -> None:
+        """Send now what the socket takes; queue the rest on paho's writer.
+
+        The usual case (nothing of paho's waiting, the socket's buffer has room) is one send()
+        and nothing else: paho's queue would cost a wake-up byte on its socketpair, a
+        thread-safe call into the loop (a self-pipe write), and a writer registered and removed
+        again (two epoll_ctl and one more loop iteration) for every window refill."""
+        c = self._client
+        sent = 0
+        if not c._out_packet:  # else paho's queue goes first, in order
+            try:
+                sent = c._sock_send(out)  # TLS "want write" comes back as BlockingIOError
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # paho's writer meets the same error and reports the lost connection
+            if sent:
+                with c._msgtime_mutex:  # keepalive: a PINGREQ only after keepalive idle
+                    c._last_msg_out = time.monotonic()
+        if sent < len(out):
+            # qos=1 on the queue entry: paho then calls no on_publish when it is written
+            c._packet_queue(_PUBLISH, bytes(out[sent:]), 0, 1)
 
     def publish_tracked(self, topic: str, payload: bytes, qos: int,
                         retain: bool) -> asyncio.Future[int]:
@@ -213,11 +246,14 @@ class PubackClient(aiomqtt.Client):
         buf = self._rbuf
         pubacks = self._pubacks
         settled = 0
+        drained = False
         for _ in range(_MAX_PACKETS_PER_READ):
             if c._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             if c._in_packet["command"] == 0:  # at a packet boundary
                 if not buf:
+                    if drained:  # the last read took less than asked: nothing more waits
+                        break  # (a later arrival wakes the loop again; epoll is level-triggered)
                     try:
                         data = self._paho_recv(_READ_CHUNK)
                     except BlockingIOError:
@@ -225,6 +261,7 @@ class PubackClient(aiomqtt.Client):
                     if not data:  # the peer closed: paho's reader says so
                         return c._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                     buf += data
+                    drained = len(data) < _READ_CHUNK
                 if len(buf) >= 4 and buf[0] == _PUBACK and buf[1] in (2, 3) \
                         and len(buf) >= 2 + buf[1]:
                     fut = pubacks.pop((buf[2] << 8) | buf[3], None)

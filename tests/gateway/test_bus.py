@@ -278,3 +278,58 @@ async def test_a_request_cancelled_while_the_line_is_silent_never_reaches_the_wi
     finally:
         os.close(far)
         os.close(near)
+
+
+@run_async
+async def test_a_slow_read_of_the_reply_does_not_delay_the_next_request() -> None:
+    """t3.5 runs from when the reply's bytes were waiting at the port, not from when the
+    master had finished reading them: on a loaded Pi the read itself (pyserial, pymodbus) can
+    be late, and that lateness is not silence the bus needs. A 0.1 s read at 300 baud (t3.5 =
+    128 ms): the next request is due 128 ms after the reply, not 228."""
+    import time
+
+    from gateway.rtu import RtuBus
+    from hardware.serialline import t35
+
+    far, near = os.openpty()   # near: the master's port; far: the line
+    os.set_blocking(far, False)
+
+    async def heard(count: int) -> tuple[bytes, float]:
+        got = b""
+        while len(got) < count:
+            await asyncio.sleep(0.001)
+            try:
+                got += os.read(far, 64)
+            except BlockingIOError:
+                pass
+        return got, time.perf_counter()
+
+    try:
+        async with RtuBus(os.ttyname(near), 300, timeout=2.0) as bus:
+            request = asyncio.ensure_future(bus.read_holding(1, 0, 1))
+            assert (await heard(8))[0][:2] == b"\x01\x03"
+            serial = bus._client.ctx.transport.sync_serial
+            read = serial.read
+
+            def slow_read(size: int = 1) -> bytes:
+                time.sleep(0.1)   # the loop is late to read what is already there
+                return bytes(read(size))
+
+            serial.read = slow_read
+            body = bytes([1, 3, 2, 0, 42])
+            crc = 0xFFFF
+            for byte in body:
+                crc ^= byte
+                for _ in range(8):
+                    crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+            os.write(far, body + crc.to_bytes(2, "little"))
+            replied = time.perf_counter()
+            assert await request == [42]
+            serial.read = read
+            following = asyncio.ensure_future(bus.read_holding(1, 0, 1))
+            _, sent = await heard(8)
+            following.cancel()
+            assert t35(300) <= sent - replied < t35(300) + 0.06, sent - replied
+    finally:
+        os.close(far)
+        os.close(near)

@@ -122,6 +122,23 @@ def test_publisher_sees_oldest_first_and_ack_removes_only_what_was_delivered(db:
         assert outbox.put(telemetry("d0")).id > stored[-1].id
 
 
+def test_acks_in_runs_or_scattered_delete_exactly_what_was_delivered(db: Path) -> None:
+    """The publisher's acks come in runs of consecutive ids (deleted by range) or scattered
+    after refusals and rewinds (deleted id by id): either way nothing else goes."""
+    with Outbox(db) as outbox:
+        stored = outbox.put_many([telemetry(f"d{i % 3}", i) for i in range(60)])
+        ids = [s.id for s in stored]
+        runs = ids[0:5] + ids[7:8] + ids[9:20]  # three runs, one of one id
+        scattered = ids[21:60:2]  # twenty runs of one: the scattered path
+        outbox.ack(reversed(runs))
+        outbox.ack(scattered + scattered[:3])
+        gone = set(runs) | set(scattered)
+        left = outbox.peek(100)
+        assert [m.id for m in left] == [i for i in ids if i not in gone]
+        assert outbox.stats().depth == len(left)
+        assert outbox.stats().bytes == sum(len(m.payload) for m in left)
+
+
 def test_broker_refusal_is_dead_lettered_with_its_reason_code_and_counted(db: Path) -> None:
     with Outbox(db) as outbox:
         refused, kept = outbox.put_many([alarm("fire-1"), telemetry("fire-1")])
