@@ -90,38 +90,39 @@ class BatchSQL:
     def load(self, conn: Connection, keys: Sequence[tuple[str, str, str]]) -> list[StreamRow]:
         """The accounting rows of ``keys`` (sorted), locked on PostgreSQL in key order so two
         replicas never deadlock (SQLite's BEGIN IMMEDIATE already serialises writers)."""
-        out: list[StreamRow] = []
-        m = self._mark
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start:start + _CHUNK]
-            values = ", ".join([f"({m}, {m}, {m})"] * len(chunk))
-            sql = ("SELECT s.gateway, s.device, s.epoch, s.seen, s.dropped, s.duplicates"
-                   f" FROM (VALUES {values}) AS k JOIN ingest_streams s"
-                   " ON s.gateway = k.column1 AND s.device = k.column2 AND s.epoch = k.column3"
-                   " ORDER BY s.gateway, s.device, s.epoch")
-            if self.postgresql:
-                sql += " FOR UPDATE OF s"
-            params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).fetchall())
-        return out
+        sql = ("SELECT s.gateway, s.device, s.epoch, s.seen, s.dropped, s.duplicates"
+               " FROM (VALUES {values}) AS k JOIN ingest_streams s"
+               " ON s.gateway = k.column1 AND s.device = k.column2 AND s.epoch = k.column3"
+               " ORDER BY s.gateway, s.device, s.epoch")
+        if self.postgresql:
+            sql += " FOR UPDATE OF s"
+        return self._joined(conn, sql, keys)
 
     def directory(self, conn: Connection, keys: Sequence[tuple[str, str]]
                   ) -> list[DirectoryRow]:
         """What ingest needs of the devices ``keys`` (gateway, device) that the registry holds:
         their site and area path. The keys are joined to the tables (an index lookup each)."""
-        out: list[DirectoryRow] = []
-        m = self._mark
+        return self._joined(conn, "SELECT g.key, d.key, d.site_id, a.path"
+                                  " FROM (VALUES {values}) AS k"
+                                  " JOIN gateways g ON g.key = k.column1"
+                                  " JOIN devices d ON d.gateway_id = g.id AND d.key = k.column2"
+                                  " LEFT JOIN sites s ON s.id = d.site_id"
+                                  " LEFT JOIN areas a ON a.id = s.area_id", keys)
+
+    def _joined(self, conn: Connection, sql: str, keys: Sequence[tuple[str, ...]]
+                ) -> list[Any]:
+        """Run ``sql`` with its ``{values}`` list made of ``keys`` (tuples of one width),
+        _CHUNK keys at a time: each key joins the tables by an index lookup, where SQLAlchemy's
+        tuple IN scanned them."""
+        out: list[Any] = []
+        if not keys:
+            return out
+        row = "(" + ", ".join([self._mark] * len(keys[0])) + ")"
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
-            values = ", ".join([f"({m}, {m})"] * len(chunk))
-            sql = ("SELECT g.key, d.key, d.site_id, a.path"
-                   f" FROM (VALUES {values}) AS k"
-                   " JOIN gateways g ON g.key = k.column1"
-                   " JOIN devices d ON d.gateway_id = g.id AND d.key = k.column2"
-                   " LEFT JOIN sites s ON s.id = d.site_id"
-                   " LEFT JOIN areas a ON a.id = s.area_id")
             params = tuple(v for key in chunk for v in key)
-            out.extend(conn.exec_driver_sql(sql, params).fetchall())
+            out.extend(conn.exec_driver_sql(sql.format(values=", ".join([row] * len(chunk))),
+                                            params).fetchall())
         return out
 
     def save(self, conn: Connection, rows: Sequence[SavedStream], now: datetime) -> None:
