@@ -44,17 +44,13 @@ class BatchSQL:
         self.postgresql = dialect.name == "postgresql"
         table = IngestStream.__table__
         assert isinstance(table, Table)
-        bind = table.c.updated_at.type.bind_processor(dialect)
+        # The processor of the dialect's own implementation binds what the ORM binds (on
+        # SQLite: SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff" text, the same in every row); the
+        # decorator's own processor would leave a datetime for pysqlite's adapter, whose
+        # isoformat adds "+00:00" and drops a zero fraction, so the columns that ingest's raw
+        # statements write held two text formats, compared as strings by `last_seen < ?`.
+        bind = table.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
         encode: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
-        if not self.postgresql:
-            # pysqlite binds a datetime through its default adapter, datetime.isoformat(" "),
-            # once per row it appears in; a whole batch shares one "now", so do it once here
-            # (the same text, so the stored values do not change).
-            def encode_sqlite(value: Any, _encode: Callable[[Any], Any] = encode) -> Any:
-                out = _encode(value)
-                return out.isoformat(" ") if isinstance(out, datetime) else out
-
-            encode = encode_sqlite
         self._encode = encode
         mark = "%s" if self.postgresql else "?"
         self._mark = mark

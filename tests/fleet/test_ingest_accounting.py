@@ -7,10 +7,15 @@ ranges the gateway declared, and the totals the fleet must then show for the dev
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from fleet.ingest.accounting import SeqSet, StreamState, StreamTotals
+from fleet.ingest.batchsql import BatchSQL
+from fleet.ingest.models import IngestStream
 
 
 @pytest.mark.parametrize(("arrivals", "declared", "totals", "gaps"), [
@@ -116,3 +121,22 @@ def test_shuffled_arrivals_with_redeliveries_match_a_plain_set() -> None:
             duplicates=len(copies) - len(delivered), declared_drops=len(dropped - delivered),
             gaps=len(undeclared))
         assert {s for a, b in state.gap_ranges() for s in range(a, b + 1)} == undeclared
+
+
+@pytest.mark.parametrize("ts", [datetime(2026, 12, 2, 17, 15, 4, 482225, tzinfo=UTC),
+                                datetime(2026, 12, 2, 17, 15, 5, tzinfo=UTC)])
+def test_ingest_stores_a_timestamp_in_the_text_the_orm_stores(ts: datetime) -> None:
+    """SQLite keeps timestamps as text and `last_seen < ?` compares them as text: the rows that
+    ingest's raw statements write must hold the ORM's own format (a "+00:00" suffix, or a
+    whole second without its ".000000", sorted wrongly against the ORM's rows)."""
+    engine = create_engine("sqlite://")
+    IngestStream.__table__.create(engine)  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        session.add(IngestStream(gateway="gw", device="orm", epoch="e", updated_at=ts))
+        session.commit()
+    sql = BatchSQL(engine.dialect)
+    with engine.begin() as conn:
+        sql.insert_missing(conn, [("gw", "raw", "e")], ts)
+        stored: dict[str, str] = dict(
+            conn.exec_driver_sql("SELECT device, updated_at FROM ingest_streams").tuples().all())
+    assert stored["raw"] == stored["orm"]
