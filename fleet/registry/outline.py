@@ -40,10 +40,15 @@ def _number(value: Any, what: str) -> float:
 
 
 def _position(value: Any, where: str) -> list[float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise OutlineError(f"{where}: a position is [longitude, latitude], got {value!r}"[:300])
+    # RFC 7946 allows an altitude as a third element (GIS exports often write z = 0); the map
+    # is flat, so it is checked as a number and dropped.
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        raise OutlineError(f"{where}: a position is [longitude, latitude] or [longitude, "
+                           f"latitude, altitude], got {value!r}"[:300])
     lon = _number(value[0], f"{where}: longitude")
     lat = _number(value[1], f"{where}: latitude")
+    if len(value) == 3:
+        _number(value[2], f"{where}: altitude")
     if not -180.0 <= lon <= 180.0:
         raise OutlineError(f"{where}: longitude {lon:g} is outside -180..180")
     if not -90.0 <= lat <= 90.0:

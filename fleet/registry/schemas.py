@@ -24,9 +24,10 @@ def _outline(value: Any) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
 
 
-_POSITION = {"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [
+_POSITION = {"type": "array", "minItems": 2, "maxItems": 3, "prefixItems": [
     {"type": "number", "minimum": -180, "maximum": 180, "title": "longitude"},
-    {"type": "number", "minimum": -90, "maximum": 90, "title": "latitude"}]}
+    {"type": "number", "minimum": -90, "maximum": 90, "title": "latitude"},
+    {"type": "number", "title": "altitude (dropped)"}]}
 _BBOX = {"type": "array", "items": {"type": "number"}, "description": "ignored"}
 _POLYGON = {"type": "array", "minItems": 1,
             "items": {"type": "array", "minItems": 4, "items": _POSITION}}

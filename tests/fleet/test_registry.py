@@ -15,6 +15,7 @@ from contracts.mqtt import GatewayStatusPayload, StatePayload
 from fleet.auth.rbac import Principal
 from fleet.registry import service as reg
 from fleet.registry.models import Device
+from fleet.registry.outline import OutlineError, check_outline
 
 T0 = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
 ADMIN = Principal(user_id=0, username="t", role="admin", area_path=None)
@@ -230,6 +231,16 @@ def test_a_broken_csv_file_is_a_problem_report_not_a_server_error(client, world)
 def square(lon: float, lat: float, size: float = 0.01) -> list[list[float]]:
     return [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size],
             [lon, lat]]
+
+
+def test_a_boundary_exported_with_altitudes_is_taken_flat() -> None:
+    """GIS exports often write [lon, lat, 0] (RFC 7946 allows an altitude): the map is flat."""
+    ring = [[lon, lat, 0.0] for lon, lat in square(106.69, 10.77)]
+    assert check_outline({"type": "Polygon", "coordinates": [ring]}) == \
+        {"type": "Polygon", "coordinates": [square(106.69, 10.77)]}
+    ring[2] = [*ring[2][:2], "high"]
+    with pytest.raises(OutlineError, match="position 2: altitude is 'high', not a number"):
+        check_outline({"type": "Polygon", "coordinates": [ring]})
 
 
 WARD_A_OUTLINE = {"type": "Polygon", "coordinates": [square(106.69, 10.77)]}
