@@ -261,7 +261,9 @@ class PubackClient(aiomqtt.Client):
                     if not data:  # the peer closed: paho's reader says so
                         return c._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                     buf += data
-                    drained = len(data) < _READ_CHUNK
+                    # Under TLS a read returns at most one record, and OpenSSL may hold more
+                    # already decrypted, which epoll cannot see (paho checks pending() too).
+                    drained = len(data) < _READ_CHUNK and not _tls_pending(c._sock)
                 if len(buf) >= 4 and buf[0] == _PUBACK and buf[1] in (2, 3) \
                         and len(buf) >= 2 + buf[1]:
                     fut = pubacks.pop((buf[2] << 8) | buf[3], None)
@@ -346,3 +348,9 @@ class PubackClient(aiomqtt.Client):
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _tls_pending(sock: Any) -> int:
+    """Bytes a TLS socket has decrypted and not yet handed out (0 for a plain socket)."""
+    pending = getattr(sock, "pending", None)
+    return pending() if callable(pending) else 0
