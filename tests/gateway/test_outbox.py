@@ -275,6 +275,23 @@ def test_a_consumer_can_tell_policy_drops_from_losses_by_the_drop_ranges(db: Pat
         assert second.first_seq > first.last_seq
 
 
+def test_one_delivery_acked_as_a_run_closes_the_devices_drop_range(db: Path) -> None:
+    """The publisher acks runs of consecutive ids by range: a delivery that way must close the
+    device's open drop range as the scattered path does, or the next outage's drops would be
+    folded into the old range and a consumer could not tell them from a loss."""
+    with Outbox(db, max_bytes=1200) as outbox:
+        for i in range(60):
+            outbox.put(alarm("d0", i) if i % 4 == 0 else telemetry("d0", i))
+        [drops] = outbox.drop_ranges("d0")
+        oldest = next(m for m in outbox.peek(1000) if m.kind != "drops")
+        outbox.ack([oldest.id])  # one run of one id: the range path
+        for i in range(60, 120):
+            outbox.put(telemetry("d0", i))
+        first, second = outbox.drop_ranges("d0")
+        assert first == drops
+        assert second.first_seq > first.last_seq
+
+
 def test_when_only_alarms_fill_the_bound_they_are_kept_and_an_error_is_logged_once(
         db: Path, caplog: pytest.LogCaptureFixture) -> None:
     with Outbox(db, max_bytes=500) as outbox, caplog.at_level(logging.ERROR):
