@@ -4,6 +4,7 @@ shared with the status, in-order settlement, and the back-off after a transient 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -168,3 +169,57 @@ def test_the_shim_check_names_what_is_missing() -> None:
 
     [problem] = asyncio.run(build())
     assert "_disconnected" in problem
+
+
+@pytest.mark.parametrize("socket_takes", ["all", "part", "nothing", "error", "paho_busy"])
+def test_a_window_reaches_the_wire_whole_and_in_order_however_much_the_socket_takes(
+        socket_takes: str) -> None:
+    """The shim sends a window straight to the socket and queues on paho's writer whatever the
+    socket did not take (or all of it, behind paho's own queue): what was sent followed by what
+    was queued is the whole window, byte for byte, and every PUBACK is awaited from the start."""
+    messages = [(f"edgefleet/v1/gw/dev{i}/telemetry", b"x" * (40 + i * 50), 1, False)
+                for i in range(6)] + [("edgefleet/v1/gw/status", b"{}", 1, True)]
+
+    async def publish(send: Any) -> tuple[bytes, bytes, list[Any], int]:
+        client = PubackClient("127.0.0.1", 1, protocol=aiomqtt.ProtocolVersion.V5)
+        c = client._client
+        c._sock = object()  # connected, as far as the shim looks
+        wire, queued = bytearray(), bytearray()
+        if socket_takes == "paho_busy":
+            c._out_packet.append({"packet": b"paho's own"})
+        c._sock_send = lambda data: send(client, wire, data)
+        c._packet_queue = lambda command, packet, mid, qos, info=None: queued.extend(packet)
+        futures = client.publish_many(messages)
+        c._sock = None
+        return bytes(wire), bytes(queued), futures, len(client._pubacks)
+
+    def take(n: int | None, error: type[OSError] | None = None) -> Any:
+        def send(client: PubackClient, wire: bytearray, data: bytearray) -> int:
+            assert len(client._pubacks) == len(messages)  # awaited before the first byte goes
+            if error is not None:
+                raise error()
+            wire.extend(data[:n])
+            return len(data[:n])
+        return send
+
+    sends = {"all": take(None), "part": take(37), "nothing": take(None, BlockingIOError),
+             "error": take(None, ConnectionResetError), "paho_busy": take(None)}
+    wire, queued, futures, awaited = asyncio.run(publish(sends[socket_takes]))
+    whole = wire + queued
+    # The window, parsed back: seven PUBLISHes, QoS 1, in order, each with its topic and payload.
+    at, seen = 0, []
+    while at < len(whole):
+        assert whole[at] & 0xF0 == 0x30 and whole[at] & 0x06 == 0x02
+        length, shift, at = 0, 0, at + 1
+        while True:
+            length |= (whole[at] & 0x7F) << shift
+            shift, at = shift + 7, at + 1
+            if not whole[at - 1] & 0x80:
+                break
+        body, at = whole[at:at + length], at + length
+        topic_len = int.from_bytes(body[:2], "big")
+        seen.append((body[2:2 + topic_len].decode(), body[2 + topic_len + 3:]))
+    assert seen == [(topic, payload) for topic, payload, _, _ in messages]
+    assert len(futures) == awaited == len(messages)
+    expected_wire = {"all": len(whole), "part": 37, "nothing": 0, "error": 0, "paho_busy": 0}
+    assert len(wire) == expected_wire[socket_takes]
