@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -213,6 +213,19 @@ def utc_now() -> str:
 CommandHandler = Callable[[Command], Awaitable[None]]
 HealthSource = Callable[[], Mapping[str, Any]]
 
+
+
+def outbox_turn(acked: int, waiting: int, capacity: int, paused: bool, ack_batch: int
+                ) -> Literal["ack", "read"] | None:
+    """What the outbox does while the broker works on a window, one page at most: delete the
+    delivered once ``ack_batch`` have gathered (they are durable in the outbox until then and
+    re-sent after a crash, never lost); else read ahead while fewer than two windows wait,
+    unless a transient refusal's back-off holds the window (it rewinds and reads again)."""
+    if acked >= ack_batch:
+        return "ack"
+    if waiting < 2 * capacity and not paused:
+        return "read"
+    return None
 
 class MqttSession:
     """One gateway's MQTT 5 session. Build it from plain parameters, then run `pump()`.
@@ -535,9 +548,11 @@ class MqttSession:
                                     self.idle_poll if pause is None else pause)
                     continue
                 # The broker has work: the outbox's turn, one page at most (see above).
-                if len(acked) >= ack_batch:
+                turn = outbox_turn(len(acked), len(waiting), window.capacity, window.paused,
+                                   ack_batch)
+                if turn == "ack":
                     self._ack(outbox, acked)
-                elif len(waiting) < 2 * window.capacity and not window.paused:
+                elif turn == "read":
                     batch = outbox.peek(peek_batch, after_id)
                     if batch:
                         waiting.extend(batch)

@@ -10,6 +10,7 @@ import aiomqtt
 import pytest
 
 from gateway._aiomqtt_shim import PRIVATE_API, PubackClient, check_private_api
+from gateway.mqtt import outbox_turn
 from gateway.pubwindow import PubackWindow, Settled, Verdict, classify
 
 
@@ -223,3 +224,16 @@ def test_a_window_reaches_the_wire_whole_and_in_order_however_much_the_socket_ta
     assert len(futures) == awaited == len(messages)
     expected_wire = {"all": len(whole), "part": 37, "nothing": 0, "error": 0, "paho_busy": 0}
     assert len(wire) == expected_wire[socket_takes]
+
+
+@pytest.mark.parametrize(("acked", "waiting", "paused", "turn"), [
+    (100, 0, False, "ack"),  # a page of deliveries gathered: delete them
+    (100, 500, True, "ack"),  # even while paused: deliveries are deliveries
+    (99, 0, False, "read"),  # nothing read ahead: read the next page
+    (0, 39, False, "read"),  # less than two windows wait
+    (0, 40, False, None),  # two windows wait: leave the outbox alone
+    (0, 0, True, None),  # a back-off holds the window: it rewinds and reads again after
+])
+def test_the_outbox_takes_one_turn_while_the_broker_works(acked: int, waiting: int,
+                                                          paused: bool, turn: str | None) -> None:
+    assert outbox_turn(acked, waiting, capacity=20, paused=paused, ack_batch=100) == turn
