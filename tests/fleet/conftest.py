@@ -133,6 +133,19 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
         postgres.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def empty_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database of ``kind`` ("sqlite" or "postgresql") with no revision applied, for a
+    test that migrates it to an old revision itself: an SQLite file in ``tmp_path``, or a new
+    database on the session's PostgreSQL server, dropped when the test ends."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"empty_{os.getpid()}_{next(_db_counter)}"
+    server.admin(f"CREATE DATABASE {name}")
+    request.addfinalizer(lambda: server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    return server.url(name)
+
+
 def settings_for(url: str, tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
     """Settings on a test database: a random secret, a cheap argon2 profile (the production
     profile costs 64 MiB and ~100 ms per hash), and no escalation timer unless a test asks."""

@@ -4,8 +4,6 @@ area outlines (GeoJSON boundaries: checked, audited, migrated onto an existing r
 
 from __future__ import annotations
 
-import itertools
-import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +14,7 @@ from fleet.auth.rbac import Principal
 from fleet.registry import service as reg
 from fleet.registry.models import Device
 from fleet.registry.outline import OutlineError, check_outline
+from tests.fleet.conftest import empty_database_url
 
 T0 = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
 ADMIN = Principal(user_id=0, username="t", role="admin", area_path=None)
@@ -310,9 +309,6 @@ def test_a_boundary_that_is_not_an_area_is_refused_saying_what_is_wrong(  # type
                       headers=world.headers("admin")).json()["outline"] is None
 
 
-_old_db = itertools.count(1)
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_an_existing_registry_gains_outlines_and_keeps_its_areas_both_ways(  # type: ignore[no-untyped-def]
         kind, tmp_path, request) -> None:
@@ -320,14 +316,7 @@ def test_an_existing_registry_gains_outlines_and_keeps_its_areas_both_ways(  # t
     from fleet.core.migrate import downgrade, pending_changes, upgrade
     from fleet.registry.models import Area
 
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        server = request.getfixturevalue("postgres")
-        name = f"outline_{os.getpid()}_{next(_old_db)}"
-        server.admin(f"CREATE DATABASE {name}")
-        request.addfinalizer(lambda: server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        url = server.url(name)
+    url = empty_database_url(kind, tmp_path, request)
     upgrade(url, "0007_fleetfix")  # the registry as it was before outlines
     db = Database.from_url(url)
     try:

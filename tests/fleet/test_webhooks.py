@@ -4,10 +4,8 @@ delivered exactly once per event when it comes back, also with two replicas raci
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
 import random
 import socket
 import threading
@@ -25,7 +23,7 @@ from fleet.notify import webhooks
 from fleet.notify.models import WebhookDelivery, WebhookSubscription
 from fleet.notify.sealed import SealError, SecretBox
 from fleet.notify.signing import SIGNATURE_HEADER, backoff_s, sign, verify
-from tests.fleet.conftest import World, alarm_payload, settings_for
+from tests.fleet.conftest import World, alarm_payload, empty_database_url, settings_for
 
 SECRET = "a-shared-secret-for-the-114-bridge"
 
@@ -238,20 +236,9 @@ def test_a_secret_that_will_not_open_sends_nothing_unsigned(fleet_db, world, rec
 def _database_at_0006(kind: str, tmp_path, request) -> str:  # type: ignore[no-untyped-def]
     from fleet.core.migrate import upgrade
 
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        server = request.getfixturevalue("postgres")
-        name = f"old_{os.getpid()}_{next(_old)}"
-        server.admin(f"CREATE DATABASE {name}")
-        request.addfinalizer(lambda: server.admin(f"DROP DATABASE IF EXISTS {name} "
-                                                  "WITH (FORCE)"))
-        url = server.url(name)
+    url = empty_database_url(kind, tmp_path, request)
     upgrade(url, "0006")
     return url
-
-
-_old = itertools.count(1)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
