@@ -10,6 +10,9 @@ every run checks that every message arrived.
   PUBACK received and recorded). `gateway_publish_vs_c_client` divides it by the rate of
   `mosquitto_pub -l -q 1` sending the same payloads, one per line, to the same broker (timed
   from its start to its exit, after its last PUBACK). Median of ROUNDS runs each, alternating.
+- `gateway_publish_tls_vs_c_client`: the same two publish runs over TLS, to a broker that
+  requires client certificates (the gateway's default in the field), both with the gateway's
+  certificate.
 - `gateway_replay_msgs_per_s`: a REPLAY_N-message backlog in the outbox, replayed to a live
   `mosquitto_sub -q 1` subscriber, timed from the pump's start until the subscriber has every
   message (`-C`). `gateway_replay_vs_c_client` divides it by the rate at which the same broker
@@ -38,7 +41,7 @@ from bench.bench_outbox import telemetry
 from bench.results import Metric
 from gateway.mqtt import Backoff, MqttSession
 from gateway.outbox import Outbox
-from tests.gateway.mosquitto import Broker, publish_once
+from tests.gateway.mosquitto import Broker, make_pki, publish_once
 
 PUBLISH_N, REPLAY_N, BATCH, WINDOW, ROUNDS = 30_000, 200_000, 500, 100, 3
 C_CHUNK = 25_000
@@ -75,17 +78,27 @@ def _lines(outbox: Outbox, stem: Path, total: int) -> list[Path]:
 
 
 def _c_burst(broker: Broker, files: list[Path]) -> subprocess.Popen[bytes]:
-    """`mosquitto_pub -l -q 1` over the files, one process each, back to back."""
+    """`mosquitto_pub -l -q 1` over the files, one process each, back to back; over TLS with
+    the gateway's certificate when the broker has a PKI."""
     script = ('for f in "$@"; do "$MOSQUITTO_PUB" -h "$HOST" -p "$PORT" -q 1 -l -t "$TOPIC" '
-              '< "$f" || exit 1; done')
+              '$TLS < "$f" || exit 1; done')
+    tls = ""
+    if broker.pki is not None:
+        cert = broker.pki.clients[GW]
+        tls = f"--cafile {broker.pki.ca} --cert {cert.cert} --key {cert.key}"
     env = {"MOSQUITTO_PUB": MOSQUITTO_PUB, "HOST": broker.host, "PORT": str(broker.port),
-           "TOPIC": C_TOPIC, "PATH": "/usr/bin:/bin"}
+           "TOPIC": C_TOPIC, "TLS": tls, "PATH": "/usr/bin:/bin"}
     return subprocess.Popen(["bash", "-c", script, "c-burst", *map(str, files)], env=env)
 
 
 def _session(broker: Broker) -> MqttSession:
+    tls: dict[str, str] = {}
+    if broker.pki is not None:
+        cert = broker.pki.clients[GW]
+        tls = {"ca_file": str(broker.pki.ca), "cert_file": str(cert.cert),
+               "key_file": str(cert.key)}
     return MqttSession(broker.host, broker.port, gateway_id=GW, window=WINDOW,
-                       backoff=Backoff(0.05, 0.2), status_interval=None)
+                       backoff=Backoff(0.05, 0.2), status_interval=None, **tls)
 
 
 async def _pump_until(broker: Broker, outbox: Outbox,
@@ -155,18 +168,22 @@ def _median_rates(runs: list[float], n: int) -> float:
     return n / statistics.median(runs)
 
 
-def publish_rates(tmp: Path) -> tuple[float, float, MqttSession]:
-    broker = Broker(tmp / "broker-publish")
+def publish_rates(tmp: Path, tls: bool = False) -> tuple[float, float, MqttSession]:
+    """Gateway and C client publish rates (median of ROUNDS each, alternating); with tls, to a
+    broker that requires client certificates, as in the field (the gateway's default)."""
+    name = "tls" if tls else "publish"
+    pki = make_pki(tmp / "pki", (GW,)) if tls else None
+    broker = Broker(tmp / f"broker-{name}", pki=pki)
     broker.start()
     gateway_runs: list[float] = []
     c_runs: list[float] = []
     session: MqttSession | None = None
     try:
         for i in range(ROUNDS):
-            with Outbox(tmp / f"publish-{i}.db", max_bytes=1 << 40) as outbox:
+            with Outbox(tmp / f"{name}-{i}.db", max_bytes=1 << 40) as outbox:
                 _fill(outbox, PUBLISH_N)
                 if i == 0:
-                    files = _lines(outbox, tmp / "publish", PUBLISH_N)
+                    files = _lines(outbox, tmp / name, PUBLISH_N)
                 c_runs.append(_c_publish(broker, files))
                 elapsed, session = asyncio.run(_pump_until(broker, outbox, outbox_empty(outbox)))
                 gateway_runs.append(elapsed)
@@ -216,6 +233,9 @@ def run() -> list[Metric]:
         print(f"  publish {PUBLISH_N:,} from the outbox: {publish:,.0f} msgs/s; mosquitto_pub "
               f"-l -q 1: {c_publish:,.0f} msgs/s; ratio {publish / c_publish:.3f} (PUBACK p50 "
               f"{session.stats.snapshot()['publish_latency_p50_ms']} ms)", flush=True)
+        tls, c_tls, _ = publish_rates(tmp, tls=True)
+        print(f"  the same over TLS (client certificates): {tls:,.0f} msgs/s; mosquitto_pub: "
+              f"{c_tls:,.0f} msgs/s; ratio {tls / c_tls:.3f}", flush=True)
         replay, c_replay = replay_rates(tmp)
         print(f"  replay {REPLAY_N:,} to a live mosquitto_sub -q 1: {replay:,.0f} msgs/s; a "
               f"mosquitto_pub burst through the same broker: {c_replay:,.0f} msgs/s; ratio "
@@ -229,6 +249,10 @@ def run() -> list[Metric]:
         Metric("gateway_publish_vs_c_client", round(publish / c_publish, 3), "ratio", 0.5,
                "higher", f"gateway {publish:,.0f} msgs/s / mosquitto_pub -l -q 1 "
                f"{c_publish:,.0f} msgs/s, same payloads, same broker, same run"),
+        Metric("gateway_publish_tls_vs_c_client", round(tls / c_tls, 3), "ratio", 0.5,
+               "higher", f"the publish run over TLS 1.3 with client certificates (the field's "
+               f"configuration): gateway {tls:,.0f} msgs/s / mosquitto_pub -l -q 1 with the same "
+               f"certificate {c_tls:,.0f} msgs/s, same broker, same run"),
         Metric("gateway_replay_msgs_per_s", round(replay), "msgs/s", GOAL, "higher",
                f"{REPLAY_N:,}-message backlog, pump start -> the last one at a live "
                f"mosquitto_sub -q 1 (every message checked), {window}"),

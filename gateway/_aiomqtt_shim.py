@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -247,6 +248,7 @@ class PubackClient(aiomqtt.Client):
         pubacks = self._pubacks
         settled = 0
         drained = False
+        tls = isinstance(c._sock, ssl.SSLSocket)
         for _ in range(_MAX_PACKETS_PER_READ):
             if c._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -261,9 +263,11 @@ class PubackClient(aiomqtt.Client):
                     if not data:  # the peer closed: paho's reader says so
                         return c._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                     buf += data
-                    # Under TLS a read returns at most one record, and OpenSSL may hold more
-                    # already decrypted, which epoll cannot see (paho checks pending() too).
-                    drained = len(data) < _READ_CHUNK and not _tls_pending(c._sock)
+                    # Under TLS a read returns at most one record, and Mosquitto writes one
+                    # per packet: a short read says nothing of what waits. Read on until the
+                    # socket would block (SSLWantReadError, which paho raises as
+                    # BlockingIOError), or every PUBACK costs a trip through the event loop.
+                    drained = len(data) < _READ_CHUNK and not tls
                 if len(buf) >= 4 and buf[0] == _PUBACK and buf[1] in (2, 3) \
                         and len(buf) >= 2 + buf[1]:
                     fut = pubacks.pop((buf[2] << 8) | buf[3], None)
@@ -348,9 +352,3 @@ class PubackClient(aiomqtt.Client):
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-def _tls_pending(sock: Any) -> int:
-    """Bytes a TLS socket has decrypted and not yet handed out (0 for a plain socket)."""
-    pending = getattr(sock, "pending", None)
-    return pending() if callable(pending) else 0

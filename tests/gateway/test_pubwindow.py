@@ -4,6 +4,9 @@ shared with the status, in-order settlement, and the back-off after a transient 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+import threading
 from typing import Any
 
 import aiomqtt
@@ -12,6 +15,7 @@ import pytest
 from gateway._aiomqtt_shim import PRIVATE_API, PubackClient, check_private_api
 from gateway.mqtt import outbox_turn
 from gateway.pubwindow import PubackWindow, Settled, Verdict, classify
+from tests.gateway.mosquitto import Pki
 
 
 @pytest.mark.parametrize(("code", "verdict"), [
@@ -237,3 +241,41 @@ def test_a_window_reaches_the_wire_whole_and_in_order_however_much_the_socket_ta
 def test_the_outbox_takes_one_turn_while_the_broker_works(acked: int, waiting: int,
                                                           paused: bool, turn: str | None) -> None:
     assert outbox_turn(acked, waiting, capacity=20, paused=paused, ack_batch=100) == turn
+
+
+def test_over_tls_every_waiting_puback_is_settled_in_one_read_however_many_records(
+        pki: Pki) -> None:
+    """Under TLS a read returns at most one record, and Mosquitto writes one record per packet:
+    a short read is no sign that the socket is drained. 200 PUBACKs waiting on a real TLS
+    connection are all settled by one call of the reader (it stopped after the first, and every
+    PUBACK cost a trip through the event loop: a third of the publish rate over TLS)."""
+    n = 200
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    client_ctx = ssl.create_default_context(cafile=str(pki.ca))
+    client_ctx.check_hostname = False
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        broker = server_ctx.wrap_socket(theirs, server_side=True, do_handshake_on_connect=False)
+        handshake = threading.Thread(target=broker.do_handshake)
+        handshake.start()
+        tls = client_ctx.wrap_socket(ours)
+        handshake.join()
+        for mid in range(1, n + 1):  # one record each, as Mosquitto writes them
+            broker.sendall(bytes([0x40, 2]) + mid.to_bytes(2, "big"))
+        tls.setblocking(False)
+
+        async def read_once() -> list[int | None]:
+            client = PubackClient("127.0.0.1", 1, protocol=aiomqtt.ProtocolVersion.V5)
+            c: Any = client._client
+            c._sock = tls
+            loop = asyncio.get_running_loop()
+            futures = [loop.create_future() for _ in range(n)]
+            client._pubacks.update(zip(range(1, n + 1), futures, strict=True))
+            client._loop_read()
+            c._sock = None
+            return [f.result() if f.done() else None for f in futures]
+
+        settled = asyncio.run(read_once())
+        broker.close()
+    assert settled == [0] * n
