@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,14 +107,14 @@ class Rig:
         self.storage = tmp / "state"
 
     def manager(self, *, poller: Poller | None = None, transfer: Any = staged_at_once,
-                trial_after_s: float = 30, **section: Any) -> OtaManager:
+                trial_after_s: float = 30, rng: Any = None, **section: Any) -> OtaManager:
         config = OtaSection.model_validate({"trust": self.keys.trust, "offer_jitter_s": 0,
                                             "download_retries": 0, **section})
         poller = poller or Poller()
         return OtaManager("gw-1", config, cache_dir=self.storage / "ota-cache",
                           state_path=self.storage / "ota-jobs.json", pollers={"riser": poller},
                           device_bus={DEVICE: poller}, publish=self._publish,
-                          trial_after_s=trial_after_s, transfer=transfer)
+                          trial_after_s=trial_after_s, transfer=transfer, rng=rng)
 
     def _publish(self, messages: list[Message]) -> None:
         for m in messages:
@@ -295,6 +296,66 @@ def test_a_new_campaign_replaces_an_ended_job_and_waits_for_a_running_one(rig: R
     assert rig.phases("17").count("confirmed") == 2  # its end, then the repeat's re-report
     saved = json.loads((rig.storage / "ota-jobs.json").read_text())["jobs"][DEVICE]
     assert saved["campaign"] == "18"
+
+
+# -- the offer's jitter ------------------------------------------------------------------------
+class Draws:
+    """``random.Random`` as the manager uses it: the draws it asks for, each answered with
+    ``share`` of the range."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.asked: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.asked.append((a, b))
+        return a + self.share * (b - a)
+
+
+def test_a_transfer_starts_at_a_random_moment_within_the_jitter_and_a_resumed_one_at_once(
+        rig: Rig) -> None:
+    """A campaign does not hit every bus at the same instant: each verified delivery waits a
+    draw from [0, offer_jitter_s] before it offers. A transfer interrupted by a restart goes on
+    at once: its node is mid-image, and waiting again only lengthens the outage."""
+    rig.release("tiny")
+    draws = Draws(0.8)
+    started: list[float] = []
+
+    async def held_transfer(bus: Any, address: int, stream: bytes, *,
+                            progress: Callable[[int, int], None],
+                            on_commit: Callable[[], None] | None = None) -> None:
+        started.append(time.monotonic())
+        progress(0, len(stream))
+        await asyncio.sleep(3600)  # the gateway stops while the image is on its way
+
+    manager = rig.manager(transfer=held_transfer, rng=draws, offer_jitter_s=0.5)
+    verified_at: list[float] = []
+    publish = manager.publish
+
+    def stamped(messages: list[Message]) -> None:
+        verified_at.extend(time.monotonic() for m in messages if m.body["phase"] == "verified")
+        publish(messages)
+
+    manager.publish = stamped
+
+    async def first_run() -> None:
+        rig.start(manager, "tiny")
+        await rig.until(lambda: bool(started), describe="the transfer to start")
+
+    asyncio.run(running(manager, first_run))
+    assert draws.asked == [(0, 0.5)]
+    assert started[0] - verified_at[0] >= 0.4  # the draw (0.8 x 0.5 s), not at once
+    assert rig.phases()[-1] == "transferring"
+
+    again = Draws(1.0)
+    started.clear()
+    resumed = rig.manager(transfer=held_transfer, rng=again, offer_jitter_s=0.5)
+
+    async def second_run() -> None:
+        await rig.until(lambda: bool(started), describe="the resumed transfer to start")
+
+    asyncio.run(running(resumed, second_run))
+    assert again.asked == [], "a resumed transfer waited for a new draw"
 
 
 # -- key rotation ------------------------------------------------------------------------------
