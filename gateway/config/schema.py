@@ -69,6 +69,10 @@ class _Section(BaseModel):
 
 # --------------------------------------------------------------------------- [gateway]
 
+#: How long a node runs a trial image before it resets unconfirmed (the firmware's default,
+#: _TRIAL_CONFIRM_S in firmware/app/node.py; tests/gateway/test_config.py holds the two equal).
+NODE_TRIAL_CONFIRM_S = 900
+
 class GatewaySection(_Section):
     id: TopicId
     site: str = ""  # e.g. "HCMC District 1, Ben Nghe ward"
@@ -78,7 +82,17 @@ class GatewaySection(_Section):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0  # Prometheus; 0 = off
     # A node running a trial image is confirmed once polled healthy this long (gateway/trial.py);
     # 0 = never (confirm by hand through the fleet's command).
-    confirm_trial_after_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 300
+    confirm_trial_after_s: Annotated[float, Field(ge=0)] = 300
+
+    @field_validator("confirm_trial_after_s")
+    @classmethod
+    def _confirm_before_the_node_gives_up(cls, value: float) -> float:
+        if value >= NODE_TRIAL_CONFIRM_S:
+            raise ValueError(
+                f"must be below {NODE_TRIAL_CONFIRM_S} s: a node resets a trial image not "
+                f"confirmed within {NODE_TRIAL_CONFIRM_S} s of uptime and rolls back after a "
+                f"few boots, so every update would be undone (0 confirms by hand)")
+        return value
 
 
 # --------------------------------------------------------------------------- [mqtt]

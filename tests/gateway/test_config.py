@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from gateway.config import (
     load_config,
     validate_config,
 )
+from gateway.config.schema import NODE_TRIAL_CONFIRM_S
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "gateway" / "examples"
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 
 # Line numbers matter: the error table below points into this text.
 BASE = """\
@@ -294,6 +297,29 @@ def test_the_ota_section_resolves_its_paths_and_defaults_its_cache_under_storage
     assert config.ota.offer_jitter_s == 10 and config.ota.cache_max_mb == 64
     assert missing_files(config) == [f"ota.trust: {tmp_path / 'keys' / 'trust.json'} "
                                      "does not exist"]
+
+
+@pytest.mark.parametrize(("wait", "accepted"), [(0, True), (300, True), (899, True),
+                                              (900, False), (3600, False)])
+def test_the_gateway_must_confirm_a_trial_before_the_node_gives_up_on_it(
+        tmp_path: Path, wait: int, accepted: bool) -> None:
+    """A node resets a trial image it has not been confirmed for within its confirm-by time and
+    rolls back after a few boots: a gateway set to wait that long undoes every update."""
+    text = BASE.replace('id = "gw-1"', f'id = "gw-1"\nconfirm_trial_after_s = {wait}')
+    if accepted:
+        assert load_config(write(tmp_path, text)).gateway.confirm_trial_after_s == wait
+        return
+    [issue] = errors_of(write(tmp_path, text))
+    assert issue.startswith(f"{tmp_path / 'gateway.toml'}:3: gateway.confirm_trial_after_s: "
+                            "must be below 900 s"), issue
+
+
+def test_the_gateways_confirm_limit_is_the_firmwares_trial_deadline() -> None:
+    tree = ast.parse((FIRMWARE / "app" / "node.py").read_text())
+    [deadline] = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                  and [t.id for t in node.targets if isinstance(t, ast.Name)] ==
+                  ["_TRIAL_CONFIRM_S"] and isinstance(node.value, ast.Constant)]
+    assert deadline == NODE_TRIAL_CONFIRM_S
 
 
 @pytest.mark.parametrize(("extra", "field"), [
