@@ -1,8 +1,8 @@
 """The one place that reaches into aiomqtt's private API: a client that keeps PUBACK reason codes.
 
 Why a subclass of aiomqtt.Client rather than paho directly: aiomqtt already owns the hard part of
-running paho on an asyncio loop (socket reader/writer registration, keepalive task, TLS pending
-bytes, the CONNECT in an executor) and the architecture names it. Its one gap is that
+running paho on an asyncio loop (socket reader/writer registration, keepalive task, the
+CONNECT in an executor) and the architecture names it. Its one gap is that
 ``Client.publish()`` drops the PUBACK reason code (aiomqtt 2.5.1 ``_on_publish`` only sets an
 event). :class:`PubackClient` adds ``publish_many()`` / ``publish_tracked()``, which return one
 future per message that resolves with the PUBACK's reason code (an int).
@@ -19,9 +19,9 @@ ReasonCode objects per PUBACK, one send() and three recv() system calls per mess
   ``_handle_pubackcomp`` (packet id and reason code read from the bytes); anything else (a
   PUBACK paho itself is waiting for) goes on to paho's handler.
 - Reads are buffered (64 kB per recv() instead of three per packet) and ``loop_read`` reads
-  until the socket would block (or a read came back short), instead of once per event-loop
-  wake-up; our PUBACKs are
-  settled straight from that buffer, everything else goes through paho's reader.
+  until the socket would block (on plain TCP, until a read comes back short), instead of once
+  per event-loop wake-up; our PUBACKs are settled straight from that buffer, everything else
+  goes through paho's reader.
 
 No PUBACK can be settled before its future exists: the futures are registered before the
 window is sent, and reading is only ever done from the event loop's reader callback (aiomqtt
@@ -60,7 +60,7 @@ __all__ = ["PAHO_PRIVATE_API", "PRIVATE_API", "PubackClient", "check_private_api
 
 _PUBLISH = 0x30
 _PUBACK = 0x40
-_READ_CHUNK = 65536
+_READ_CHUNK = 65536  # per recv(); more than a TLS record holds (16 kB)
 _MAX_PACKETS_PER_READ = 4096
 
 #: Private attributes of aiomqtt.Client this module depends on, with the type each must have.
@@ -283,7 +283,9 @@ class PubackClient(aiomqtt.Client):
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
         else:
-            if self._rbuf:  # bytes left in our buffer: the socket will not wake us for them
+            # Bytes left in our buffer: the socket will not wake us for them. (Nothing is left
+            # inside OpenSSL: every read asks for _READ_CHUNK, more than a TLS record holds.)
+            if self._rbuf:
                 self._loop.call_soon(self._read_rest)
         if settled:
             with c._msgtime_mutex:

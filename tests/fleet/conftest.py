@@ -139,6 +139,8 @@ def empty_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest
     database on the session's PostgreSQL server, dropped when the test ends."""
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'old.db'}"
+    if kind != "postgresql":
+        raise ValueError(f"unknown database kind {kind!r}: 'sqlite' or 'postgresql'")
     server: PostgresServer = request.getfixturevalue("postgres")
     name = f"empty_{os.getpid()}_{next(_db_counter)}"
     server.admin(f"CREATE DATABASE {name}")
