@@ -246,13 +246,24 @@ class ModbusBus:
 
     async def write_register(self, device: int, address: int, value: int,
                              timeout: float | None = None) -> None:
-        await self._call(device, 6, self._client.write_register, address, value,
-                         timeout=timeout, expect=reply_bytes(6))
+        rr = await self._call(device, 6, self._client.write_register, address, value,
+                              timeout=timeout, expect=reply_bytes(6))
+        self._echo(device, 6, "value", (rr.address, rr.registers[0]), (address, value))
 
     async def write_registers(self, device: int, address: int, values: list[int],
                               timeout: float | None = None) -> None:
-        await self._call(device, 16, self._client.write_registers, address, values,
-                         timeout=timeout, expect=reply_bytes(16))
+        rr = await self._call(device, 16, self._client.write_registers, address, values,
+                              timeout=timeout, expect=reply_bytes(16))
+        self._echo(device, 16, "count", (rr.address, rr.count), (address, len(values)))
+
+    def _echo(self, device: int, function: int, what: str, got: tuple[int, int],
+              sent: tuple[int, int]) -> None:
+        """A write's answer echoes its address and value (or count). One that echoes another
+        write is not this write's answer: a late answer to an earlier request, or a fault."""
+        if got != sent:
+            self.failures += 1
+            raise BadReply(device, function, f"echoed address {got[0]} {what} {got[1]} for "
+                                             f"address {sent[0]} {what} {sent[1]}")
 
     async def read_coils(self, device: int, address: int, count: int,
                          timeout: float | None = None) -> list[bool]:
@@ -266,8 +277,9 @@ class ModbusBus:
 
     async def write_coil(self, device: int, address: int, value: bool,
                          timeout: float | None = None) -> None:
-        await self._call(device, 5, self._client.write_coil, address, value, timeout=timeout,
-                         expect=reply_bytes(5))
+        rr = await self._call(device, 5, self._client.write_coil, address, value,
+                              timeout=timeout, expect=reply_bytes(5))
+        self._echo(device, 5, "value", (rr.address, int(rr.bits[0])), (address, int(value)))
 
 
 def reply_bytes(function: int, count: int = 0) -> int:

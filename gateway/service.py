@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 COMMANDS = ("write", "coil", "reset", "reboot", "repoll", "ota")
 BUS_ERRORS = (NoResponse, ModbusError, BadReply, PortLost)
+ACT_RETRY_FIRST_S = 0.2  # a rule's write that failed: first try again after this, doubling
+ACT_RETRY_MAX_S = 5.0  # ... up to this
+ACT_LOG_EVERY_S = 60.0  # a write that keeps failing is logged at most this often
 
 
 def _make_bus(bus: Any) -> ModbusBus:
@@ -100,6 +103,9 @@ class Gateway:
         self.started = time.monotonic()
         self.rule_writes = 0
         self.rule_failures = 0
+        #: How many decisions each rule output (device, coil, register) has had: a write that
+        #: failed is tried again only while it is still the latest decision for its output.
+        self._decisions: dict[tuple[str, int | None, str | None], int] = {}
         self.metrics_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._trials: dict[str, TrialWatch] = {}
@@ -282,20 +288,44 @@ class Gateway:
             log.error("rule %s: device %s is on no served bus", action.rule, action.device)
             return
         address = poller.devices[action.device].address
-        try:
-            if action.coil is not None:
-                coil = action.coil
-                await poller.submit(lambda rtu: rtu.write_coil(address, coil, bool(action.value)))
-            else:
-                assert action.register is not None
-                cmap = poller.devices[action.device].decoder.cmap
-                reg = cmap.holding_register(action.register)
-                raw = reg.encode(float(action.value))[0]
-                await poller.submit(lambda rtu: rtu.write_register(address, reg.address, raw))
-        except BUS_ERRORS as exc:
-            self.rule_failures += 1
-            log.error("rule %s: writing %s failed: %s", action.rule, action.device, exc)
-            return
+        if action.coil is not None:
+            coil, on = action.coil, bool(action.value)
+
+            def write(rtu: ModbusBus) -> Any:
+                return rtu.write_coil(address, coil, on)
+        else:
+            assert action.register is not None
+            reg = poller.devices[action.device].decoder.cmap.holding_register(action.register)
+            raw = reg.encode(float(action.value))[0]
+
+            def write(rtu: ModbusBus) -> Any:
+                return rtu.write_register(address, reg.address, raw)
+        # A write lost on the way (noise, a node that missed it, an adapter replugged) is
+        # written again until it lands, unless a later decision for the same output came
+        # meanwhile; only the node's refusal (an exception response) ends it.
+        output = (action.device, action.coil, action.register)
+        self._decisions[output] = decision = self._decisions.get(output, 0) + 1
+        delay, logged_at = ACT_RETRY_FIRST_S, -ACT_LOG_EVERY_S
+        while True:
+            try:
+                await poller.submit(write)
+                break
+            except ModbusError as exc:
+                self.rule_failures += 1
+                log.error("rule %s: %s refused the write: %s", action.rule, action.device, exc)
+                return
+            except (NoResponse, BadReply, PortLost) as exc:
+                self.rule_failures += 1
+                if time.monotonic() - logged_at >= ACT_LOG_EVERY_S:
+                    logged_at = time.monotonic()
+                    log.error("rule %s: writing %s failed: %s; writing it again until it "
+                              "lands", action.rule, action.device, exc)
+            await asyncio.sleep(delay)
+            if self._decisions.get(output) != decision:
+                log.warning("rule %s: a later decision for %s replaces the write that failed",
+                            action.rule, action.device)
+                return
+            delay = min(2 * delay, ACT_RETRY_MAX_S)
         self.rule_writes += 1
         log.warning("rule %s: %s set %s=%s (%s)", action.rule, action.device,
                     f"coil {action.coil}" if action.coil is not None else action.register,

@@ -49,7 +49,9 @@ class Faults:
     seed: int = 0
     # Replies from these node addresses are rewritten, with a valid CRC, as a node with a
     # firmware bug would send them: "short" drops the last register of a register read (byte
-    # count and length agree), "function" answers with the other register-read function code.
+    # count and length agree), "function" answers with the other register-read function code,
+    # "echo" answers a write (FC05/06/15/16) with the next address echoed, as the late answer
+    # to another write would read.
     bad_replies: dict[int, str] = field(default_factory=dict)
 
 
@@ -296,10 +298,19 @@ def _crc16(frame: bytes) -> bytes:
 
 
 def bad_reply(frame: bytes, mode: str) -> bytes:
-    """A register-read reply (FC03/FC04) rewritten by ``mode``, CRC recomputed; others unchanged."""
-    if len(frame) < 7 or frame[1] not in (3, 4) or _crc16(frame[:-2]) != frame[-2:]:
+    """A reply rewritten by ``mode``, CRC recomputed: a register read's (FC03/FC04) by "short"
+    and "function", a write's (FC05/06/15/16) by "echo"; any other frame unchanged."""
+    if len(frame) < 7 or _crc16(frame[:-2]) != frame[-2:]:
         return frame
     body = bytearray(frame[:-2])
+    if mode == "echo":
+        if body[1] not in (5, 6, 15, 16) or len(body) != 6:
+            return frame
+        echoed = ((body[2] << 8 | body[3]) + 1) & 0xFFFF
+        body[2:4] = echoed.to_bytes(2, "big")
+        return bytes(body) + _crc16(bytes(body))
+    if frame[1] not in (3, 4):
+        return frame
     if mode == "short" and body[2] >= 2:
         del body[-2:]
         body[2] -= 2

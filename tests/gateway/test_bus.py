@@ -182,6 +182,12 @@ REPLY = bytes.fromhex("01040400010002")  # node 1, FC04, 2 registers: 1, 2
     # not a register read, or a frame already damaged: passed on unchanged
     ("short", bytes.fromhex("0105000000ff") + _crc(bytes.fromhex("0105000000ff")), None),
     ("short", REPLY + b"\0\0", None),
+    # a write's echo: the next address, as a late answer to another write would read
+    ("echo", bytes.fromhex("011003e8007a") + _crc(bytes.fromhex("011003e8007a")),
+     bytes.fromhex("011003e9007a")),
+    ("echo", bytes.fromhex("01060000ffff") + _crc(bytes.fromhex("01060000ffff")),
+     bytes.fromhex("01060001ffff")),
+    ("echo", REPLY + _crc(REPLY), None),  # a read is not a write
 ])
 def test_the_simulators_bad_reply_fault_keeps_a_valid_crc(mode: str, frame: bytes,
                                                           expected: bytes | None) -> None:
@@ -218,6 +224,39 @@ async def test_a_reply_that_does_not_answer_the_request_is_a_bad_reply(
                 await bus.read_input(1, 0, 16)
             sim.hub.faults.bad_replies.clear()
             assert len(await bus.read_input(1, 0, 16)) == 16
+    finally:
+        sim.stop()
+
+
+@run_async
+async def test_a_write_answered_with_another_writes_echo_is_a_bad_reply() -> None:
+    """A write's answer echoes its address and value (FC05/06) or count (FC15/16). An echo of
+    another write, such as a late answer to an earlier request, does not say that this write
+    was done; and the bus goes on with the next request."""
+    from gateway.bus import BadReply
+    from gateway.rtu import RtuBus
+    from hardware.sim.simbus import SimBus
+
+    sim = SimBus([(1, "fire")])
+    sim.start()
+    try:
+        async with RtuBus(sim.master_path, timeout=0.5) as bus:
+            for _ in range(50):  # the node boots
+                try:
+                    await bus.read_input(1, 0, 16)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            failures = bus.failures
+            sim.hub.faults.bad_replies[1] = "echo"
+            with pytest.raises(BadReply, match="echoed address 1 value 0 for address 0 value 0"):
+                await bus.write_register(1, 0, 0)  # command register: 0 does nothing
+            with pytest.raises(BadReply, match="echoed address 1 value 0 for address 0 value 0"):
+                await bus.write_coil(1, 0, False)
+            sim.hub.faults.bad_replies.clear()
+            await bus.write_register(1, 0, 0)
+            await bus.write_coil(1, 0, False)
+            assert bus.failures == failures + 2
     finally:
         sim.stop()
 

@@ -239,6 +239,34 @@ def test_a_node_answering_with_a_bad_reply_is_that_nodes_fault(
     assert gateway.log().count("protocol fault") <= 3, "bad replies are rate-limited in the log"
 
 
+# --------------------------------------------------------------------------- the siren
+
+def test_a_siren_write_lost_on_the_line_is_written_again_until_the_siren_sounds(
+        gateway: Gateway, broker: Broker, sims: list[SimBus]) -> None:
+    sim, feed = start_sim(sims, [(1, "fire"), (9, "flood")])
+    gateway.body = rtu_bus("riser", sim.master_path, [
+        device(1, "fire", "fire-1"), device(9, "flood", "siren-9")]) + SIREN_RULE
+    siren_port = 2  # port 0 is the master, then the nodes in order
+    with Subscriber(broker, f"edgefleet/v1/{GW}/#") as sub:
+        gateway.start()
+        sub.wait_for(lambda ms: True in states(ms, "siren-9"), 20, "siren-9 online")
+        sim.hub.faults.dead_ports.add(siren_port)  # the siren's transceiver drops out
+        ignite(feed, sim)
+        wait_for(lambda: "writing siren-9 failed" in gateway.log(), 30,
+                 what="the gateway to find the siren write lost")
+        assert not siren_on(sim)
+        sim.hub.faults.dead_ports.discard(siren_port)  # the technician reseats the connector
+        wait_for(lambda: siren_on(sim), 20, what="the siren to sound once its node hears again")
+        sub.wait_for(lambda ms: any(e.get("event") == "rule" for e in of_events(ms)), 10,
+                     "the rule's event once the write landed")
+        assert gateway.stop() < 5
+    assert gateway.log().count("writing siren-9 failed") == 1, "logged once, not per retry"
+
+
+def of_events(messages: list[Received]) -> list[dict[str, Any]]:
+    return [body(m) for m in messages if m.topic == f"edgefleet/v1/{GW}/event"]
+
+
 # --------------------------------------------------------------------------- the disk
 
 @pytest.fixture
