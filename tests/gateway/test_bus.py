@@ -176,6 +176,19 @@ def _crc(frame: bytes) -> bytes:
 REPLY = bytes.fromhex("01040400010002")  # node 1, FC04, 2 registers: 1, 2
 
 
+async def node_booted(bus: Any, tries: int = 50) -> None:
+    """Wait until node 1 answers a read (a simulated node takes a second or two to boot)."""
+    from gateway.bus import BadReply, NoResponse
+
+    for _ in range(tries):
+        try:
+            await bus.read_input(1, 0, 1)
+            return
+        except (NoResponse, BadReply):
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"node 1 did not answer within {tries} tries")
+
+
 @pytest.mark.parametrize(("mode", "frame", "expected"), [
     ("short", REPLY + _crc(REPLY), bytes.fromhex("0104020001")),
     ("function", REPLY + _crc(REPLY), bytes.fromhex("01030400010002")),
@@ -213,12 +226,7 @@ async def test_a_reply_that_does_not_answer_the_request_is_a_bad_reply(
     sim.start()
     try:
         async with RtuBus(sim.master_path, timeout=0.5) as bus:
-            for _ in range(50):  # the node boots
-                try:
-                    await bus.read_input(1, 0, 16)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
+            await node_booted(bus)
             sim.hub.faults.bad_replies[1] = mode
             with pytest.raises(BadReply, match=detail):
                 await bus.read_input(1, 0, 16)
@@ -241,12 +249,7 @@ async def test_a_write_answered_with_another_writes_echo_is_a_bad_reply() -> Non
     sim.start()
     try:
         async with RtuBus(sim.master_path, timeout=0.5) as bus:
-            for _ in range(50):  # the node boots
-                try:
-                    await bus.read_input(1, 0, 16)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
+            await node_booted(bus)
             failures = bus.failures
             sim.hub.faults.bad_replies[1] = "echo"
             with pytest.raises(BadReply, match="echoed address 1 value 0 for address 0 value 0"):
@@ -274,12 +277,7 @@ async def test_the_gateway_keeps_the_silent_interval_before_every_request(baud: 
     sim.start()
     try:
         async with RtuBus(sim.master_path, baud, timeout=2.0) as bus:
-            for _ in range(50):  # the node boots
-                try:
-                    await bus.read_holding(1, 0, 10)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
+            await node_booted(bus)
             for _ in range(150):
                 assert len(await bus.read_holding(1, 0, 10)) == 10
         assert bus.requests_sent >= 150  # every request took the direct write
