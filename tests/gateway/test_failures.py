@@ -151,6 +151,10 @@ def of(messages: list[Received], dev: str, channel: str) -> list[dict[str, Any]]
     return [body(m) for m in messages if m.topic == f"edgefleet/v1/{GW}/{dev}/{channel}"]
 
 
+def of_events(messages: list[Received]) -> list[dict[str, Any]]:
+    return [body(m) for m in messages if m.topic == f"edgefleet/v1/{GW}/event"]
+
+
 def states(messages: list[Received], dev: str) -> list[bool]:
     return [s["online"] for s in of(messages, dev, "state")]
 
@@ -261,10 +265,6 @@ def test_a_siren_write_lost_on_the_line_is_written_again_until_the_siren_sounds(
                      "the rule's event once the write landed")
         assert gateway.stop() < 5
     assert gateway.log().count("writing siren-9 failed") == 1, "logged once, not per retry"
-
-
-def of_events(messages: list[Received]) -> list[dict[str, Any]]:
-    return [body(m) for m in messages if m.topic == f"edgefleet/v1/{GW}/event"]
 
 
 # --------------------------------------------------------------------------- the disk
